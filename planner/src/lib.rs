@@ -1,0 +1,9 @@
+//! Brook's planner: the catalog, semantic checks and planning onto DataFusion.
+//!
+//! Today it holds the mapping from ksqlDB's SQL types to Arrow's, which every later stage
+//! (formats, operators, the catalog's schemas) shares.
+
+mod error;
+pub mod types;
+
+pub use error::PlanError;

@@ -1,0 +1,10 @@
+//! Brook's runtime: Kafka I/O through rdkafka, and (feature `embedded-broker`) an
+//! in-process Kafka-protocol broker for tests and single-machine servers.
+
+#[cfg(feature = "embedded-broker")]
+pub mod embedded;
+mod error;
+pub mod kafka;
+
+pub use error::{Result, RuntimeError};
+pub use rdkafka;

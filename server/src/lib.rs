@@ -1,0 +1,38 @@
+//! The Brook service: today it owns the Kafka connection (the embedded broker by default);
+//! statement execution, the REST and gRPC APIs and the command log build on it.
+
+use std::time::Duration;
+
+use brook_runtime::rdkafka::consumer::{BaseConsumer, Consumer};
+use brook_runtime::RuntimeError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot reach Kafka at {bootstrap}: {reason}")]
+    KafkaUnreachable { bootstrap: String, reason: String },
+    #[error("no Kafka: pass --bootstrap-servers (this build has no embedded broker)")]
+    NoKafka,
+}
+
+/// Asks Kafka for its metadata, so a wrong address fails at start with a clear message
+/// rather than later inside a query.
+pub async fn check_kafka(bootstrap: &str, timeout: Duration) -> Result<usize, ServerError> {
+    let bootstrap = bootstrap.to_string();
+    let b = bootstrap.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = brook_runtime::kafka::client_config(&b)
+            .create()
+            .map_err(|e| e.to_string())?;
+        consumer
+            .fetch_metadata(None, timeout)
+            .map(|m| m.brokers().len())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    res.map_err(|reason| ServerError::KafkaUnreachable { bootstrap, reason })
+}

@@ -1,0 +1,135 @@
+//! `brook-server`: the Brook service.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use tracing::{error, info};
+
+use brook_server::{check_kafka, ServerError};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "brook-server",
+    version,
+    about = "Brook: streaming SQL for Apache Kafka"
+)]
+struct Args {
+    /// Kafka to use (HOST:PORT[,HOST:PORT…]). Without it, Brook starts its embedded broker.
+    #[arg(long, env = "BROOK_BOOTSTRAP_SERVERS")]
+    bootstrap_servers: Option<String>,
+
+    /// Where the server keeps its files (the embedded broker's log among them).
+    #[arg(long, env = "BROOK_DATA_DIR", default_value = "brook-data")]
+    data_dir: PathBuf,
+
+    /// Address of the embedded broker's Kafka listener.
+    #[arg(long, env = "BROOK_BROKER_LISTEN", default_value = "127.0.0.1:9092")]
+    broker_listen: SocketAddr,
+
+    /// Keep the embedded broker's log in memory instead of on disk (lost on exit).
+    #[arg(long)]
+    broker_in_memory: bool,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BROOK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,nisshi=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            error!("cannot start the tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(args)) {
+        error!("{e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), ServerError> {
+    let mut _broker: Option<Broker> = None;
+    let bootstrap = match args.bootstrap_servers {
+        Some(b) => {
+            info!(bootstrap_servers = %b, "using Kafka");
+            b
+        }
+        None => start_embedded(&args, &mut _broker).await?,
+    };
+    check_kafka(&bootstrap, Duration::from_secs(30)).await?;
+    info!(bootstrap_servers = %bootstrap, "brook-server ready; Ctrl-C or SIGTERM stops it");
+    shutdown_signal().await;
+    info!("shutting down");
+    Ok(())
+}
+
+#[cfg(feature = "embedded-broker")]
+type Broker = brook_runtime::embedded::EmbeddedBroker;
+#[cfg(not(feature = "embedded-broker"))]
+type Broker = ();
+
+#[cfg(feature = "embedded-broker")]
+async fn start_embedded(args: &Args, slot: &mut Option<Broker>) -> Result<String, ServerError> {
+    use brook_runtime::embedded::{BrokerStorage, EmbeddedBroker, EmbeddedBrokerConfig};
+    let storage = if args.broker_in_memory {
+        BrokerStorage::Memory
+    } else {
+        BrokerStorage::Sqlite(args.data_dir.join("broker.db"))
+    };
+    let broker = EmbeddedBroker::start(EmbeddedBrokerConfig {
+        storage: storage.clone(),
+        listen: args.broker_listen,
+    })
+    .await?;
+    let where_ = match &storage {
+        BrokerStorage::Memory => "memory".to_string(),
+        BrokerStorage::Sqlite(p) => p.display().to_string(),
+    };
+    info!(
+        listen = %broker.addr(),
+        storage = %where_,
+        "embedded Kafka broker listening; any Kafka client can use bootstrap.servers={}",
+        broker.addr()
+    );
+    let bootstrap = broker.bootstrap_servers();
+    *slot = Some(broker);
+    Ok(bootstrap)
+}
+
+#[cfg(not(feature = "embedded-broker"))]
+async fn start_embedded(_args: &Args, _slot: &mut Option<Broker>) -> Result<String, ServerError> {
+    Err(ServerError::NoKafka)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,72 @@
+//! `${name}` variable substitution, as DEFINE sets variables for later statements.
+
+use std::collections::HashMap;
+
+use crate::ParseError;
+
+/// Replaces every `${name}` whose name is defined (names compare case-insensitively, as
+/// ksqlDB's identifiers do). A reference to an undefined variable is an error naming it and
+/// its position.
+pub fn substitute(text: &str, vars: &HashMap<String, String>) -> Result<String, ParseError> {
+    let mut out = String::with_capacity(text.len());
+    let mut line = 1u64;
+    let mut col = 1u64;
+    let mut rest = text;
+    while let Some(pos) = rest.find("${") {
+        let (before, after) = rest.split_at(pos);
+        for ch in before.chars() {
+            if ch == '\n' {
+                line += 1;
+                col = 1;
+            } else {
+                col += 1;
+            }
+        }
+        out.push_str(before);
+        let Some(end) = after.find('}') else {
+            return Err(ParseError::new(
+                line,
+                col,
+                "Expected: '}' to end the variable reference, found: EOF",
+            ));
+        };
+        let name = &after[2..end];
+        let value = vars
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name.trim()))
+            .map(|(_, v)| v);
+        match value {
+            Some(v) => out.push_str(v),
+            None => {
+                return Err(ParseError::new(
+                    line,
+                    col,
+                    format!("Undefined variable: {name}"),
+                ))
+            }
+        }
+        col += after[..=end].chars().count() as u64;
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitutes_case_insensitively() {
+        let vars = HashMap::from([("TOPIC".to_string(), "orders".to_string())]);
+        let s = substitute("CREATE STREAM s WITH (kafka_topic='${topic}');", &vars).unwrap();
+        assert_eq!(s, "CREATE STREAM s WITH (kafka_topic='orders');");
+    }
+
+    #[test]
+    fn undefined_variable_names_position() {
+        let err = substitute("SELECT *\nFROM ${src};", &HashMap::new()).unwrap_err();
+        assert_eq!((err.line, err.column), (2, 6));
+        assert!(err.message.contains("src"), "{err}");
+    }
+}
