@@ -4,6 +4,8 @@
 //! (formats, operators, the catalog's schemas) shares.
 
 mod error;
+pub mod format;
+pub mod schema;
 pub mod types;
 
 pub use error::PlanError;
