@@ -3,7 +3,11 @@
 //! Today it holds the mapping from ksqlDB's SQL types to Arrow's, which every later stage
 //! (formats, operators, the catalog's schemas) shares.
 
+pub mod catalog;
 mod error;
+pub mod expr;
+pub mod functions;
+pub mod query;
 pub mod format;
 pub mod schema;
 pub mod types;
