@@ -1,4 +1,8 @@
-//! Shared pieces of the `brook` command line.
+//! Shared pieces of the `brook` command line: error rendering, the QTT harness and the
+//! ksql-test-runner-compatible runner.
+
+pub mod qtt;
+pub mod test_runner;
 
 use brook_sql::ParseError;
 

@@ -1,6 +1,7 @@
 //! `brook`: Brook's command-line tools.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -24,42 +25,125 @@ enum Command {
         #[arg(short, long)]
         file: Option<String>,
     },
+    /// Run ksqlDB query-validation tests (files or directories; default ../shared/qtt).
+    Qtt {
+        paths: Vec<PathBuf>,
+        /// Print every failing case with its reason.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Write the ids of the passing cases to this file (the ratchet).
+        #[arg(long)]
+        write_passing: Option<PathBuf>,
+    },
+    /// Run a test the way ksqlDB's ksql-test-runner does.
+    TestRunner {
+        #[arg(short = 's', long = "sql-file")]
+        sql_file: PathBuf,
+        #[arg(short = 'i', long = "input-file")]
+        input_file: Option<PathBuf>,
+        #[arg(short = 'o', long = "output-file")]
+        output_file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     match args.command {
-        Command::Parse { sql, file } => {
-            let text = match (sql, file) {
-                (Some(s), _) => s,
-                (None, Some(f)) if f != "-" => match std::fs::read_to_string(&f) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        eprintln!("brook: cannot read {f}: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                },
-                _ => {
-                    let mut t = String::new();
-                    if let Err(e) = std::io::stdin().read_to_string(&mut t) {
-                        eprintln!("brook: cannot read standard input: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                    t
-                }
-            };
-            match brook_sql::parse(&text) {
-                Ok(stmts) => {
-                    for s in stmts {
-                        println!("{};", s.statement);
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("{}", brook_cli::render_error(&text, &e));
-                    ExitCode::FAILURE
-                }
+        Command::Parse { sql, file } => parse(sql, file),
+        Command::Qtt {
+            paths,
+            verbose,
+            write_passing,
+        } => qtt(paths, verbose, write_passing),
+        Command::TestRunner {
+            sql_file,
+            input_file,
+            output_file,
+        } => match brook_cli::test_runner::run(&sql_file, input_file.as_deref(), &output_file) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
             }
+            Err(why) => {
+                println!("{why}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn parse(sql: Option<String>, file: Option<String>) -> ExitCode {
+    let text = match (sql, file) {
+        (Some(s), _) => s,
+        (None, Some(f)) if f != "-" => match std::fs::read_to_string(&f) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("brook: cannot read {f}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => {
+            let mut t = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut t) {
+                eprintln!("brook: cannot read standard input: {e}");
+                return ExitCode::FAILURE;
+            }
+            t
+        }
+    };
+    match brook_sql::parse(&text) {
+        Ok(stmts) => {
+            for s in stmts {
+                println!("{};", s.statement);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}", brook_cli::render_error(&text, &e));
+            ExitCode::FAILURE
         }
     }
+}
+
+fn qtt(paths: Vec<PathBuf>, verbose: bool, write_passing: Option<PathBuf>) -> ExitCode {
+    use brook_cli::qtt::{files, run_file, Outcome, Totals};
+    let paths = if paths.is_empty() {
+        vec![brook_cli::qtt::default_dir()]
+    } else {
+        paths
+    };
+    let mut total = Totals::default();
+    let mut passing = Vec::new();
+    for p in &paths {
+        let fs = files(p);
+        if fs.is_empty() {
+            eprintln!("brook: no test files under {}", p.display());
+            return ExitCode::FAILURE;
+        }
+        for f in fs {
+            let results = run_file(&f);
+            let mut t = Totals::default();
+            for r in &results {
+                t.add(r);
+                total.add(r);
+                match &r.outcome {
+                    Outcome::Pass => passing.push(r.id.clone()),
+                    Outcome::Fail(why) if verbose => println!("FAIL {}: {why}", r.id),
+                    _ => {}
+                }
+            }
+            let name = f.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            println!("qtt: {name}: {t}");
+        }
+    }
+    println!("qtt: {total}");
+    if let Some(path) = write_passing {
+        passing.sort();
+        let text = passing.join("\n") + "\n";
+        if let Err(e) = std::fs::write(&path, text) {
+            eprintln!("brook: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -663,7 +663,7 @@ impl Scope<'_> {
         ))
     }
 
-    pub(crate) fn coerce_pub(&self, t: Typed, target: &Type) -> Result<Typed, PlanError> {
+    pub fn coerce_pub(&self, t: Typed, target: &Type) -> Result<Typed, PlanError> {
         self.coerce(t, target)
     }
 }

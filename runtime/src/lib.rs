@@ -3,8 +3,11 @@
 
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
+pub mod driver;
 mod error;
+pub mod format;
 pub mod kafka;
+pub mod operator;
 
 pub use error::{Result, RuntimeError};
 pub use rdkafka;

@@ -1,0 +1,60 @@
+//! ksqlDB's query-validation tests on the deterministic driver, with a ratchet: every case
+//! listed in `qtt-passing.txt` (repo root) must keep passing. Regenerate the list with
+//! `brook qtt --write-passing qtt-passing.txt` when more cases pass.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+
+use brook_cli::qtt::{default_dir, files, run_file, Outcome, Totals};
+
+#[test]
+fn qtt_ratchet_holds() {
+    let dir = default_dir();
+    if !dir.is_dir() {
+        eprintln!("qtt: skipped: no QTT suite at {} (set BROOK_QTT_DIR)", dir.display());
+        return;
+    }
+    let ratchet_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../qtt-passing.txt");
+    let ratchet: BTreeSet<String> = std::fs::read_to_string(&ratchet_path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    let mut total = Totals::default();
+    let mut outcomes = std::collections::BTreeMap::new();
+    for f in files(&dir) {
+        for r in run_file(&f) {
+            total.add(&r);
+            outcomes.insert(r.id.clone(), r.outcome);
+        }
+    }
+    let mut regressions = Vec::new();
+    for id in &ratchet {
+        match outcomes.get(id) {
+            Some(Outcome::Pass) => {}
+            Some(Outcome::Fail(why)) => regressions.push(format!("{id}: {why}")),
+            Some(Outcome::Skip(why)) => regressions.push(format!("{id}: skipped: {why}")),
+            None => regressions.push(format!("{id}: no longer exists")),
+        }
+    }
+    let newly: usize = outcomes
+        .iter()
+        .filter(|(id, o)| **o == Outcome::Pass && !ratchet.contains(*id))
+        .count();
+    // Past the harness's capture, so CI's log carries the figure.
+    let _ = writeln!(std::io::stderr(), "qtt: {total}");
+    if newly > 0 {
+        let _ = writeln!(
+            std::io::stderr(),
+            "qtt: {newly} cases pass that qtt-passing.txt does not list; grow it with `brook qtt --write-passing qtt-passing.txt`"
+        );
+    }
+    assert!(
+        regressions.is_empty(),
+        "{} cases of the ratchet fail:\n{}",
+        regressions.len(),
+        regressions.join("\n")
+    );
+}
