@@ -11,7 +11,14 @@ use datafusion::logical_expr::{cast, lit, Expr};
 use crate::expr::{is_numeric, Scope, Typed};
 use crate::PlanError;
 
-fn arity(name: &str, args: &[Typed], min: usize, max: usize) -> Result<(), PlanError> {
+mod collections;
+mod datetime;
+mod strings;
+
+/// The result of a family's lookup: `None` when the family has no function of that name.
+pub(crate) type Lookup = Option<Result<Typed, PlanError>>;
+
+pub(crate) fn arity(name: &str, args: &[Typed], min: usize, max: usize) -> Result<(), PlanError> {
     if args.len() < min || args.len() > max {
         let types: Vec<String> = args
             .iter()
@@ -26,7 +33,7 @@ fn arity(name: &str, args: &[Typed], min: usize, max: usize) -> Result<(), PlanE
     Ok(())
 }
 
-fn expect(name: &str, a: &Typed, ok: impl Fn(&Type) -> bool, what: &str) -> Result<(), PlanError> {
+pub(crate) fn expect(name: &str, a: &Typed, ok: impl Fn(&Type) -> bool, what: &str) -> Result<(), PlanError> {
     match &a.ty {
         None => Ok(()),
         Some(t) if ok(t) => Ok(()),
@@ -37,12 +44,20 @@ fn expect(name: &str, a: &Typed, ok: impl Fn(&Type) -> bool, what: &str) -> Resu
     }
 }
 
-fn string(scope: &Scope, t: Typed) -> Result<Expr, PlanError> {
+pub(crate) fn string(scope: &Scope, t: Typed) -> Result<Expr, PlanError> {
     Ok(scope.coerce_pub(t, &Type::String)?.expr)
 }
 
 /// Calls ksqlDB function `name` (upper-case) on compiled arguments.
 pub fn call(scope: &Scope, name: &str, mut args: Vec<Typed>) -> Result<Typed, PlanError> {
+    // Each family owns its functions; the first that knows the name answers.
+    let families: [fn(&Scope, &str, &mut Vec<Typed>) -> Lookup; 3] =
+        [strings::call, collections::call, datetime::call];
+    for family in families {
+        if let Some(r) = family(scope, name, &mut args) {
+            return r;
+        }
+    }
     let s = |t: Type, e: Expr| Ok(Typed { expr: e, ty: Some(t) });
     match name {
         "UCASE" | "LCASE" => {
