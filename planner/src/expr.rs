@@ -588,17 +588,8 @@ impl Scope<'_> {
         let mut parts = Vec::new();
         let mut fields = Vec::new();
         for a in args {
-            let (name, value) = match a {
-                FunctionArg::ExprNamed {
-                    name: SqlExpr::Identifier(id),
-                    arg: FunctionArgExpr::Expr(v),
-                    ..
-                } => (id.clone(), v),
-                FunctionArg::Named {
-                    name,
-                    arg: FunctionArgExpr::Expr(v),
-                    ..
-                } => (name.clone(), v),
+            let (name, value) = match assignment(a) {
+                Some((SqlExpr::Identifier(id), v)) => (id.clone(), v),
                 _ => return err("STRUCT fields are written `name := value`"),
             };
             let t = self.compile(value)?;
@@ -621,12 +612,7 @@ impl Scope<'_> {
         let mut keys = Vec::new();
         let mut values = Vec::new();
         for a in args {
-            let FunctionArg::ExprNamed {
-                name,
-                arg: FunctionArgExpr::Expr(v),
-                ..
-            } = a
-            else {
+            let Some((name, v)) = assignment(a) else {
                 return err("MAP entries are written `key := value`");
             };
             keys.push(self.compile(name)?);
@@ -665,6 +651,23 @@ impl Scope<'_> {
 
     pub fn coerce_pub(&self, t: Typed, target: &Type) -> Result<Typed, PlanError> {
         self.coerce(t, target)
+    }
+}
+
+/// `name := value` in STRUCT(…) and MAP(…), however sqlparser shaped it.
+fn assignment(a: &FunctionArg) -> Option<(&SqlExpr, &SqlExpr)> {
+    match a {
+        FunctionArg::ExprNamed {
+            name,
+            arg: FunctionArgExpr::Expr(v),
+            ..
+        } => Some((name, v)),
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(SqlExpr::BinaryOp {
+            left,
+            op: BinaryOperator::Assignment,
+            right,
+        })) => Some((left, right)),
+        _ => None,
     }
 }
 

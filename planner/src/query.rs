@@ -87,9 +87,6 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
             "joins, windows and aggregations are not supported yet".into(),
         ));
     }
-    if !q.partition_by.is_empty() {
-        return Err(PlanError::Unsupported("PARTITION BY is not supported yet".into()));
-    }
     let source = catalog.source(&q.from.name.value)?;
     let alias = q.from.alias.as_ref().map(|a| a.value.as_str());
     let scope = scope_for(source, alias, catalog);
@@ -112,15 +109,37 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
     // Expand the projection into (name, expression) pairs.
     let mut items: Vec<(String, SqlExpr, bool)> = Vec::new();
     let mut synthetic = 0usize;
+    let mut has_star = false;
     let quals: Vec<String> = std::iter::once(source.name.clone())
         .chain(alias.map(str::to_string))
         .collect();
+    let partitioned = !q.partition_by.is_empty();
+    let star_columns = |items: &mut Vec<(String, SqlExpr, bool)>| {
+        // With PARTITION BY the old key columns become values, after the value columns.
+        let cols: Vec<&Column> = if partitioned {
+            source
+                .schema
+                .value_columns()
+                .chain(source.schema.header_columns())
+                .chain(source.schema.key_columns())
+                .collect()
+        } else {
+            source
+                .schema
+                .key_columns()
+                .chain(source.schema.value_columns())
+                .chain(source.schema.header_columns())
+                .collect()
+        };
+        for c in cols {
+            items.push((c.name.clone(), ident(&c.name), true));
+        }
+    };
     for item in &q.projection {
         match item {
             SelectItem::Wildcard(_) => {
-                for c in source.schema.key_columns().chain(source.schema.value_columns()).chain(source.schema.header_columns()) {
-                    items.push((c.name.clone(), ident(&c.name), false));
-                }
+                has_star = true;
+                star_columns(&mut items);
             }
             SelectItem::QualifiedWildcard(kind, _) => {
                 let q = kind.to_string();
@@ -129,9 +148,8 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
                         "'{q}' is not a valid stream/table name or alias."
                     )));
                 }
-                for c in source.schema.key_columns().chain(source.schema.value_columns()).chain(source.schema.header_columns()) {
-                    items.push((c.name.clone(), ident(&c.name), false));
-                }
+                has_star = true;
+                star_columns(&mut items);
             }
             SelectItem::UnnamedExpr(e) => {
                 if let Some(base) = brook_sql::as_struct_all(e) {
@@ -149,18 +167,7 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
                     }
                     continue;
                 }
-                let name = match e {
-                    SqlExpr::Identifier(i) => i.value.clone(),
-                    SqlExpr::CompoundIdentifier(p) => p.last().map(|i| i.value.clone()).unwrap_or_default(),
-                    _ => match brook_sql::as_dereference(e) {
-                        Some((_, f)) => f.value.clone(),
-                        None => {
-                            let n = format!("KSQL_COL_{synthetic}");
-                            synthetic += 1;
-                            n
-                        }
-                    },
-                };
+                let name = implicit_name(e, &mut synthetic);
                 items.push((name, e.clone(), false));
             }
             SelectItem::ExprWithAlias { expr, alias } => {
@@ -170,10 +177,11 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
         }
     }
 
-    let mut keys: Vec<Projection> = Vec::new();
-    let mut values: Vec<Projection> = Vec::new();
-    let mut key_aliases: Vec<(String, Vec<String>)> = Vec::new();
-    for (name, e, _aliased) in items {
+    // Compile every item once.
+    let mut compiled: Vec<(String, SqlExpr, crate::expr::Typed)> = Vec::new();
+    let mut from_star: Vec<bool> = Vec::new();
+    for (name, e, star) in items {
+        from_star.push(star);
         if let Target::Sink(_) = target {
             if RESERVED.contains(&name.as_str()) {
                 return Err(PlanError::Invalid(format!(
@@ -182,55 +190,151 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
             }
         }
         let t = scope.compile(&e)?;
-        let ty = t.ty.clone().ok_or_else(|| {
-            PlanError::Invalid(format!(
-                "Can't infer a type of null. Please explicitly cast it to the required type, e.g. CAST(null AS VARCHAR)."
-            ))
-        })?;
-        let phys = physical(&t.expr, &input_schema)?;
-        // A bare reference to a key column keeps it a key (under its alias).
-        let key_ref = match &e {
-            SqlExpr::Identifier(i) => Some(i.value.clone()),
-            SqlExpr::CompoundIdentifier(p) if p.len() == 2 => Some(p[1].value.clone()),
-            _ => None,
+        if t.ty.is_none() {
+            return Err(PlanError::Invalid(
+                "Can't infer a type of null. Please explicitly cast it to the required type, e.g. CAST(null AS VARCHAR).".into(),
+            ));
         }
-        .filter(|n| source.schema.column(n).is_some_and(|c| c.namespace == Namespace::Key));
-        let is_key = key_ref.is_some() && target != Target::Transient;
-        if let Some(k) = &key_ref {
-            match key_aliases.iter_mut().find(|(kk, _)| kk == k) {
-                Some((_, names)) => names.push(name.clone()),
-                None => key_aliases.push((k.clone(), vec![name.clone()])),
+        compiled.push((name, e, t));
+    }
+
+    let mut keys: Vec<Projection> = Vec::new();
+    let mut values: Vec<Projection> = Vec::new();
+    let mut key_aliases: Vec<(String, Vec<String>)> = Vec::new();
+    let push = |list: &mut Vec<Projection>, name: String, t: &crate::expr::Typed, ns: Namespace| -> Result<(), PlanError> {
+        let ty = t.ty.clone().unwrap_or(Type::String);
+        let phys = physical(&t.expr, &input_schema)?;
+        list.push(Projection {
+            column: Column::new(name, ty, ns),
+            expr: phys,
+        });
+        Ok(())
+    };
+    let partition_null = q.partition_by.len() == 1
+        && matches!(&q.partition_by[0], SqlExpr::Value(v) if v.value == brook_sql::sqlparser::ast::Value::Null);
+    if partitioned && !partition_null {
+        let mut used = vec![false; compiled.len()];
+        let mut missing = Vec::new();
+        for p in &q.partition_by {
+            if let SqlExpr::Identifier(id) = p {
+                if scope.compile(p).is_err() {
+                    return Err(PlanError::Invalid(format!(
+                        "PARTITION BY column '{}' cannot be resolved. '{}' must be a column in the source schema since PARTITION BY is applied on the input.",
+                        id.value, id.value
+                    )));
+                }
+            }
+            let pt = scope.compile(p)?;
+            let matching: Vec<usize> = compiled
+                .iter()
+                .enumerate()
+                .filter(|(i, (_, _, t))| !used[*i] && t.expr == pt.expr)
+                .map(|(i, _)| i)
+                .collect();
+            let explicit: Vec<usize> = matching.iter().copied().filter(|i| !from_star[*i]).collect();
+            if has_star && explicit.is_empty() {
+                // `*` does not name an expression: a bare column keeps its name (and leaves
+                // the values), anything else gets a name of its own.
+                let name = implicit_name(p, &mut synthetic);
+                if let Some(&i) = matching.iter().find(|&&i| compiled[i].0 == name) {
+                    used[i] = true;
+                }
+                push(&mut keys, name, &pt, Namespace::Key)?;
+                continue;
+            }
+            let matching = if has_star { explicit } else { matching };
+            match matching.first() {
+                Some(&i) => {
+                    used[i] = true;
+                    let (name, _, t) = &compiled[i];
+                    let dup: Vec<String> = compiled
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, (_, _, t2))| *j != i && t2.expr == t.expr && !has_star)
+                        .map(|(_, (n, _, _))| n.clone())
+                        .collect();
+                    if !dup.is_empty() {
+                        if let SqlExpr::Identifier(id) = p {
+                            return Err(PlanError::Invalid(format!(
+                                "The projection contains a key column (`{}`) more than once, aliased as: {} and {}.",
+                                id.value,
+                                name,
+                                dup.join(" and ")
+                            )));
+                        }
+                    }
+                    push(&mut keys, name.clone(), t, Namespace::Key)?;
+                }
+                None => missing.push(qualify(p, &source.name).to_string()),
             }
         }
-        if keys.iter().chain(values.iter()).any(|p| p.column.name == name) {
-            return Err(PlanError::Invalid(format!(
-                "Duplicate column name '{name}' in the projection; alias one of them."
-            )));
+        if !missing.is_empty() {
+            if let Target::Sink(sink) = target {
+                let (what, list) = if missing.len() == 1 {
+                    ("expression", missing[0].clone())
+                } else {
+                    let last = missing.pop().unwrap_or_default();
+                    ("expressions", format!("{} and {last}", missing.join(", ")))
+                };
+                return Err(PlanError::Invalid(format!(
+                    "The query used to build `{sink}` must include the partitioning {what} {list} in its projection (eg, SELECT {list}...)."
+                )));
+            }
         }
-        let col = Column::new(name, ty, if is_key { Namespace::Key } else { Namespace::Value });
-        let p = Projection { column: col, expr: phys };
-        if is_key && !keys.iter().any(|k| k.column.name == p.column.name) {
-            keys.push(p);
-        } else {
-            values.push(p);
+        for (i, (name, _, t)) in compiled.iter().enumerate() {
+            if !used[i] {
+                if keys.iter().chain(values.iter()).any(|p| p.column.name == *name) {
+                    continue;
+                }
+                push(&mut values, name.clone(), t, Namespace::Value)?;
+            }
+        }
+    } else {
+        for (name, e, t) in &compiled {
+            // A bare reference to a key column keeps it a key (under its alias).
+            let key_ref = match e {
+                SqlExpr::Identifier(i) => Some(i.value.clone()),
+                SqlExpr::CompoundIdentifier(p) if p.len() == 2 => Some(p[1].value.clone()),
+                _ => None,
+            }
+            .filter(|n| source.schema.column(n).is_some_and(|c| c.namespace == Namespace::Key));
+            let is_key = key_ref.is_some() && target != Target::Transient && !partition_null;
+            if let Some(k) = &key_ref {
+                match key_aliases.iter_mut().find(|(kk, _)| kk == k) {
+                    Some((_, names)) => names.push(name.clone()),
+                    None => key_aliases.push((k.clone(), vec![name.clone()])),
+                }
+            }
+            if keys.iter().chain(values.iter()).any(|p| p.column.name == *name) {
+                return Err(PlanError::Invalid(format!(
+                    "Duplicate column name '{name}' in the projection; alias one of them."
+                )));
+            }
+            if is_key && !keys.iter().any(|k| k.column.name == *name) {
+                push(&mut keys, name.clone(), t, Namespace::Key)?;
+            } else {
+                push(&mut values, name.clone(), t, Namespace::Value)?;
+            }
         }
     }
 
     if let Target::Sink(sink) = target {
-        for (k, names) in &key_aliases {
-            if names.len() > 1 {
-                return Err(PlanError::Invalid(format!(
-                    "The projection contains a key column (`{k}`) more than once, aliased as: {}.",
-                    names.join(" and ")
-                )));
+        if !partitioned {
+            for (k, names) in &key_aliases {
+                if names.len() > 1 {
+                    return Err(PlanError::Invalid(format!(
+                        "The projection contains a key column (`{k}`) more than once, aliased as: {}.",
+                        names.join(" and ")
+                    )));
+                }
             }
-        }
-        for k in source.schema.key_columns() {
-            if !key_aliases.iter().any(|(n, _)| *n == k.name) {
-                return Err(PlanError::Invalid(format!(
-                    "The query used to build `{sink}` must include the key column {} in its projection (eg, SELECT {}...).",
-                    k.name, k.name
-                )));
+            for k in source.schema.key_columns() {
+                if !key_aliases.iter().any(|(n, _)| *n == k.name) {
+                    return Err(PlanError::Invalid(format!(
+                        "The query used to build `{sink}` must include the key column {} in its projection (eg, SELECT {}...).",
+                        k.name, k.name
+                    )));
+                }
             }
         }
         if values.is_empty() {
@@ -250,6 +354,58 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
         output,
         kind: source.kind,
     })
+}
+
+/// The name ksqlDB gives an unaliased expression: a column's name, a struct field's name,
+/// or `KSQL_COL_n`.
+fn implicit_name(e: &SqlExpr, synthetic: &mut usize) -> String {
+    match e {
+        SqlExpr::Identifier(i) => i.value.clone(),
+        SqlExpr::CompoundIdentifier(p) => p.last().map(|i| i.value.clone()).unwrap_or_default(),
+        _ => match brook_sql::as_dereference(e) {
+            Some((_, f)) => f.value.clone(),
+            None => {
+                let n = format!("KSQL_COL_{synthetic}");
+                *synthetic += 1;
+                n
+            }
+        },
+    }
+}
+
+/// Qualifies bare column names with the source, as ksqlDB prints expressions in errors.
+fn qualify(e: &SqlExpr, source: &str) -> SqlExpr {
+    use brook_sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments, Ident};
+    match e {
+        SqlExpr::Identifier(i) => {
+            SqlExpr::CompoundIdentifier(vec![Ident::new(source), i.clone()])
+        }
+        SqlExpr::BinaryOp { left, op, right } if brook_sql::as_dereference(e).is_none() => {
+            SqlExpr::BinaryOp {
+                left: Box::new(qualify(left, source)),
+                op: op.clone(),
+                right: Box::new(qualify(right, source)),
+            }
+        }
+        SqlExpr::BinaryOp { left, op, right } => SqlExpr::BinaryOp {
+            left: Box::new(qualify(left, source)),
+            op: op.clone(),
+            right: right.clone(),
+        },
+        SqlExpr::Nested(x) => SqlExpr::Nested(Box::new(qualify(x, source))),
+        SqlExpr::Function(f) => {
+            let mut f = f.clone();
+            if let FunctionArguments::List(l) = &mut f.args {
+                for a in &mut l.args {
+                    if let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = a {
+                        *x = qualify(x, source);
+                    }
+                }
+            }
+            SqlExpr::Function(f)
+        }
+        other => other.clone(),
+    }
 }
 
 fn ident(name: &str) -> SqlExpr {

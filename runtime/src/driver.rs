@@ -69,6 +69,8 @@ pub enum Outcome {
 
 struct RunningQuery {
     id: String,
+    /// Whether the query filters rows: a record without a value never passes a filter.
+    filters: bool,
     source_topic: String,
     source: Source,
     sink: Source,
@@ -232,9 +234,10 @@ impl Driver {
                     self.query_seq
                 );
                 self.query_seq += 1;
+                let filters = plan.filter.is_some();
                 let operator = FilterProject::new(plan, &self.catalog)?;
                 self.catalog.sources.insert(name.clone(), sink.clone());
-                self.start_query(id.clone(), input, sink, Box::new(operator))?;
+                self.start_query(id.clone(), input, sink, Box::new(operator), filters)?;
                 Ok(Outcome::QueryStarted { id, sink: name })
             }
             Statement::InsertInto {
@@ -261,8 +264,9 @@ impl Driver {
                 }
                 let id = format!("INSERTQUERY_{}", self.query_seq);
                 self.query_seq += 1;
+                let filters = plan.filter.is_some();
                 let operator = FilterProject::new(plan, &self.catalog)?;
-                self.start_query(id.clone(), input, target.clone(), Box::new(operator))?;
+                self.start_query(id.clone(), input, target.clone(), Box::new(operator), filters)?;
                 Ok(Outcome::QueryStarted {
                     id,
                     sink: target.name,
@@ -387,10 +391,12 @@ impl Driver {
         source: Source,
         sink: Source,
         operator: Box<dyn Operator>,
+        filters: bool,
     ) -> Result<(), DriverError> {
         let topic = source.topic.clone();
         self.queries.push(RunningQuery {
             id,
+            filters,
             source_topic: topic.clone(),
             source,
             sink,
@@ -497,8 +503,10 @@ impl Driver {
     ) -> Result<Vec<(String, Option<Vec<u8>>, Option<Vec<u8>>, i64, Option<i32>)>> {
         let types = self.catalog.clone();
         let q = &mut self.queries[idx];
-        // Streams skip records without a value; tables would treat them as deletes.
-        if rec.value.is_none() && q.source.kind == SourceKind::Stream {
+        // A stream record without a value travels on as one (re-keyed if the query
+        // re-keys), unless a filter stands in its way.
+        let null_value = rec.value.is_none();
+        if null_value && q.filters {
             return Ok(Vec::new());
         }
         let batch = decode_records(&q.source, std::slice::from_ref(rec), &types)?;
@@ -516,6 +524,7 @@ impl Driver {
         for b in out {
             let encoded = encode_batch(&q.sink, &b)?;
             for (key, value, ts) in encoded {
+                let value = if null_value { None } else { value };
                 let partition = match &key {
                     Some(k) => Some(partition_for_key(k, sink_partitions)),
                     None => Some(rec.partition % sink_partitions),

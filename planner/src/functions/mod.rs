@@ -48,6 +48,32 @@ pub(crate) fn string(scope: &Scope, t: Typed) -> Result<Expr, PlanError> {
     Ok(scope.coerce_pub(t, &Type::String)?.expr)
 }
 
+/// `COALESCE` as a CASE: DataFusion's own coalesce must be rewritten by its optimizer
+/// before it can run, and Brook plans expressions without that pass.
+pub(crate) fn coalesce(mut exprs: Vec<Expr>) -> Result<Expr, PlanError> {
+    let Some(last) = exprs.pop() else {
+        return Err(PlanError::Invalid("COALESCE needs an argument".into()));
+    };
+    if exprs.is_empty() {
+        return Ok(last);
+    }
+    let mut builder: Option<datafusion::logical_expr::conditional_expressions::CaseBuilder> =
+        None;
+    for e in exprs {
+        let cond = datafusion::logical_expr::is_not_null(e.clone());
+        builder = Some(match builder {
+            None => datafusion::logical_expr::when(cond, e),
+            Some(mut b) => b.when(cond, e),
+        });
+    }
+    match builder {
+        Some(mut b) => b
+            .otherwise(last)
+            .map_err(|e| PlanError::DataFusion(e.to_string())),
+        None => Ok(last),
+    }
+}
+
 /// Calls ksqlDB function `name` (upper-case) on compiled arguments.
 pub fn call(scope: &Scope, name: &str, mut args: Vec<Typed>) -> Result<Typed, PlanError> {
     // Each family owns its functions; the first that knows the name answers.
@@ -148,7 +174,7 @@ pub fn call(scope: &Scope, name: &str, mut args: Vec<Typed>) -> Result<Typed, Pl
                     scope.coerce_pub(a, &ty).map(|t| t.expr)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            s(ty, f::coalesce(exprs))
+            s(ty, coalesce(exprs)?)
         }
         "NULLIF" => {
             arity(name, &args, 2, 2)?;
@@ -181,7 +207,7 @@ pub fn call(scope: &Scope, name: &str, mut args: Vec<Typed>) -> Result<Typed, Pl
             let hay = args.remove(0).expr;
             let has = datafusion::functions_nested::expr_fn::array_has(hay.clone(), needle);
             // ksqlDB answers false, not NULL, for a NULL array.
-            s(Type::Boolean, f::coalesce(vec![has, lit(false)]))
+            s(Type::Boolean, coalesce(vec![has, lit(false)])?)
         }
         _ => Err(PlanError::Invalid(format!(
             "Can't find any functions with the name '{name}'"
