@@ -26,10 +26,94 @@ pub struct StatelessPlan {
     /// The row schema operators receive (see `LogicalSchema::row_schema`).
     pub input_schema: SchemaRef,
     pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// Table functions (EXPLODE …), evaluated after the filter: each input row becomes as
+    /// many rows as the longest result; the projections then see their elements as extra
+    /// columns appended to the input row.
+    pub table_functions: Vec<TableFunction>,
     /// Key columns first, then value columns.
     pub projections: Vec<Projection>,
     pub output: LogicalSchema,
     pub kind: SourceKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFunctionKind {
+    Explode,
+    CubeExplode,
+}
+
+/// A table function call: its kind and its (array) argument.
+#[derive(Debug, Clone)]
+pub struct TableFunction {
+    pub kind: TableFunctionKind,
+    pub arg: Arc<dyn PhysicalExpr>,
+    /// The column its elements appear as in the projections' input.
+    pub column: String,
+}
+
+/// Replaces table function calls by references to the columns their elements will fill.
+fn extract_table_functions(e: &SqlExpr, found: &mut Vec<(TableFunctionKind, SqlExpr)>) -> Result<SqlExpr, PlanError> {
+    use brook_sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments};
+    Ok(match e {
+        SqlExpr::Function(f) => {
+            let name = f.name.to_string().to_uppercase();
+            let kind = match name.as_str() {
+                "EXPLODE" => Some(TableFunctionKind::Explode),
+                "CUBE_EXPLODE" => Some(TableFunctionKind::CubeExplode),
+                _ => None,
+            };
+            let args: Vec<SqlExpr> = match &f.args {
+                FunctionArguments::List(l) => l
+                    .args
+                    .iter()
+                    .filter_map(|a| match a {
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => Some(x.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            match kind {
+                Some(kind) => {
+                    if args.len() != 1 {
+                        return Err(PlanError::Invalid(format!(
+                            "Function '{}' does not accept parameters of that number ({}).",
+                            name.to_lowercase(),
+                            args.len()
+                        )));
+                    }
+                    found.push((kind, args[0].clone()));
+                    ident(&format!("__TF_{}", found.len() - 1))
+                }
+                None => {
+                    let mut f = f.clone();
+                    if let FunctionArguments::List(l) = &mut f.args {
+                        for a in &mut l.args {
+                            if let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = a {
+                                *x = extract_table_functions(x, found)?;
+                            }
+                        }
+                    }
+                    SqlExpr::Function(f)
+                }
+            }
+        }
+        SqlExpr::BinaryOp { left, op, right } => SqlExpr::BinaryOp {
+            left: Box::new(extract_table_functions(left, found)?),
+            op: op.clone(),
+            right: Box::new(if brook_sql::as_dereference(e).is_some() {
+                (**right).clone()
+            } else {
+                extract_table_functions(right, found)?
+            }),
+        },
+        SqlExpr::Nested(x) => SqlExpr::Nested(Box::new(extract_table_functions(x, found)?)),
+        SqlExpr::CompoundFieldAccess { root, access_chain } => SqlExpr::CompoundFieldAccess {
+            root: Box::new(extract_table_functions(root, found)?),
+            access_chain: access_chain.clone(),
+        },
+        other => other.clone(),
+    })
 }
 
 /// Whether the result is written to a sink (names are checked as ksqlDB checks sinks) or
@@ -175,6 +259,64 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
             }
             other => return Err(PlanError::Unsupported(format!("select item {other}"))),
         }
+    }
+
+    // Table functions: their arguments are compiled against the input, their elements
+    // become columns the projections read.
+    let mut found = Vec::new();
+    let mut rewritten = Vec::with_capacity(items.len());
+    for (name, e, star) in items {
+        let r = extract_table_functions(&e, &mut found)?;
+        rewritten.push((name, r, star));
+    }
+    let items = rewritten;
+    let mut table_functions = Vec::new();
+    let mut scope = scope;
+    let row_schema = input_schema.clone();
+    let mut input_schema = input_schema;
+    if !found.is_empty() {
+        if source.kind == SourceKind::Table {
+            return Err(PlanError::Invalid(
+                "Table source is not supported with table functions".into(),
+            ));
+        }
+        let mut fields: Vec<arrow::datatypes::FieldRef> = input_schema.fields().iter().cloned().collect();
+        let mut extra = Vec::new();
+        for (i, (kind, arg)) in found.iter().enumerate() {
+            let t = scope.compile(arg)?;
+            let item = match (&t.ty, kind) {
+                (Some(Type::Array(item)), TableFunctionKind::Explode) => (**item).clone(),
+                (Some(Type::Array(item)), TableFunctionKind::CubeExplode) => {
+                    Type::Array(item.clone())
+                }
+                (other, _) => {
+                    let fname = match kind {
+                        TableFunctionKind::Explode => "explode",
+                        TableFunctionKind::CubeExplode => "cube_explode",
+                    };
+                    return Err(PlanError::Invalid(format!(
+                        "Function '{fname}' does not accept parameters ({}).",
+                        other.as_ref().map(|t| crate::schema::SchemaType(t).to_string()).unwrap_or("NULL".into())
+                    )));
+                }
+            };
+            let column = format!("__TF_{i}");
+            let dt = crate::types::arrow_type(&item, catalog)?;
+            fields.push(Arc::new(arrow::datatypes::Field::new(&column, dt, true)));
+            table_functions.push(TableFunction {
+                kind: *kind,
+                arg: physical(&t.expr, &input_schema)?,
+                column: column.clone(),
+            });
+            extra.push(ScopeColumn {
+                name: column.clone(),
+                qualifiers: Vec::new(),
+                ty: item,
+                field: column,
+            });
+        }
+        scope.columns.extend(extra);
+        input_schema = Arc::new(arrow::datatypes::Schema::new(fields));
     }
 
     // Compile every item once.
@@ -348,8 +490,9 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
     };
     Ok(StatelessPlan {
         source: source.name.clone(),
-        input_schema,
+        input_schema: row_schema,
         filter,
+        table_functions,
         projections,
         output,
         kind: source.kind,

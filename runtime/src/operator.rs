@@ -9,7 +9,8 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow::compute::{cast, filter_record_batch};
 use arrow::datatypes::SchemaRef;
-use brook_planner::query::StatelessPlan;
+use arrow::datatypes::DataType;
+use brook_planner::query::{StatelessPlan, TableFunction, TableFunctionKind};
 use brook_planner::types::TypeRegistry;
 
 use crate::error::{Result, RuntimeError};
@@ -78,6 +79,14 @@ impl Operator for FilterProject {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        let batch = if self.plan.table_functions.is_empty() {
+            batch
+        } else {
+            explode(&self.plan.table_functions, &batch)?
+        };
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
         let rows = batch.num_rows();
         let mut columns: Vec<ArrayRef> = batch.columns()[..3].to_vec();
         for (i, p) in self.plan.projections.iter().enumerate() {
@@ -102,4 +111,102 @@ impl Operator for FilterProject {
         out.push(out_batch);
         Ok(())
     }
+}
+
+/// Applies table functions: row `i` becomes `n_i` rows, `n_i` the longest result of the
+/// functions on it (shorter results pad with NULL; NULL or empty arrays give no rows), and
+/// each function's elements are appended as a column.
+fn explode(tfs: &[TableFunction], batch: &RecordBatch) -> Result<RecordBatch> {
+    use arrow::array::{new_null_array, Int64Array as Idx, ListArray, UInt32Array};
+    let rows = batch.num_rows();
+    // Each function's per-row results, as (list of element arrays).
+    let mut results: Vec<Vec<Vec<ArrayRef>>> = Vec::new();
+    for tf in tfs {
+        let arr = tf
+            .arg
+            .evaluate(batch)
+            .and_then(|v| v.into_array(rows))
+            .map_err(eval_err)?;
+        let list = arr
+            .as_any()
+            .downcast_ref::<ListArray>()
+            .ok_or_else(|| RuntimeError::Eval("table function argument is not an ARRAY".into()))?;
+        let mut per_row = Vec::with_capacity(rows);
+        for i in 0..rows {
+            if list.is_null(i) {
+                per_row.push(Vec::new());
+                continue;
+            }
+            let values = list.value(i);
+            match tf.kind {
+                TableFunctionKind::Explode => {
+                    per_row.push((0..values.len()).map(|j| values.slice(j, 1)).collect())
+                }
+                TableFunctionKind::CubeExplode => {
+                    let n = values.len().min(20);
+                    let mut combos = Vec::with_capacity(1 << n);
+                    for mask in 0..(1u32 << n) {
+                        let take: Vec<Option<u32>> = (0..n)
+                            .map(|j| (mask & (1 << (n - 1 - j)) != 0).then_some(j as u32))
+                            .collect();
+                        let picked = arrow::compute::take(&values, &UInt32Array::from(take), None)?;
+                        let offsets = arrow::buffer::OffsetBuffer::from_lengths([picked.len()]);
+                        let field = match list.data_type() {
+                            DataType::List(f) => f.clone(),
+                            _ => return Err(RuntimeError::Eval("not a list".into())),
+                        };
+                        let one = ListArray::try_new(field, offsets, picked, None)?;
+                        combos.push(Arc::new(one) as ArrayRef);
+                    }
+                    per_row.push(combos);
+                }
+            }
+        }
+        results.push(per_row);
+    }
+    let mut take_idx: Vec<i64> = Vec::new();
+    let mut counts = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let n = results.iter().map(|r| r[i].len()).max().unwrap_or(0);
+        counts.push(n);
+        take_idx.extend(std::iter::repeat_n(i as i64, n));
+    }
+    let idx = Idx::from(take_idx);
+    let mut columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .map(|c| arrow::compute::take(c, &idx, None))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut fields: Vec<arrow::datatypes::FieldRef> = batch.schema().fields().iter().cloned().collect();
+    for (tf, per_row) in tfs.iter().zip(&results) {
+        let dt = per_row
+            .iter()
+            .flatten()
+            .next()
+            .map(|a| a.data_type().clone())
+            .unwrap_or(DataType::Null);
+        let mut parts: Vec<ArrayRef> = Vec::new();
+        for (i, items) in per_row.iter().enumerate() {
+            for j in 0..counts[i] {
+                parts.push(match items.get(j) {
+                    Some(a) => a.clone(),
+                    None => new_null_array(&dt, 1),
+                });
+            }
+        }
+        let col = if parts.is_empty() {
+            new_null_array(&dt, 0)
+        } else {
+            let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+            arrow::compute::concat(&refs)?
+        };
+        fields.push(Arc::new(arrow::datatypes::Field::new(&tf.column, col.data_type().clone(), true)));
+        columns.push(col);
+    }
+    let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+    Ok(RecordBatch::try_new_with_options(
+        schema,
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(counts.iter().sum())),
+    )?)
 }
