@@ -180,24 +180,15 @@ impl Scope<'_> {
                 negated,
             } => {
                 let x = self.compile(expr)?;
-                let mut items = Vec::new();
-                let mut target = x.ty.clone();
                 let compiled: Vec<Typed> =
                     list.iter().map(|i| self.compile(i)).collect::<Result<_, _>>()?;
-                for c in &compiled {
-                    target = match (target, &c.ty) {
-                        (None, t) => t.clone(),
-                        (Some(t), None) => Some(t),
-                        (Some(a), Some(b)) => Some(common_type(&a, b).ok_or_else(|| {
-                            PlanError::Invalid(format!(
-                                "invalid input syntax for type {a}: \"{}\"",
-                                c.expr
-                            ))
-                        })?),
-                    };
-                }
-                let target = target.unwrap_or(Type::String);
+                let pairs: Vec<(&SqlExpr, &Typed)> = list.iter().zip(compiled.iter()).collect();
+                let target = self
+                    .unify(x.ty.clone(), &pairs, true)
+                    .map_err(|e| prefix_err("Invalid Predicate: ", e))?
+                    .unwrap_or(Type::String);
                 let x = self.coerce(x, &target)?;
+                let mut items = Vec::new();
                 for c in compiled {
                     items.push(self.coerce(c, &target)?.expr);
                 }
@@ -264,19 +255,8 @@ impl Scope<'_> {
             SqlExpr::Array(arr) => {
                 let items: Vec<Typed> =
                     arr.elem.iter().map(|i| self.compile(i)).collect::<Result<_, _>>()?;
-                let mut elem: Option<Type> = None;
-                for i in &items {
-                    elem = match (elem, &i.ty) {
-                        (None, t) => t.clone(),
-                        (Some(t), None) => Some(t),
-                        (Some(a), Some(b)) => Some(common_type(&a, b).ok_or_else(|| {
-                            PlanError::Invalid(format!(
-                                "invalid input syntax for type {a}: \"{}\"",
-                                i.expr
-                            ))
-                        })?),
-                    };
-                }
+                let pairs: Vec<(&SqlExpr, &Typed)> = arr.elem.iter().zip(items.iter()).collect();
+                let elem = self.unify(None, &pairs, false)?;
                 let Some(elem) = elem else {
                     return err("Cannot construct an array with all NULL elements (see https://github.com/confluentinc/ksql/issues/4239). As a workaround, you may cast a NULL value to the desired type.");
                 };
@@ -366,6 +346,23 @@ impl Scope<'_> {
         let l = self.compile(left)?;
         let r = self.compile(right)?;
         let cmp = |op: Operator| -> Result<Typed, PlanError> {
+            let ordering = matches!(op, Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq);
+            let complex = |t: &Option<Type>| {
+                matches!(t, Some(Type::Array(_) | Type::Map(..) | Type::Struct(_)))
+            };
+            if ordering && (complex(&l.ty) || complex(&r.ty)) {
+                let show = |t: &Option<Type>| {
+                    t.as_ref()
+                        .map(|t| crate::schema::SchemaType(t).to_string())
+                        .unwrap_or("NULL".into())
+                };
+                return err(format!(
+                    "Cannot compare {left} ({}) to {right} ({}) with {}.",
+                    show(&l.ty),
+                    show(&r.ty),
+                    op_name(e)
+                ));
+            }
             let (l, r) = self.common(e, l.clone(), r.clone())?;
             Ok(Typed::new(binary_expr(l.expr, op, r.expr), Type::Boolean))
         };
@@ -494,7 +491,7 @@ impl Scope<'_> {
             None => None,
         };
         let ty = result_ty.ok_or_else(|| {
-            PlanError::Invalid("Invalid Case expression. All case branches have a type of null".into())
+            PlanError::Invalid("Invalid Case expression. All case branches have NULL type".into())
         })?;
         let mut builder: Option<datafusion::logical_expr::conditional_expressions::CaseBuilder> =
             None;
@@ -611,28 +608,26 @@ impl Scope<'_> {
     fn map_ctor(&self, args: &[&FunctionArg]) -> Result<Typed, PlanError> {
         let mut keys = Vec::new();
         let mut values = Vec::new();
+        let mut key_exprs = Vec::new();
+        let mut value_exprs = Vec::new();
         for a in args {
             let Some((name, v)) = assignment(a) else {
                 return err("MAP entries are written `key := value`");
             };
             keys.push(self.compile(name)?);
             values.push(self.compile(v)?);
+            key_exprs.push(name);
+            value_exprs.push(v);
         }
-        let unify = |items: &[Typed]| -> Result<Option<Type>, PlanError> {
-            let mut t: Option<Type> = None;
-            for i in items {
-                t = match (t, &i.ty) {
-                    (None, x) => x.clone(),
-                    (Some(a), None) => Some(a),
-                    (Some(a), Some(b)) => Some(common_type(&a, b).ok_or_else(|| {
-                        PlanError::Invalid(format!("invalid input syntax for type {a}: \"{}\"", i.expr))
-                    })?),
-                };
-            }
-            Ok(t)
+        let key_pairs: Vec<(&SqlExpr, &Typed)> = key_exprs.iter().copied().zip(keys.iter()).collect();
+        let value_pairs: Vec<(&SqlExpr, &Typed)> = value_exprs.iter().copied().zip(values.iter()).collect();
+        if keys.is_empty() {
+            return err("Map constructor cannot be empty. Please supply at least one key value pair (see https://github.com/confluentinc/ksql/issues/4239).");
+        }
+        let Some(kt) = self.unify(None, &key_pairs, false)? else {
+            return err("Cannot construct a map with all NULL keys (see https://github.com/confluentinc/ksql/issues/4239). As a workaround, you may cast a NULL key to the desired type.");
         };
-        let kt = unify(&keys)?.unwrap_or(Type::String);
-        let Some(vt) = unify(&values)? else {
+        let Some(vt) = self.unify(None, &value_pairs, false)? else {
             return err("Cannot construct a map with all NULL values (see https://github.com/confluentinc/ksql/issues/4239). As a workaround, you may cast a NULL value to the desired type.");
         };
         let keys = keys
@@ -647,6 +642,50 @@ impl Scope<'_> {
             datafusion::functions_nested::map::map(keys, values),
             Type::Map(Box::new(kt), Box::new(vt)),
         ))
+    }
+
+    /// The common type of a list of items (IN lists, ARRAY and MAP constructors): a string
+    /// literal may stand for a number or boolean if it reads as one, as in ksqlDB.
+    fn unify(
+        &self,
+        start: Option<Type>,
+        items: &[(&SqlExpr, &Typed)],
+        predicate: bool,
+    ) -> Result<Option<Type>, PlanError> {
+        let mut acc = start;
+        for (sql, t) in items {
+            let Some(b) = &t.ty else { continue };
+            acc = match acc {
+                None => Some(b.clone()),
+                Some(a) => {
+                    if let Some(c) = common_type(&a, b) {
+                        Some(c)
+                    } else if let (Some(text), true) = (string_literal(sql), *b == Type::String) {
+                        if !literal_reads_as(text, &a) {
+                            return err(format!(
+                                "invalid input syntax for type {}: \"{text}\".",
+                                base_type_name(&a)
+                            ));
+                        }
+                        Some(a)
+                    } else if predicate {
+                        return err(format!(
+                            "operator does not exist: {} = {} ({})\nHint: You might need to add explicit type casts.",
+                            crate::schema::SchemaType(&a),
+                            crate::schema::SchemaType(b),
+                            sql
+                        ));
+                    } else {
+                        return err(format!(
+                            "invalid input syntax for type {}: \"{}\".",
+                            base_type_name(&a),
+                            string_literal(sql).map(str::to_string).unwrap_or_else(|| sql.to_string())
+                        ));
+                    }
+                }
+            };
+        }
+        Ok(acc)
     }
 
     pub fn coerce_pub(&self, t: Typed, target: &Type) -> Result<Typed, PlanError> {
@@ -668,6 +707,41 @@ fn assignment(a: &FunctionArg) -> Option<(&SqlExpr, &SqlExpr)> {
             right,
         })) => Some((left, right)),
         _ => None,
+    }
+}
+
+fn string_literal(e: &SqlExpr) -> Option<&str> {
+    match e {
+        SqlExpr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => Some(s.as_str()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn literal_reads_as(text: &str, ty: &Type) -> bool {
+    let t = text.trim();
+    match ty {
+        Type::Int => t.parse::<i32>().is_ok(),
+        Type::Bigint => t.parse::<i64>().is_ok(),
+        Type::Double | Type::Decimal { .. } => t.parse::<f64>().is_ok(),
+        Type::Boolean => matches!(t.to_ascii_lowercase().as_str(), "true" | "false" | "yes" | "no" | "t" | "f" | "y" | "n"),
+        _ => false,
+    }
+}
+
+fn base_type_name(t: &Type) -> String {
+    match t {
+        Type::Decimal { .. } => "DECIMAL".into(),
+        other => crate::schema::SchemaType(other).to_string(),
+    }
+}
+
+fn prefix_err(p: &str, e: PlanError) -> PlanError {
+    match e {
+        PlanError::Invalid(m) => PlanError::Invalid(format!("{p}{m}")),
+        other => other,
     }
 }
 

@@ -682,8 +682,49 @@ fn first_words(s: &str) -> String {
     s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
 
+fn contains_map(t: &brook_sql::Type) -> bool {
+    use brook_sql::Type;
+    match t {
+        Type::Map(..) => true,
+        Type::Array(i) => contains_map(i),
+        Type::Struct(fs) => fs.iter().any(|f| contains_map(&f.ty)),
+        _ => false,
+    }
+}
+
 /// Rejects column types a format cannot carry, with ksqlDB's messages.
 fn check_formats(src: &Source) -> Result<(), PlanError> {
+    use brook_planner::schema::SchemaType;
+    for c in src.schema.columns.iter() {
+        match &c.namespace {
+            Namespace::Key if contains_map(&c.ty) => {
+                return Err(PlanError::Invalid(format!(
+                    "Map keys, including types that contain maps, are not supported as they may lead to unexpected behavior due to inconsistent serialization. Key column name: `{}`. Column type: {}. See https://github.com/confluentinc/ksql/issues/6621 for more.",
+                    c.name,
+                    SchemaType(&c.ty)
+                )));
+            }
+            Namespace::Header(_) if c.ty != brook_sql::Type::Bytes => {
+                return Err(PlanError::Invalid(format!(
+                    "Invalid type for HEADER('key') column: expected BYTES, got {}",
+                    SchemaType(&c.ty)
+                )));
+            }
+            Namespace::Headers => {
+                let ok = matches!(&c.ty, brook_sql::Type::Array(item) if matches!(item.as_ref(),
+                    brook_sql::Type::Struct(fs) if fs.len() == 2
+                        && fs[0].name.value == "KEY" && fs[0].ty == brook_sql::Type::String
+                        && fs[1].name.value == "VALUE" && fs[1].ty == brook_sql::Type::Bytes));
+                if !ok {
+                    return Err(PlanError::Invalid(format!(
+                        "Invalid type for HEADERS column: expected ARRAY<STRUCT<`KEY` STRING, `VALUE` BYTES>>, got {}",
+                        SchemaType(&c.ty)
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
     let keys: Vec<Column> = src.schema.key_columns().cloned().collect();
     let values: Vec<Column> = src.schema.value_columns().cloned().collect();
     format::Codec::new(&src.key_format, Part::Key, &keys, &NoTypes)
@@ -866,7 +907,14 @@ pub fn encode_batch(sink: &Source, batch: &RecordBatch) -> Result<Vec<EncodedRow
         .cloned()
         .collect();
     let rows = batch.num_rows();
-    let k = format::encode(&sink.key_format, Part::Key, &keys, &pick(&keys)?, 0..rows)?;
+    let key_arrays = pick(&keys)?;
+    let mut k = format::encode(&sink.key_format, Part::Key, &keys, &key_arrays, 0..rows)?;
+    // A key whose columns are all NULL is a null key, whatever the format.
+    for (i, slot) in k.iter_mut().enumerate() {
+        if !key_arrays.is_empty() && key_arrays.iter().all(|a| a.is_null(i)) {
+            *slot = None;
+        }
+    }
     let v = format::encode(&sink.value_format, Part::Value, &values, &pick(&values)?, 0..rows)?;
     let ts = batch
         .column(0)

@@ -143,6 +143,8 @@ pub(crate) fn parse_type_tokens(p: &mut Parser) -> Result<Type, ParserError> {
             }
             Type::Struct(fields)
         }
+        // Reserved words are never type names.
+        "NULL" | "SELECT" | "FROM" | "AS" | "TRUE" | "FALSE" => return p.expected("a type", tok),
         _ => Type::Custom(Ident::new(w.value.clone())),
     };
     Ok(ty)
