@@ -257,7 +257,7 @@ pub fn run_case(test: &Value, fmt: Option<&str>, cfg: Option<&str>) -> Outcome {
     // Post conditions on sources.
     for s in test["post"]["sources"].as_array().into_iter().flatten() {
         let name = s["name"].as_str().unwrap_or_default();
-        let Some(src) = driver.catalog.sources.get(name) else {
+        let Some(src) = driver.catalog().sources.get(name) else {
             return Outcome::Fail(format!("post: source {name} does not exist"));
         };
         if let Some(t) = s["type"].as_str() {
@@ -327,7 +327,7 @@ fn check_exception(exp: &Value, e: &DriverError) -> Outcome {
 
 fn source_for_topic(driver: &Driver, topic: &str) -> Option<Source> {
     driver
-        .catalog
+        .catalog()
         .sources
         .values()
         .find(|s| s.topic == topic)

@@ -123,3 +123,24 @@ mod tests {
         }
     }
 }
+
+/// Partition counts of the given topics (absent topics are left out).
+pub async fn topic_partitions(
+    bootstrap_servers: &str,
+    timeout: Duration,
+) -> Result<std::collections::HashMap<String, i32>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let cfg = client_config(bootstrap_servers);
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = cfg.create()?;
+        let md = c.fetch_metadata(None, timeout)?;
+        Ok(md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+            .collect())
+    })
+    .await
+    .map_err(|e| RuntimeError::Broker(format!("metadata task failed: {e}")))?
+}

@@ -8,6 +8,10 @@ mod error;
 pub mod format;
 pub mod kafka;
 pub mod operator;
+pub mod pipeline;
+pub mod rows;
+pub mod session;
+pub mod task;
 
 pub use error::{Result, RuntimeError};
 pub use rdkafka;

@@ -1,6 +1,8 @@
 //! The Brook service: today it owns the Kafka connection (the embedded broker by default);
 //! statement execution, the REST and gRPC APIs and the command log build on it.
 
+pub mod engine;
+
 use std::time::Duration;
 
 use brook_runtime::rdkafka::consumer::{BaseConsumer, Consumer};

@@ -1,0 +1,92 @@
+//! A persistent query's processing step, shared by the deterministic driver and the Kafka
+//! task: records of the input topic in, encoded records for the sink topic out.
+
+use brook_planner::catalog::{Catalog, Source};
+
+use crate::error::Result;
+use crate::operator::{FilterProject, Operator};
+use crate::rows::{decode_records, encode_batch, Record};
+use crate::session::QuerySpec;
+
+/// A record to write to the sink topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub timestamp: i64,
+}
+
+/// The outcome of one batch: outputs in order, and the input records (by index) that could
+/// not be processed, with the reason (ksqlDB's processing log).
+#[derive(Debug, Default)]
+pub struct Processed {
+    pub outputs: Vec<Output>,
+    pub errors: Vec<(usize, String)>,
+}
+
+pub struct Pipeline {
+    pub id: String,
+    pub source: Source,
+    pub sink: Source,
+    operator: Box<dyn Operator>,
+    /// A record without a value never passes a filter.
+    filters: bool,
+    types: Catalog,
+}
+
+impl Pipeline {
+    pub fn new(spec: QuerySpec, types: &Catalog) -> Result<Pipeline> {
+        let filters = spec.plan.filter.is_some();
+        let operator = FilterProject::new(spec.plan, types)?;
+        Ok(Pipeline {
+            id: spec.id,
+            source: spec.input,
+            sink: spec.sink,
+            operator: Box::new(operator),
+            filters,
+            types: types.clone(),
+        })
+    }
+
+    /// Processes records of the input topic in order.
+    pub fn process(&mut self, records: &[Record]) -> Result<Processed> {
+        let mut done = Processed::default();
+        // A stream record without a value travels on as one (re-keyed if the query
+        // re-keys), unless a filter stands in its way. Runs of records with and without
+        // values are processed separately so that order is kept.
+        let mut start = 0;
+        while start < records.len() {
+            let null_run = records[start].value.is_none();
+            let mut end = start + 1;
+            while end < records.len() && records[end].value.is_none() == null_run {
+                end += 1;
+            }
+            if !(null_run && self.filters) {
+                self.run(&records[start..end], start, null_run, &mut done)?;
+            }
+            start = end;
+        }
+        Ok(done)
+    }
+
+    fn run(&mut self, records: &[Record], offset: usize, null_values: bool, done: &mut Processed) -> Result<()> {
+        let decoded = decode_records(&self.source, records, &self.types)?;
+        done.errors
+            .extend(decoded.errors.into_iter().map(|(i, e)| (i + offset, e)));
+        let Some(batch) = decoded.batch else {
+            return Ok(());
+        };
+        let mut out = Vec::new();
+        self.operator.process(batch, &mut out)?;
+        for b in out {
+            for (key, value, timestamp) in encode_batch(&self.sink, &b)? {
+                done.outputs.push(Output {
+                    key,
+                    value: if null_values { None } else { value },
+                    timestamp,
+                });
+            }
+        }
+        Ok(())
+    }
+}

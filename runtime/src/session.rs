@@ -1,0 +1,542 @@
+//! Statements against the catalog: checks, planning and catalog changes, shared by the
+//! deterministic driver and the server's Kafka engine. What a statement needs beyond the
+//! catalog (a topic, a running query, records to write) comes back as an [`Action`] for
+//! the backend to carry out.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Int32Array, Int64Array, RecordBatch};
+use arrow::datatypes::DataType;
+use brook_planner::catalog::{plan_create_source, prop_int, prop_text, Catalog, Defaults, Source};
+use brook_planner::query::{plan_stateless, StatelessPlan, Target};
+use brook_planner::schema::{Column, LogicalSchema, Namespace};
+use brook_planner::types::NoTypes;
+use brook_planner::PlanError;
+use brook_sql::{ParsedStatement, Properties, SourceKind, Statement};
+
+use crate::error::RuntimeError;
+use crate::format::{self, Part};
+use crate::rows::{encode_batch, row_timestamp, EncodedRow};
+
+/// Why a statement was refused, with ksqlDB's split between statements that cannot be
+/// parsed, statements that are not valid, and failures while carrying them out.
+#[derive(Debug, thiserror::Error)]
+pub enum StatementError {
+    #[error("{0}")]
+    Parse(#[from] brook_sql::ParseError),
+    #[error("{0}")]
+    Plan(#[from] PlanError),
+    #[error("{0}")]
+    Runtime(#[from] RuntimeError),
+}
+
+/// A persistent query to start: read `input`, run `plan`, write `sink`.
+#[derive(Debug, Clone)]
+pub struct QuerySpec {
+    pub id: String,
+    pub input: Source,
+    pub sink: Source,
+    pub plan: StatelessPlan,
+    /// Partitions of the sink topic when the query creates it (CSAS/CTAS); `None` when it
+    /// writes into an existing source (INSERT INTO).
+    pub sink_partitions: Option<i32>,
+}
+
+/// What a backend must do after a statement was planned.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Nothing beyond the catalog change (types, properties, IF NOT EXISTS …).
+    None,
+    /// A stream or table was registered; its topic must exist, created with `partitions`
+    /// when it does not (and refused when it does not and no partition count was given).
+    CreateSource {
+        source: Source,
+        partitions: Option<i32>,
+    },
+    StartQuery(QuerySpec),
+    /// Encoded records to append to a source's topic (INSERT INTO … VALUES).
+    Insert {
+        source: Source,
+        rows: Vec<EncodedRow>,
+    },
+    /// A source was dropped; queries writing to it must stop.
+    Drop(String),
+}
+
+/// The catalog and session settings.
+#[derive(Debug, Default, Clone)]
+pub struct Session {
+    pub catalog: Catalog,
+    pub defaults: Defaults,
+    pub properties: BTreeMap<String, String>,
+    query_seq: usize,
+}
+
+impl Session {
+    pub fn new() -> Self {
+        Session::default()
+    }
+
+    /// Sets a ksqlDB property (`ksql.persistence.default.format.value` …).
+    pub fn set_property(&mut self, name: &str, value: &str) {
+        match name {
+            "ksql.persistence.default.format.key" => self.defaults.key_format = Some(value.into()),
+            "ksql.persistence.default.format.value" => {
+                self.defaults.value_format = Some(value.into())
+            }
+            "ksql.persistence.wrap.single.values" => {
+                self.defaults.wrap_single_values = value.parse().ok()
+            }
+            _ => {}
+        }
+        self.properties.insert(name.to_string(), value.to_string());
+    }
+
+    /// Checks and plans a statement, updating the catalog; what must happen outside the
+    /// catalog (topics, queries, records) is returned as an [`Action`] for the backend.
+    pub fn plan(
+        &mut self,
+        ps: &ParsedStatement,
+        partitions_of: &dyn Fn(&str) -> Option<i32>,
+    ) -> Result<Action, StatementError> {
+        match &ps.statement {
+            Statement::CreateSource {
+                or_replace,
+                source,
+                kind,
+                if_not_exists,
+                name,
+                elements,
+                properties,
+            } => {
+                let name = name.value.clone();
+                if let Some(existing) = self.catalog.sources.get(&name) {
+                    if *if_not_exists {
+                        return Ok(Action::None);
+                    }
+                    if !*or_replace {
+                        return Err(PlanError::Invalid(format!(
+                            "Cannot add {} '{name}': A {} with the same name already exists",
+                            kind_word(*kind),
+                            kind_word(existing.kind)
+                        ))
+                        .into());
+                    }
+                    if *source || existing.read_only {
+                        return Err(PlanError::Invalid(format!(
+                            "Cannot add {} '{name}': CREATE OR REPLACE is not supported on source {}s.",
+                            kind_word(*kind),
+                            kind_word(*kind)
+                        ))
+                        .into());
+                    }
+                }
+                let src = plan_create_source(
+                    &self.catalog,
+                    &self.defaults,
+                    *kind,
+                    &name,
+                    elements,
+                    properties,
+                    *source,
+                    &ps.text,
+                )?;
+                check_formats(&src)?;
+                let partitions = src.partitions;
+                self.catalog.sources.insert(name.clone(), src.clone());
+                Ok(Action::CreateSource {
+                    source: src,
+                    partitions,
+                })
+            }
+            Statement::CreateAsSelect {
+                or_replace: _,
+                kind,
+                if_not_exists,
+                name,
+                properties,
+                query,
+            } => {
+                let name = name.value.clone();
+                if self.catalog.sources.contains_key(&name) {
+                    if *if_not_exists {
+                        return Ok(Action::None);
+                    }
+                    return Err(PlanError::Invalid(format!(
+                        "Cannot add {} '{name}': A {} with the same name already exists",
+                        kind_word(*kind),
+                        kind_word(self.catalog.sources[&name].kind)
+                    ))
+                    .into());
+                }
+                let plan = plan_stateless(query, &self.catalog, Target::Sink(&name))?;
+                let input = self.catalog.source(&plan.source)?.clone();
+                if input.kind != *kind {
+                    return Err(PlanError::Unsupported(format!(
+                        "CREATE {} AS SELECT from a {} is not supported yet",
+                        kind_word(*kind),
+                        kind_word(input.kind)
+                    ))
+                    .into());
+                }
+                let sink = self.sink_source(&name, *kind, &plan.output, properties, &input, &ps.text)?;
+                check_formats(&sink)?;
+                let partitions = prop_int(properties, "PARTITIONS")?
+                    .map(|p| p as i32)
+                    .or_else(|| partitions_of(&input.topic))
+                    .unwrap_or(1);
+                let id = format!(
+                    "{}_{}_{}",
+                    if *kind == SourceKind::Stream { "CSAS" } else { "CTAS" },
+                    name,
+                    self.query_seq
+                );
+                self.query_seq += 1;
+                self.catalog.sources.insert(name.clone(), sink.clone());
+                Ok(Action::StartQuery(QuerySpec {
+                    id,
+                    input,
+                    sink,
+                    plan,
+                    sink_partitions: Some(partitions),
+                }))
+            }
+            Statement::InsertInto {
+                target,
+                properties: _,
+                query,
+            } => {
+                let target = self.catalog.source(&target.value)?.clone();
+                let plan = plan_stateless(query, &self.catalog, Target::Sink(&target.name))?;
+                let input = self.catalog.source(&plan.source)?.clone();
+                if plan.output.columns.len() != target.schema.columns.len()
+                    || plan
+                        .output
+                        .columns
+                        .iter()
+                        .zip(&target.schema.columns)
+                        .any(|(a, b)| a.ty != b.ty || a.namespace != b.namespace)
+                {
+                    return Err(PlanError::Invalid(format!(
+                        "Incompatible schema between results and sink.\nResult schema is {}\nSink schema is {}",
+                        plan.output, target.schema
+                    ))
+                    .into());
+                }
+                let id = format!("INSERTQUERY_{}", self.query_seq);
+                self.query_seq += 1;
+                Ok(Action::StartQuery(QuerySpec {
+                    id,
+                    input,
+                    sink: target,
+                    plan,
+                    sink_partitions: None,
+                }))
+            }
+            Statement::InsertValues {
+                target,
+                columns,
+                values,
+            } => {
+                let (source, rows) = self.insert_values(&target.value, columns, values)?;
+                Ok(Action::Insert { source, rows })
+            }
+            Statement::Drop {
+                name, if_exists, ..
+            } => {
+                let name = name.value.clone();
+                if self.catalog.sources.remove(&name).is_none() && !*if_exists {
+                    return Err(PlanError::UnknownSource(format!("Source {name}")).into());
+                }
+                Ok(Action::Drop(name))
+            }
+            Statement::CreateType {
+                name,
+                ty,
+                if_not_exists,
+            } => {
+                let n = name.value.clone();
+                if self.catalog.types.contains_key(&n) && !*if_not_exists {
+                    return Err(PlanError::Invalid(format!(
+                        "Cannot register custom type '{n}' since it is already registered with type: {}",
+                        self.catalog.types[&n]
+                    ))
+                    .into());
+                }
+                let resolved = self.catalog.resolve_type(ty)?;
+                self.catalog.types.insert(n.clone(), resolved);
+                Ok(Action::None)
+            }
+            Statement::DropType { name, if_exists } => {
+                if self.catalog.types.remove(&name.value).is_none() && !*if_exists {
+                    return Err(PlanError::Invalid(format!(
+                        "Type {} does not exist.",
+                        name.value
+                    ))
+                    .into());
+                }
+                Ok(Action::None)
+            }
+            Statement::Set { name, value } => {
+                self.set_property(name, value);
+                Ok(Action::None)
+            }
+            Statement::Unset { name } => {
+                self.properties.remove(name);
+                Ok(Action::None)
+            }
+            other => Err(PlanError::Unsupported(format!(
+                "statement not supported by the driver yet: {}",
+                first_words(&other.to_string())
+            ))
+            .into()),
+        }
+    }
+
+    fn sink_source(
+        &self,
+        name: &str,
+        kind: SourceKind,
+        schema: &LogicalSchema,
+        props: &Properties,
+        input: &Source,
+        sql: &str,
+    ) -> Result<Source, StatementError> {
+        let topic = prop_text(props, "KAFKA_TOPIC").unwrap_or_else(|| {
+            let prefix = self
+                .properties
+                .get("ksql.output.topic.name.prefix")
+                .cloned()
+                .unwrap_or_default();
+            format!("{prefix}{name}")
+        });
+        let has = |k: &str| props.get(k).is_some();
+        let mut defaults = Defaults {
+            key_format: Some(input.key_format.kind.name().to_string()),
+            value_format: Some(input.value_format.kind.name().to_string()),
+            wrap_single_values: self.defaults.wrap_single_values,
+        };
+        if has("FORMAT") {
+            defaults.key_format = None;
+            defaults.value_format = None;
+        }
+        let (mut key_format, mut value_format) = brook_planner::catalog::formats(props, &defaults)?;
+        if !has("FORMAT") && !has("KEY_FORMAT") {
+            key_format.delimiter = input.key_format.delimiter;
+        }
+        if !has("FORMAT") && !has("VALUE_FORMAT") && !has("VALUE_DELIMITER") {
+            value_format.delimiter = input.value_format.delimiter;
+        }
+        let timestamp = prop_text(props, "TIMESTAMP").map(|t| {
+            (t.to_uppercase(), prop_text(props, "TIMESTAMP_FORMAT"))
+        });
+        Ok(Source {
+            name: name.to_string(),
+            kind,
+            schema: schema.clone(),
+            topic,
+            key_format,
+            value_format,
+            timestamp,
+            window: None,
+            read_only: false,
+            partitions: prop_int(props, "PARTITIONS")?.map(|p| p as i32),
+            sql: sql.to_string(),
+        })
+    }
+
+    fn insert_values(
+        &mut self,
+        target: &str,
+        columns: &[brook_sql::sqlparser::ast::Ident],
+        values: &[brook_sql::sqlparser::ast::Expr],
+    ) -> Result<(Source, Vec<EncodedRow>), StatementError> {
+        let source = self.catalog.source(target)?.clone();
+        let all: Vec<String> = if columns.is_empty() {
+            let mut v = vec!["ROWTIME".to_string()];
+            v.extend(
+                source
+                    .schema
+                    .key_columns()
+                    .chain(source.schema.value_columns())
+                    .map(|c| c.name.clone()),
+            );
+            if values.len() == v.len() - 1 {
+                v.remove(0);
+            }
+            v
+        } else {
+            columns.iter().map(|c| c.value.clone()).collect()
+        };
+        if all.len() != values.len() {
+            return Err(PlanError::Invalid(format!(
+                "Expected a value for each column. Expected Columns: [{}]. Got [{}]",
+                all.join(", "),
+                values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+            ))
+            .into());
+        }
+        let scope = brook_planner::expr::Scope {
+            columns: Vec::new(),
+            types: &self.catalog,
+        };
+        let empty = Arc::new(arrow::datatypes::Schema::empty());
+        let one_row = RecordBatch::try_new_with_options(
+            empty.clone(),
+            vec![],
+            &arrow::array::RecordBatchOptions::new().with_row_count(Some(1)),
+        )
+        .map_err(RuntimeError::from)?;
+        let mut timestamp: Option<i64> = None;
+        let mut arrays: BTreeMap<String, ArrayRef> = BTreeMap::new();
+        for (name, v) in all.iter().zip(values) {
+            let (ty, dt) = if name == "ROWTIME" {
+                (brook_sql::Type::Bigint, DataType::Int64)
+            } else {
+                let c = source.schema.column(name).ok_or_else(|| {
+                    PlanError::Invalid(format!("Column name {name} does not exist."))
+                })?;
+                if matches!(c.namespace, Namespace::Headers | Namespace::Header(_)) {
+                    return Err(PlanError::Invalid(format!(
+                        "Cannot insert into HEADER columns: {name}"
+                    ))
+                    .into());
+                }
+                (
+                    c.ty.clone(),
+                    brook_planner::types::arrow_type(&c.ty, &self.catalog)?,
+                )
+            };
+            let t = scope.compile(v)?;
+            let t = scope_coerce(&scope, t, &ty)?;
+            let phys = brook_planner::expr::physical(&t.expr, &empty)?;
+            let arr = phys
+                .evaluate(&one_row)
+                .and_then(|c| c.into_array(1))
+                .map_err(|e| RuntimeError::Eval(e.to_string()))?;
+            let arr = if arr.data_type() != &dt {
+                arrow::compute::cast(&arr, &dt).map_err(RuntimeError::from)?
+            } else {
+                arr
+            };
+            if name == "ROWTIME" {
+                timestamp = arr
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .and_then(|a| (!a.is_null(0)).then(|| a.value(0)));
+            } else {
+                arrays.insert(name.clone(), arr);
+            }
+        }
+        let schema = source
+            .schema
+            .row_schema(false, &self.catalog)?;
+        let mut cols: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![timestamp.unwrap_or(0)])),
+            Arc::new(Int32Array::from(vec![0])),
+            Arc::new(Int64Array::from(vec![0i64])),
+        ];
+        for c in &source.schema.columns {
+            let dt = brook_planner::types::arrow_type(&c.ty, &self.catalog)?;
+            cols.push(
+                arrays
+                    .remove(&c.name)
+                    .unwrap_or_else(|| arrow::array::new_null_array(&dt, 1)),
+            );
+        }
+        let batch = RecordBatch::try_new(schema, cols).map_err(RuntimeError::from)?;
+        let ts = match (&source.timestamp, timestamp) {
+            (_, Some(t)) => t,
+            (Some(_), None) => row_timestamp(&source, &batch, 0)?.unwrap_or(0),
+            (None, None) => 0,
+        };
+        let encoded = encode_batch(&source, &batch)?
+            .into_iter()
+            .map(|(k, v, _)| (k, v, ts))
+            .collect();
+        Ok((source, encoded))
+    }
+
+}
+
+fn scope_coerce(
+    scope: &brook_planner::expr::Scope,
+    t: brook_planner::expr::Typed,
+    ty: &brook_sql::Type,
+) -> Result<brook_planner::expr::Typed, PlanError> {
+    if let Some(from) = &t.ty {
+        if from != ty
+            && brook_planner::expr::common_type(from, ty).as_ref() != Some(ty)
+        {
+            return Err(PlanError::Invalid(format!(
+                "Expected type {ty} for field but got {} ({from})",
+                t.expr
+            )));
+        }
+    }
+    scope.coerce_pub(t, ty)
+}
+
+fn kind_word(k: SourceKind) -> &'static str {
+    match k {
+        SourceKind::Stream => "stream",
+        SourceKind::Table => "table",
+    }
+}
+
+fn first_words(s: &str) -> String {
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+fn contains_map(t: &brook_sql::Type) -> bool {
+    use brook_sql::Type;
+    match t {
+        Type::Map(..) => true,
+        Type::Array(i) => contains_map(i),
+        Type::Struct(fs) => fs.iter().any(|f| contains_map(&f.ty)),
+        _ => false,
+    }
+}
+
+/// Rejects column types a format cannot carry, with ksqlDB's messages.
+fn check_formats(src: &Source) -> Result<(), PlanError> {
+    use brook_planner::schema::SchemaType;
+    for c in src.schema.columns.iter() {
+        match &c.namespace {
+            Namespace::Key if contains_map(&c.ty) => {
+                return Err(PlanError::Invalid(format!(
+                    "Map keys, including types that contain maps, are not supported as they may lead to unexpected behavior due to inconsistent serialization. Key column name: `{}`. Column type: {}. See https://github.com/confluentinc/ksql/issues/6621 for more.",
+                    c.name,
+                    SchemaType(&c.ty)
+                )));
+            }
+            Namespace::Header(_) if c.ty != brook_sql::Type::Bytes => {
+                return Err(PlanError::Invalid(format!(
+                    "Invalid type for HEADER('key') column: expected BYTES, got {}",
+                    SchemaType(&c.ty)
+                )));
+            }
+            Namespace::Headers => {
+                let ok = matches!(&c.ty, brook_sql::Type::Array(item) if matches!(item.as_ref(),
+                    brook_sql::Type::Struct(fs) if fs.len() == 2
+                        && fs[0].name.value == "KEY" && fs[0].ty == brook_sql::Type::String
+                        && fs[1].name.value == "VALUE" && fs[1].ty == brook_sql::Type::Bytes));
+                if !ok {
+                    return Err(PlanError::Invalid(format!(
+                        "Invalid type for HEADERS column: expected ARRAY<STRUCT<`KEY` STRING, `VALUE` BYTES>>, got {}",
+                        SchemaType(&c.ty)
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    let keys: Vec<Column> = src.schema.key_columns().cloned().collect();
+    let values: Vec<Column> = src.schema.value_columns().cloned().collect();
+    format::Codec::new(&src.key_format, Part::Key, &keys, &NoTypes)
+        .and_then(|_| format::Codec::new(&src.value_format, Part::Value, &values, &NoTypes))
+        .map(|_| ())
+        .map_err(|e| PlanError::Invalid(e.to_string()))
+}
+
