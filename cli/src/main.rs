@@ -132,7 +132,10 @@ fn qtt(paths: Vec<PathBuf>, verbose: bool, write_passing: Option<PathBuf>) -> Ex
                     _ => {}
                 }
             }
-            let name = f.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
             println!("qtt: {name}: {t}");
         }
     }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use brook_planner::catalog::Source;
 use brook_planner::schema::{Column, Namespace};
-use brook_runtime::driver::{DriverError, Driver};
+use brook_runtime::driver::{Driver, DriverError};
 use brook_runtime::format;
 use serde_json::Value;
 
@@ -180,9 +180,9 @@ pub fn run_case(test: &Value, fmt: Option<&str>, cfg: Option<&str>) -> Outcome {
             .flatten()
             .map(|h| {
                 let k = h["KEY"].as_str().unwrap_or_default().to_string();
-                let v = h["VALUE"].as_str().and_then(|b| {
-                    base64::engine::general_purpose::STANDARD.decode(b).ok()
-                });
+                let v = h["VALUE"]
+                    .as_str()
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok());
                 (k, v)
             })
             .collect();
@@ -281,7 +281,10 @@ pub fn run_case(test: &Value, fmt: Option<&str>, cfg: Option<&str>) -> Outcome {
                 Err(e) => return Outcome::Fail(format!("post: cannot read schema {schema}: {e}")),
             }
         }
-        for (field, spec) in [("keyFormat", &src.key_format), ("valueFormat", &src.value_format)] {
+        for (field, spec) in [
+            ("keyFormat", &src.key_format),
+            ("valueFormat", &src.value_format),
+        ] {
             if let Some(f) = s[field].as_str() {
                 if !f.eq_ignore_ascii_case(spec.kind.name()) {
                     return Outcome::Fail(format!(
@@ -315,7 +318,10 @@ fn check_exception(exp: &Value, e: &DriverError) -> Outcome {
             Outcome::Fail(format!("expected a syntax error, got: {ours}"))
         };
     }
-    if matches!(e, DriverError::Plan(brook_planner::PlanError::Unsupported(_))) {
+    if matches!(
+        e,
+        DriverError::Plan(brook_planner::PlanError::Unsupported(_))
+    ) {
         return Outcome::Fail(format!("expected {msg:?}, but: {ours}"));
     }
     if ours.contains(msg) {
@@ -339,7 +345,10 @@ fn columns(source: &Source, key: bool) -> Vec<Column> {
         .schema
         .columns
         .iter()
-        .filter(|c| (c.namespace == Namespace::Key) == key && !matches!(c.namespace, Namespace::Headers | Namespace::Header(_)))
+        .filter(|c| {
+            (c.namespace == Namespace::Key) == key
+                && !matches!(c.namespace, Namespace::Headers | Namespace::Header(_))
+        })
         .cloned()
         .collect()
 }
@@ -392,7 +401,8 @@ pub fn json_eq(want: &Value, got: &Value) -> bool {
         }
         (Value::Object(a), Value::Object(b)) => {
             a.len() == b.len()
-                && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| json_eq(v, w)))
+                && a.iter()
+                    .all(|(k, v)| b.get(k).is_some_and(|w| json_eq(v, w)))
         }
         // A number written as text by one side (DELIMITED, KAFKA keys) compares as text.
         (Value::String(a), Value::Number(b)) | (Value::Number(b), Value::String(a)) => {

@@ -11,7 +11,11 @@ use serde_json::{json, Value};
 use crate::qtt::{run_case, Outcome};
 
 /// Runs a test; `Ok` carries the pass line, `Err` the reason it failed.
-pub fn run(sql_file: &Path, input_file: Option<&Path>, output_file: &Path) -> Result<String, String> {
+pub fn run(
+    sql_file: &Path,
+    input_file: Option<&Path>,
+    output_file: &Path,
+) -> Result<String, String> {
     let sql = std::fs::read_to_string(sql_file)
         .map_err(|e| format!("cannot read {}: {e}", sql_file.display()))?;
     let stmts = brook_sql::parse(&sql).map_err(|e| {

@@ -12,7 +12,10 @@ use brook_cli::qtt::{default_dir, files, run_file, Outcome, Totals};
 fn qtt_ratchet_holds() {
     let dir = default_dir();
     if !dir.is_dir() {
-        eprintln!("qtt: skipped: no QTT suite at {} (set BROOK_QTT_DIR)", dir.display());
+        eprintln!(
+            "qtt: skipped: no QTT suite at {} (set BROOK_QTT_DIR)",
+            dir.display()
+        );
         return;
     }
     let ratchet_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../qtt-passing.txt");

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use brook_sql::{ColumnConstraint, Literal, Properties, SourceKind, TableElement, Type};
 
 use crate::format::{FormatKind, FormatSpec};
-use crate::schema::{Column, LogicalSchema, Namespace, ROWOFFSET, ROWPARTITION, ROWTIME, WINDOWEND, WINDOWSTART};
+use crate::schema::{
+    Column, LogicalSchema, Namespace, ROWOFFSET, ROWPARTITION, ROWTIME, WINDOWEND, WINDOWSTART,
+};
 use crate::types::TypeRegistry;
 use crate::PlanError;
 
@@ -140,7 +142,10 @@ const KNOWN_PROPERTIES: &[&str] = &[
 ];
 
 /// Formats from `WITH (…)` and the session defaults.
-pub fn formats(props: &Properties, defaults: &Defaults) -> Result<(FormatSpec, FormatSpec), PlanError> {
+pub fn formats(
+    props: &Properties,
+    defaults: &Defaults,
+) -> Result<(FormatSpec, FormatSpec), PlanError> {
     for (k, _) in &props.0 {
         if !KNOWN_PROPERTIES.contains(&k.as_str()) {
             return Err(PlanError::InvalidProperty {
@@ -228,7 +233,9 @@ pub fn schema_from_elements(
             )));
         }
         if columns.iter().any(|c| c.name == name) {
-            return Err(PlanError::Invalid(format!("Duplicate column names: {name}")));
+            return Err(PlanError::Invalid(format!(
+                "Duplicate column names: {name}"
+            )));
         }
         let ty = catalog.resolve_type(&e.ty)?;
         let namespace = match &e.constraint {
@@ -276,7 +283,9 @@ pub fn plan_create_source(
         ));
     }
     let topic = prop_text(props, "KAFKA_TOPIC").ok_or_else(|| {
-        PlanError::Invalid("Missing required property \"KAFKA_TOPIC\" which has no default value.".into())
+        PlanError::Invalid(
+            "Missing required property \"KAFKA_TOPIC\" which has no default value.".into(),
+        )
     })?;
     let (key_format, value_format) = formats(props, defaults)?;
     let timestamp = match prop_text(props, "TIMESTAMP") {

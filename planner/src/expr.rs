@@ -15,11 +15,10 @@ use brook_sql::sqlparser::ast::{
 use brook_sql::{StructField, Type};
 use datafusion::common::{Column as DfColumn, DFSchema, ScalarValue};
 use datafusion::execution::context::ExecutionProps;
-use datafusion::logical_expr::{
-    binary_expr, cast, expr::Like, in_list, is_not_null, is_null, lit, not, when, Expr,
-    Operator,
-};
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::{
+    binary_expr, cast, expr::Like, in_list, is_not_null, is_null, lit, not, when, Expr, Operator,
+};
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 
 use crate::types::{arrow_type, TypeRegistry};
@@ -90,7 +89,11 @@ impl Scope<'_> {
             [one] => Ok(one),
             [] => {
                 if let Some(q) = qualifier {
-                    if !self.columns.iter().any(|c| c.qualifiers.iter().any(|cq| cq == q)) {
+                    if !self
+                        .columns
+                        .iter()
+                        .any(|c| c.qualifiers.iter().any(|cq| cq == q))
+                    {
                         return err(format!("'{q}' is not a valid stream/table name or alias."));
                     }
                     return err(format!("Column '{q}.{name}' cannot be resolved."));
@@ -144,9 +147,10 @@ impl Scope<'_> {
             }
             SqlExpr::BinaryOp { left, op, right } => self.binary(e, left, op, right),
             SqlExpr::IsNull(x) => Ok(Typed::new(is_null(self.compile(x)?.expr), Type::Boolean)),
-            SqlExpr::IsNotNull(x) => {
-                Ok(Typed::new(is_not_null(self.compile(x)?.expr), Type::Boolean))
-            }
+            SqlExpr::IsNotNull(x) => Ok(Typed::new(
+                is_not_null(self.compile(x)?.expr),
+                Type::Boolean,
+            )),
             SqlExpr::IsDistinctFrom(a, b) | SqlExpr::IsNotDistinctFrom(a, b) => {
                 let (a, b) = self.common(e, self.compile(a)?, self.compile(b)?)?;
                 let op = if matches!(e, SqlExpr::IsDistinctFrom(..)) {
@@ -172,7 +176,10 @@ impl Scope<'_> {
                     Operator::And,
                     binary_expr(x2.expr, Operator::LtEq, hi.expr),
                 );
-                Ok(Typed::new(if *negated { not(inside) } else { inside }, Type::Boolean))
+                Ok(Typed::new(
+                    if *negated { not(inside) } else { inside },
+                    Type::Boolean,
+                ))
             }
             SqlExpr::InList {
                 expr,
@@ -180,8 +187,10 @@ impl Scope<'_> {
                 negated,
             } => {
                 let x = self.compile(expr)?;
-                let compiled: Vec<Typed> =
-                    list.iter().map(|i| self.compile(i)).collect::<Result<_, _>>()?;
+                let compiled: Vec<Typed> = list
+                    .iter()
+                    .map(|i| self.compile(i))
+                    .collect::<Result<_, _>>()?;
                 let pairs: Vec<(&SqlExpr, &Typed)> = list.iter().zip(compiled.iter()).collect();
                 let target = self
                     .unify(x.ty.clone(), &pairs, true)
@@ -253,8 +262,11 @@ impl Scope<'_> {
                 Ok(cur)
             }
             SqlExpr::Array(arr) => {
-                let items: Vec<Typed> =
-                    arr.elem.iter().map(|i| self.compile(i)).collect::<Result<_, _>>()?;
+                let items: Vec<Typed> = arr
+                    .elem
+                    .iter()
+                    .map(|i| self.compile(i))
+                    .collect::<Result<_, _>>()?;
                 let pairs: Vec<(&SqlExpr, &Typed)> = arr.elem.iter().zip(items.iter()).collect();
                 let elem = self.unify(None, &pairs, false)?;
                 let Some(elem) = elem else {
@@ -279,9 +291,7 @@ impl Scope<'_> {
     fn expect_bool(&self, t: &Typed, e: &SqlExpr) -> Result<(), PlanError> {
         match &t.ty {
             None | Some(Type::Boolean) => Ok(()),
-            Some(other) => err(format!(
-                "Type error in {e}: expected BOOLEAN, got {other}"
-            )),
+            Some(other) => err(format!("Type error in {e}: expected BOOLEAN, got {other}")),
         }
     }
 
@@ -341,12 +351,17 @@ impl Scope<'_> {
             return self.field(b, &field.value);
         }
         if brook_sql::as_lambda(e).is_some() {
-            return err(format!("A lambda is only allowed as a function argument: {e}"));
+            return err(format!(
+                "A lambda is only allowed as a function argument: {e}"
+            ));
         }
         let l = self.compile(left)?;
         let r = self.compile(right)?;
         let cmp = |op: Operator| -> Result<Typed, PlanError> {
-            let ordering = matches!(op, Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq);
+            let ordering = matches!(
+                op,
+                Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+            );
             let complex = |t: &Option<Type>| {
                 matches!(t, Some(Type::Array(_) | Type::Map(..) | Type::Struct(_)))
             };
@@ -433,13 +448,16 @@ impl Scope<'_> {
             (self.coerce(l, &result)?, self.coerce(r, &result)?)
         };
         // ksqlDB answers NULL for an integer or decimal division by zero.
-        let r_expr = if matches!(dfop, Operator::Divide | Operator::Modulo) && result != Type::Double
-        {
-            let zero = self.coerce(Typed::new(lit(0i32), Type::Int), r.ty.as_ref().unwrap_or(&result))?;
-            datafusion::functions::core::expr_fn::nullif(r.expr, zero.expr)
-        } else {
-            r.expr
-        };
+        let r_expr =
+            if matches!(dfop, Operator::Divide | Operator::Modulo) && result != Type::Double {
+                let zero = self.coerce(
+                    Typed::new(lit(0i32), Type::Int),
+                    r.ty.as_ref().unwrap_or(&result),
+                )?;
+                datafusion::functions::core::expr_fn::nullif(r.expr, zero.expr)
+            } else {
+                r.expr
+            };
         let expr = binary_expr(l.expr, dfop, r_expr);
         let expr = match &result {
             Type::Decimal { .. } => cast(expr, self.arrow(&result)?),
@@ -522,7 +540,9 @@ impl Scope<'_> {
         let f = fields
             .iter()
             .find(|f| f.name.value == name)
-            .ok_or_else(|| PlanError::Invalid(format!("Could not find field '{name}' in '{}'.", base.expr)))?;
+            .ok_or_else(|| {
+                PlanError::Invalid(format!("Could not find field '{name}' in '{}'.", base.expr))
+            })?;
         let ty = f.ty.clone();
         let field_name = f.name.value.clone();
         Ok(Typed::new(
@@ -554,7 +574,10 @@ impl Scope<'_> {
             }
             other => err(format!(
                 "Subscript expression can only be applied to ARRAY or MAP, got {}",
-                other.clone().map(|t| t.to_string()).unwrap_or("NULL".into())
+                other
+                    .clone()
+                    .map(|t| t.to_string())
+                    .unwrap_or("NULL".into())
             )),
         }
     }
@@ -569,6 +592,12 @@ impl Scope<'_> {
         match name.as_str() {
             "STRUCT" => return self.struct_ctor(&args),
             "MAP" => return self.map_ctor(&args),
+            "TRANSFORM" | "REDUCE" | "FILTER" => {
+                return crate::functions::collections::lambda_call(self, &name, &args)
+            }
+            "DATEADD" | "DATESUB" | "TIMEADD" | "TIMESUB" | "TIMESTAMPADD" | "TIMESTAMPSUB" => {
+                return crate::functions::datetime::unit_call(self, &name, &args)
+            }
             _ => {}
         }
         let mut typed = Vec::new();
@@ -619,8 +648,10 @@ impl Scope<'_> {
             key_exprs.push(name);
             value_exprs.push(v);
         }
-        let key_pairs: Vec<(&SqlExpr, &Typed)> = key_exprs.iter().copied().zip(keys.iter()).collect();
-        let value_pairs: Vec<(&SqlExpr, &Typed)> = value_exprs.iter().copied().zip(values.iter()).collect();
+        let key_pairs: Vec<(&SqlExpr, &Typed)> =
+            key_exprs.iter().copied().zip(keys.iter()).collect();
+        let value_pairs: Vec<(&SqlExpr, &Typed)> =
+            value_exprs.iter().copied().zip(values.iter()).collect();
         if keys.is_empty() {
             return err("Map constructor cannot be empty. Please supply at least one key value pair (see https://github.com/confluentinc/ksql/issues/4239).");
         }
@@ -679,7 +710,9 @@ impl Scope<'_> {
                         return err(format!(
                             "invalid input syntax for type {}: \"{}\".",
                             base_type_name(&a),
-                            string_literal(sql).map(str::to_string).unwrap_or_else(|| sql.to_string())
+                            string_literal(sql)
+                                .map(str::to_string)
+                                .unwrap_or_else(|| sql.to_string())
                         ));
                     }
                 }
@@ -726,7 +759,10 @@ fn literal_reads_as(text: &str, ty: &Type) -> bool {
         Type::Int => t.parse::<i32>().is_ok(),
         Type::Bigint => t.parse::<i64>().is_ok(),
         Type::Double | Type::Decimal { .. } => t.parse::<f64>().is_ok(),
-        Type::Boolean => matches!(t.to_ascii_lowercase().as_str(), "true" | "false" | "yes" | "no" | "t" | "f" | "y" | "n"),
+        Type::Boolean => matches!(
+            t.to_ascii_lowercase().as_str(),
+            "true" | "false" | "yes" | "no" | "t" | "f" | "y" | "n"
+        ),
         _ => false,
     }
 }
@@ -766,8 +802,14 @@ fn merge_result_type(cur: Option<Type>, t: &Typed) -> Result<Option<Type>, PlanE
 
 fn side(e: &SqlExpr, left: bool) -> String {
     match e {
-        SqlExpr::BinaryOp { left: l, right: r, .. } => {
-            if left { l.to_string() } else { r.to_string() }
+        SqlExpr::BinaryOp {
+            left: l, right: r, ..
+        } => {
+            if left {
+                l.to_string()
+            } else {
+                r.to_string()
+            }
         }
         _ => e.to_string(),
     }
@@ -845,8 +887,16 @@ pub fn common_type(a: &Type, b: &Type) -> Option<Type> {
         return Some(match (a, b) {
             (Type::Double, _) | (_, Type::Double) => Type::Double,
             (Type::Decimal { .. }, _) | (_, Type::Decimal { .. }) => {
-                let (Type::Decimal { precision: p1, scale: s1 }, Type::Decimal { precision: p2, scale: s2 }) =
-                    (decimal_of(a), decimal_of(b))
+                let (
+                    Type::Decimal {
+                        precision: p1,
+                        scale: s1,
+                    },
+                    Type::Decimal {
+                        precision: p2,
+                        scale: s2,
+                    },
+                ) = (decimal_of(a), decimal_of(b))
                 else {
                     return None;
                 };
@@ -875,8 +925,16 @@ fn arithmetic_type(op: &BinaryOperator, a: &Type, b: &Type) -> Type {
     match (a, b) {
         (Type::Double, _) | (_, Type::Double) => Type::Double,
         (Type::Decimal { .. }, _) | (_, Type::Decimal { .. }) => {
-            let (Type::Decimal { precision: p1, scale: s1 }, Type::Decimal { precision: p2, scale: s2 }) =
-                (decimal_of(a), decimal_of(b))
+            let (
+                Type::Decimal {
+                    precision: p1,
+                    scale: s1,
+                },
+                Type::Decimal {
+                    precision: p2,
+                    scale: s2,
+                },
+            ) = (decimal_of(a), decimal_of(b))
             else {
                 return Type::Double;
             };
@@ -978,7 +1036,10 @@ fn number_literal(n: &str) -> Result<Typed, PlanError> {
         if let Ok(v) = n.parse::<i128>() {
             return Ok(Typed::new(
                 lit(ScalarValue::Decimal128(Some(v), precision as u8, 0)),
-                Type::Decimal { precision, scale: 0 },
+                Type::Decimal {
+                    precision,
+                    scale: 0,
+                },
             ));
         }
     }

@@ -6,9 +6,9 @@
 pub mod catalog;
 mod error;
 pub mod expr;
+pub mod format;
 pub mod functions;
 pub mod query;
-pub mod format;
 pub mod schema;
 pub mod types;
 

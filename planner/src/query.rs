@@ -9,7 +9,9 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::catalog::{Catalog, Source};
 use crate::expr::{physical, Scope, ScopeColumn};
-use crate::schema::{Column, LogicalSchema, Namespace, ROWOFFSET, ROWPARTITION, ROWTIME, WINDOWEND, WINDOWSTART};
+use crate::schema::{
+    Column, LogicalSchema, Namespace, ROWOFFSET, ROWPARTITION, ROWTIME, WINDOWEND, WINDOWSTART,
+};
 use crate::PlanError;
 
 /// One output column and how it is computed from an input row.
@@ -52,7 +54,10 @@ pub struct TableFunction {
 }
 
 /// Replaces table function calls by references to the columns their elements will fill.
-fn extract_table_functions(e: &SqlExpr, found: &mut Vec<(TableFunctionKind, SqlExpr)>) -> Result<SqlExpr, PlanError> {
+fn extract_table_functions(
+    e: &SqlExpr,
+    found: &mut Vec<(TableFunctionKind, SqlExpr)>,
+) -> Result<SqlExpr, PlanError> {
     use brook_sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments};
     Ok(match e {
         SqlExpr::Function(f) => {
@@ -134,7 +139,11 @@ pub fn scope_for<'a>(source: &Source, alias: Option<&str>, catalog: &'a Catalog)
         .map(|n| ScopeColumn {
             name: n.to_string(),
             qualifiers: quals.clone(),
-            ty: if *n == ROWPARTITION { Type::Int } else { Type::Bigint },
+            ty: if *n == ROWPARTITION {
+                Type::Int
+            } else {
+                Type::Bigint
+            },
             field: n.to_string(),
         })
         .collect();
@@ -165,7 +174,11 @@ pub fn scope_for<'a>(source: &Source, alias: Option<&str>, catalog: &'a Catalog)
 const RESERVED: &[&str] = &[ROWTIME, ROWPARTITION, ROWOFFSET, WINDOWSTART, WINDOWEND];
 
 /// Plans a SELECT without joins, windows, GROUP BY or PARTITION BY.
-pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<StatelessPlan, PlanError> {
+pub fn plan_stateless(
+    q: &Query,
+    catalog: &Catalog,
+    target: Target,
+) -> Result<StatelessPlan, PlanError> {
     if !q.joins.is_empty() || q.window.is_some() || !q.group_by.is_empty() || q.having.is_some() {
         return Err(PlanError::Unsupported(
             "joins, windows and aggregations are not supported yet".into(),
@@ -179,7 +192,9 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
     let filter = match &q.selection {
         None => None,
         Some(w) => {
-            let t = scope.compile(w).map_err(|e| prefix("Error in WHERE expression: ", e))?;
+            let t = scope
+                .compile(w)
+                .map_err(|e| prefix("Error in WHERE expression: ", e))?;
             if !matches!(t.ty, None | Some(Type::Boolean)) {
                 return Err(PlanError::Invalid(format!(
                     "Type error in WHERE expression: Should be BOOLEAN but is {} for expression: {w}",
@@ -227,7 +242,7 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
             }
             SelectItem::QualifiedWildcard(kind, _) => {
                 let q = kind.to_string();
-                if !quals.iter().any(|x| *x == q) {
+                if !quals.contains(&q) {
                     return Err(PlanError::Invalid(format!(
                         "'{q}' is not a valid stream/table name or alias."
                     )));
@@ -280,7 +295,8 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
                 "Table source is not supported with table functions".into(),
             ));
         }
-        let mut fields: Vec<arrow::datatypes::FieldRef> = input_schema.fields().iter().cloned().collect();
+        let mut fields: Vec<arrow::datatypes::FieldRef> =
+            input_schema.fields().iter().cloned().collect();
         let mut extra = Vec::new();
         for (i, (kind, arg)) in found.iter().enumerate() {
             let t = scope.compile(arg)?;
@@ -296,7 +312,10 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
                     };
                     return Err(PlanError::Invalid(format!(
                         "Function '{fname}' does not accept parameters ({}).",
-                        other.as_ref().map(|t| crate::schema::SchemaType(t).to_string()).unwrap_or("NULL".into())
+                        other
+                            .as_ref()
+                            .map(|t| crate::schema::SchemaType(t).to_string())
+                            .unwrap_or("NULL".into())
                     )));
                 }
             };
@@ -343,7 +362,11 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
     let mut keys: Vec<Projection> = Vec::new();
     let mut values: Vec<Projection> = Vec::new();
     let mut key_aliases: Vec<(String, Vec<String>)> = Vec::new();
-    let push = |list: &mut Vec<Projection>, name: String, t: &crate::expr::Typed, ns: Namespace| -> Result<(), PlanError> {
+    let push = |list: &mut Vec<Projection>,
+                name: String,
+                t: &crate::expr::Typed,
+                ns: Namespace|
+     -> Result<(), PlanError> {
         let ty = t.ty.clone().unwrap_or(Type::String);
         let phys = physical(&t.expr, &input_schema)?;
         list.push(Projection {
@@ -373,7 +396,11 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
                 .filter(|(i, (_, _, t))| !used[*i] && t.expr == pt.expr)
                 .map(|(i, _)| i)
                 .collect();
-            let explicit: Vec<usize> = matching.iter().copied().filter(|i| !from_star[*i]).collect();
+            let explicit: Vec<usize> = matching
+                .iter()
+                .copied()
+                .filter(|i| !from_star[*i])
+                .collect();
             if has_star && explicit.is_empty() {
                 // `*` does not name an expression: a bare column keeps its name (and leaves
                 // the values), anything else gets a name of its own.
@@ -425,7 +452,11 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
         }
         for (i, (name, _, t)) in compiled.iter().enumerate() {
             if !used[i] {
-                if keys.iter().chain(values.iter()).any(|p| p.column.name == *name) {
+                if keys
+                    .iter()
+                    .chain(values.iter())
+                    .any(|p| p.column.name == *name)
+                {
                     continue;
                 }
                 push(&mut values, name.clone(), t, Namespace::Value)?;
@@ -439,7 +470,12 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
                 SqlExpr::CompoundIdentifier(p) if p.len() == 2 => Some(p[1].value.clone()),
                 _ => None,
             }
-            .filter(|n| source.schema.column(n).is_some_and(|c| c.namespace == Namespace::Key));
+            .filter(|n| {
+                source
+                    .schema
+                    .column(n)
+                    .is_some_and(|c| c.namespace == Namespace::Key)
+            });
             let is_key = key_ref.is_some() && target != Target::Transient && !partition_null;
             if let Some(k) = &key_ref {
                 match key_aliases.iter_mut().find(|(kk, _)| kk == k) {
@@ -447,7 +483,11 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
                     None => key_aliases.push((k.clone(), vec![name.clone()])),
                 }
             }
-            if keys.iter().chain(values.iter()).any(|p| p.column.name == *name) {
+            if keys
+                .iter()
+                .chain(values.iter())
+                .any(|p| p.column.name == *name)
+            {
                 return Err(PlanError::Invalid(format!(
                     "Duplicate column name '{name}' in the projection; alias one of them."
                 )));
@@ -480,7 +520,9 @@ pub fn plan_stateless(q: &Query, catalog: &Catalog, target: Target) -> Result<St
             }
         }
         if values.is_empty() {
-            return Err(PlanError::Invalid("The projection contains no value columns.".into()));
+            return Err(PlanError::Invalid(
+                "The projection contains no value columns.".into(),
+            ));
         }
     }
     let mut projections = keys;
@@ -520,9 +562,7 @@ fn implicit_name(e: &SqlExpr, synthetic: &mut usize) -> String {
 fn qualify(e: &SqlExpr, source: &str) -> SqlExpr {
     use brook_sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments, Ident};
     match e {
-        SqlExpr::Identifier(i) => {
-            SqlExpr::CompoundIdentifier(vec![Ident::new(source), i.clone()])
-        }
+        SqlExpr::Identifier(i) => SqlExpr::CompoundIdentifier(vec![Ident::new(source), i.clone()]),
         SqlExpr::BinaryOp { left, op, right } if brook_sql::as_dereference(e).is_none() => {
             SqlExpr::BinaryOp {
                 left: Box::new(qualify(left, source)),

@@ -54,7 +54,9 @@ pub struct LogicalSchema {
 
 impl LogicalSchema {
     pub fn key_columns(&self) -> impl Iterator<Item = &Column> {
-        self.columns.iter().filter(|c| c.namespace == Namespace::Key)
+        self.columns
+            .iter()
+            .filter(|c| c.namespace == Namespace::Key)
     }
 
     pub fn value_columns(&self) -> impl Iterator<Item = &Column> {
@@ -76,7 +78,11 @@ impl LogicalSchema {
     /// The Arrow schema of rows flowing through operators: the pseudo columns ROWTIME,
     /// ROWPARTITION, ROWOFFSET (and WINDOWSTART/WINDOWEND for windowed sources) first,
     /// then key, value and header columns in declaration order.
-    pub fn row_schema(&self, windowed: bool, types: &dyn TypeRegistry) -> Result<SchemaRef, PlanError> {
+    pub fn row_schema(
+        &self,
+        windowed: bool,
+        types: &dyn TypeRegistry,
+    ) -> Result<SchemaRef, PlanError> {
         let mut fields = vec![
             Field::new(ROWTIME, DataType::Int64, false),
             Field::new(ROWPARTITION, DataType::Int32, false),

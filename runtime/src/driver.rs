@@ -96,7 +96,7 @@ impl Driver {
                 if let Some(p) = spec.sink_partitions {
                     self.create_topic(&spec.sink.topic, p);
                 }
-                let pipeline = Pipeline::new(spec, &self.session.catalog)?;
+                let pipeline = Pipeline::new(*spec, &self.session.catalog)?;
                 self.start_query(pipeline);
             }
             Action::Insert { source, rows } => {
@@ -243,4 +243,3 @@ impl Driver {
         self.queries.iter().map(|q| q.pipeline.id.clone()).collect()
     }
 }
-

@@ -100,6 +100,27 @@ pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
     ((murmur2(key) & 0x7fff_ffff) as i64 % partitions.max(1) as i64) as i32
 }
 
+/// Partition counts of the given topics (absent topics are left out).
+pub async fn topic_partitions(
+    bootstrap_servers: &str,
+    timeout: Duration,
+) -> Result<std::collections::HashMap<String, i32>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let cfg = client_config(bootstrap_servers);
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = cfg.create()?;
+        let md = c.fetch_metadata(None, timeout)?;
+        Ok(md
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none())
+            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+            .collect())
+    })
+    .await
+    .map_err(|e| RuntimeError::Broker(format!("metadata task failed: {e}")))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,25 +143,4 @@ mod tests {
             assert_eq!(murmur2(data), want, "{}", String::from_utf8_lossy(data));
         }
     }
-}
-
-/// Partition counts of the given topics (absent topics are left out).
-pub async fn topic_partitions(
-    bootstrap_servers: &str,
-    timeout: Duration,
-) -> Result<std::collections::HashMap<String, i32>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let cfg = client_config(bootstrap_servers);
-    tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = cfg.create()?;
-        let md = c.fetch_metadata(None, timeout)?;
-        Ok(md
-            .topics()
-            .iter()
-            .filter(|t| t.error().is_none())
-            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
-            .collect())
-    })
-    .await
-    .map_err(|e| RuntimeError::Broker(format!("metadata task failed: {e}")))?
 }

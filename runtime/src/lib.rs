@@ -1,9 +1,9 @@
 //! Brook's runtime: Kafka I/O through rdkafka, and (feature `embedded-broker`) an
 //! in-process Kafka-protocol broker for tests and single-machine servers.
 
+pub mod driver;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
-pub mod driver;
 mod error;
 pub mod format;
 pub mod kafka;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
 use arrow::compute::{cast, filter_record_batch};
-use arrow::datatypes::SchemaRef;
 use arrow::datatypes::DataType;
+use arrow::datatypes::SchemaRef;
 use brook_planner::query::{StatelessPlan, TableFunction, TableFunctionKind};
 use brook_planner::types::TypeRegistry;
 
@@ -177,7 +177,8 @@ fn explode(tfs: &[TableFunction], batch: &RecordBatch) -> Result<RecordBatch> {
         .iter()
         .map(|c| arrow::compute::take(c, &idx, None))
         .collect::<std::result::Result<_, _>>()?;
-    let mut fields: Vec<arrow::datatypes::FieldRef> = batch.schema().fields().iter().cloned().collect();
+    let mut fields: Vec<arrow::datatypes::FieldRef> =
+        batch.schema().fields().iter().cloned().collect();
     for (tf, per_row) in tfs.iter().zip(&results) {
         let dt = per_row
             .iter()
@@ -200,7 +201,11 @@ fn explode(tfs: &[TableFunction], batch: &RecordBatch) -> Result<RecordBatch> {
             let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
             arrow::compute::concat(&refs)?
         };
-        fields.push(Arc::new(arrow::datatypes::Field::new(&tf.column, col.data_type().clone(), true)));
+        fields.push(Arc::new(arrow::datatypes::Field::new(
+            &tf.column,
+            col.data_type().clone(),
+            true,
+        )));
         columns.push(col);
     }
     let schema = Arc::new(arrow::datatypes::Schema::new(fields));

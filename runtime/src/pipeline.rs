@@ -69,7 +69,13 @@ impl Pipeline {
         Ok(done)
     }
 
-    fn run(&mut self, records: &[Record], offset: usize, null_values: bool, done: &mut Processed) -> Result<()> {
+    fn run(
+        &mut self,
+        records: &[Record],
+        offset: usize,
+        null_values: bool,
+        done: &mut Processed,
+    ) -> Result<()> {
         let decoded = decode_records(&self.source, records, &self.types)?;
         done.errors
             .extend(decoded.errors.into_iter().map(|(i, e)| (i + offset, e)));

@@ -42,7 +42,8 @@ pub fn decode_records(source: &Source, records: &[Record], types: &Catalog) -> R
     let values: Vec<Column> = source.schema.value_columns().cloned().collect();
     let key_payloads: Vec<Option<&[u8]>> = records.iter().map(|r| r.key.as_deref()).collect();
     let value_payloads: Vec<Option<&[u8]>> = records.iter().map(|r| r.value.as_deref()).collect();
-    let k = format::Codec::new(&source.key_format, Part::Key, &keys, types)?.decode(&key_payloads)?;
+    let k =
+        format::Codec::new(&source.key_format, Part::Key, &keys, types)?.decode(&key_payloads)?;
     let v = format::Codec::new(&source.value_format, Part::Value, &values, types)?
         .decode(&value_payloads)?;
     let mut errors: Vec<(usize, String)> = Vec::new();
@@ -56,9 +57,15 @@ pub fn decode_records(source: &Source, records: &[Record], types: &Catalog) -> R
     let mut key_arrays = k.columns.into_iter();
     let mut value_arrays = v.columns.into_iter();
     let mut cols: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from_iter_values(records.iter().map(|r| r.timestamp))),
-        Arc::new(Int32Array::from_iter_values(records.iter().map(|r| r.partition))),
-        Arc::new(Int64Array::from_iter_values(records.iter().map(|r| r.offset))),
+        Arc::new(Int64Array::from_iter_values(
+            records.iter().map(|r| r.timestamp),
+        )),
+        Arc::new(Int32Array::from_iter_values(
+            records.iter().map(|r| r.partition),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            records.iter().map(|r| r.offset),
+        )),
     ];
     for c in &source.schema.columns {
         let dt = brook_planner::types::arrow_type(&c.ty, types)
@@ -146,16 +153,14 @@ fn headers_array(c: &Column, records: &[Record], dt: &DataType) -> Result<ArrayR
             for r in records {
                 let mut items = Vec::new();
                 for (k, v) in &r.headers {
-                    let s = ScalarValue::Struct(Arc::new(
-                        arrow::array::StructArray::try_new(
-                            fields.clone(),
-                            vec![
-                                Arc::new(arrow::array::StringArray::from(vec![k.as_str()])),
-                                Arc::new(BinaryArray::from(vec![v.as_deref()])),
-                            ],
-                            None,
-                        )?,
-                    ));
+                    let s = ScalarValue::Struct(Arc::new(arrow::array::StructArray::try_new(
+                        fields.clone(),
+                        vec![
+                            Arc::new(arrow::array::StringArray::from(vec![k.as_str()])),
+                            Arc::new(BinaryArray::from(vec![v.as_deref()])),
+                        ],
+                        None,
+                    )?));
                     items.push(s);
                 }
                 lists.push(ScalarValue::List(ScalarValue::new_list_nullable(
@@ -187,7 +192,9 @@ pub fn row_timestamp(source: &Source, batch: &RecordBatch, row: usize) -> Result
             .map(|a| a.value(row))),
         DataType::Timestamp(_, _) => {
             let c = arrow::compute::cast(arr, &DataType::Int64)?;
-            Ok(c.as_any().downcast_ref::<Int64Array>().map(|a| a.value(row)))
+            Ok(c.as_any()
+                .downcast_ref::<Int64Array>()
+                .map(|a| a.value(row)))
         }
         DataType::Utf8 => {
             let s = arr
@@ -237,7 +244,13 @@ pub fn encode_batch(sink: &Source, batch: &RecordBatch) -> Result<Vec<EncodedRow
             *slot = None;
         }
     }
-    let v = format::encode(&sink.value_format, Part::Value, &values, &pick(&values)?, 0..rows)?;
+    let v = format::encode(
+        &sink.value_format,
+        Part::Value,
+        &values,
+        &pick(&values)?,
+        0..rows,
+    )?;
     let ts = batch
         .column(0)
         .as_any()
@@ -249,4 +262,3 @@ pub fn encode_batch(sink: &Source, batch: &RecordBatch) -> Result<Vec<EncodedRow
         .map(|(i, (k, v))| (k, v, ts.value(i)))
         .collect())
 }
-

@@ -54,7 +54,7 @@ pub enum Action {
         source: Source,
         partitions: Option<i32>,
     },
-    StartQuery(QuerySpec),
+    StartQuery(Box<QuerySpec>),
     /// Encoded records to append to a source's topic (INSERT INTO … VALUES).
     Insert {
         source: Source,
@@ -180,7 +180,8 @@ impl Session {
                     ))
                     .into());
                 }
-                let sink = self.sink_source(&name, *kind, &plan.output, properties, &input, &ps.text)?;
+                let sink =
+                    self.sink_source(&name, *kind, &plan.output, properties, &input, &ps.text)?;
                 check_formats(&sink)?;
                 let partitions = prop_int(properties, "PARTITIONS")?
                     .map(|p| p as i32)
@@ -188,19 +189,23 @@ impl Session {
                     .unwrap_or(1);
                 let id = format!(
                     "{}_{}_{}",
-                    if *kind == SourceKind::Stream { "CSAS" } else { "CTAS" },
+                    if *kind == SourceKind::Stream {
+                        "CSAS"
+                    } else {
+                        "CTAS"
+                    },
                     name,
                     self.query_seq
                 );
                 self.query_seq += 1;
                 self.catalog.sources.insert(name.clone(), sink.clone());
-                Ok(Action::StartQuery(QuerySpec {
+                Ok(Action::StartQuery(Box::new(QuerySpec {
                     id,
                     input,
                     sink,
                     plan,
                     sink_partitions: Some(partitions),
-                }))
+                })))
             }
             Statement::InsertInto {
                 target,
@@ -226,13 +231,13 @@ impl Session {
                 }
                 let id = format!("INSERTQUERY_{}", self.query_seq);
                 self.query_seq += 1;
-                Ok(Action::StartQuery(QuerySpec {
+                Ok(Action::StartQuery(Box::new(QuerySpec {
                     id,
                     input,
                     sink: target,
                     plan,
                     sink_partitions: None,
-                }))
+                })))
             }
             Statement::InsertValues {
                 target,
@@ -270,11 +275,9 @@ impl Session {
             }
             Statement::DropType { name, if_exists } => {
                 if self.catalog.types.remove(&name.value).is_none() && !*if_exists {
-                    return Err(PlanError::Invalid(format!(
-                        "Type {} does not exist.",
-                        name.value
-                    ))
-                    .into());
+                    return Err(
+                        PlanError::Invalid(format!("Type {} does not exist.", name.value)).into(),
+                    );
                 }
                 Ok(Action::None)
             }
@@ -328,9 +331,8 @@ impl Session {
         if !has("FORMAT") && !has("VALUE_FORMAT") && !has("VALUE_DELIMITER") {
             value_format.delimiter = input.value_format.delimiter;
         }
-        let timestamp = prop_text(props, "TIMESTAMP").map(|t| {
-            (t.to_uppercase(), prop_text(props, "TIMESTAMP_FORMAT"))
-        });
+        let timestamp = prop_text(props, "TIMESTAMP")
+            .map(|t| (t.to_uppercase(), prop_text(props, "TIMESTAMP_FORMAT")));
         Ok(Source {
             name: name.to_string(),
             kind,
@@ -373,7 +375,11 @@ impl Session {
             return Err(PlanError::Invalid(format!(
                 "Expected a value for each column. Expected Columns: [{}]. Got [{}]",
                 all.join(", "),
-                values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
+                values
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
             .into());
         }
@@ -429,9 +435,7 @@ impl Session {
                 arrays.insert(name.clone(), arr);
             }
         }
-        let schema = source
-            .schema
-            .row_schema(false, &self.catalog)?;
+        let schema = source.schema.row_schema(false, &self.catalog)?;
         let mut cols: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from(vec![timestamp.unwrap_or(0)])),
             Arc::new(Int32Array::from(vec![0])),
@@ -457,7 +461,6 @@ impl Session {
             .collect();
         Ok((source, encoded))
     }
-
 }
 
 fn scope_coerce(
@@ -466,9 +469,7 @@ fn scope_coerce(
     ty: &brook_sql::Type,
 ) -> Result<brook_planner::expr::Typed, PlanError> {
     if let Some(from) = &t.ty {
-        if from != ty
-            && brook_planner::expr::common_type(from, ty).as_ref() != Some(ty)
-        {
+        if from != ty && brook_planner::expr::common_type(from, ty).as_ref() != Some(ty) {
             return Err(PlanError::Invalid(format!(
                 "Expected type {ty} for field but got {} ({from})",
                 t.expr
@@ -539,4 +540,3 @@ fn check_formats(src: &Source) -> Result<(), PlanError> {
         .map(|_| ())
         .map_err(|e| PlanError::Invalid(e.to_string()))
 }
-

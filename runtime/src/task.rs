@@ -10,8 +10,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -72,6 +74,14 @@ fn to_record(m: &BorrowedMessage<'_>) -> Record {
     }
 }
 
+async fn delivered(d: rdkafka::producer::DeliveryFuture) -> Result<()> {
+    match d.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(e.into()),
+        Err(_) => Err(RuntimeError::Broker("the producer was dropped".into())),
+    }
+}
+
 /// Runs a query until `stop` turns true or an unrecoverable error occurs. Records that do
 /// not decode are logged with topic, partition and offset and skipped.
 pub async fn run(
@@ -127,23 +137,41 @@ pub async fn run(
                 "record skipped: {e}"
             );
         }
-        // Produce everything, then wait for every acknowledgement before committing.
-        let mut deliveries = Vec::with_capacity(processed.outputs.len());
-        for o in &processed.outputs {
-            let mut rec: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(&sink).timestamp(o.timestamp);
-            if let Some(k) = &o.key {
-                rec = rec.key(k.as_slice());
-            }
-            if let Some(v) = &o.value {
-                rec = rec.payload(v.as_slice());
-            }
-            // `send` waits for queue space, which is the backpressure on the source.
-            deliveries.push(producer.send(rec, Duration::from_secs(60)));
-        }
+        // Enqueue everything, then wait for every acknowledgement before committing.
+        let mut deliveries = std::collections::VecDeque::with_capacity(processed.outputs.len());
         let mut produced = 0u64;
+        for o in &processed.outputs {
+            loop {
+                let mut rec: FutureRecord<'_, [u8], [u8]> =
+                    FutureRecord::to(&sink).timestamp(o.timestamp);
+                if let Some(k) = &o.key {
+                    rec = rec.key(k.as_slice());
+                }
+                if let Some(v) = &o.value {
+                    rec = rec.payload(v.as_slice());
+                }
+                match producer.send_result(rec) {
+                    Ok(d) => {
+                        deliveries.push_back(d);
+                        break;
+                    }
+                    // A full queue is the backpressure on the source: wait for the oldest
+                    // delivery, then try again.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        match deliveries.pop_front() {
+                            Some(d) => {
+                                delivered(d).await?;
+                                produced += 1;
+                            }
+                            None => tokio::time::sleep(Duration::from_millis(1)).await,
+                        }
+                    }
+                    Err((e, _)) => return Err(e.into()),
+                }
+            }
+        }
         for d in deliveries {
-            d.await.map_err(|(e, _)| RuntimeError::Kafka(e))?;
+            delivered(d).await?;
             produced += 1;
         }
         let mut next: BTreeMap<i32, i64> = BTreeMap::new();

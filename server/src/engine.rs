@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use brook_planner::PlanError;
 use brook_runtime::kafka::{create_topic, producer_config, topic_partitions};
 use brook_runtime::pipeline::Pipeline;
 use brook_runtime::rdkafka::producer::{FutureProducer, FutureRecord};
 use brook_runtime::session::{Action, Session, StatementError};
 use brook_runtime::task::{self, TaskConfig, TaskStats};
-use brook_planner::PlanError;
 use tokio::sync::{watch, Mutex};
 use tokio::task::JoinHandle;
 use tracing::{error, info};
@@ -99,7 +99,10 @@ impl Engine {
     ) -> Result<Executed, StatementError> {
         match action {
             Action::None => Ok(Executed::Done),
-            Action::CreateSource { source, partitions: wanted } => {
+            Action::CreateSource {
+                source,
+                partitions: wanted,
+            } => {
                 if !partitions.contains_key(&source.topic) {
                     let Some(p) = wanted else {
                         return Err(PlanError::Invalid(format!(
@@ -124,7 +127,7 @@ impl Engine {
                 }
                 let id = spec.id.clone();
                 let sink = spec.sink.name.clone();
-                let pipeline = Pipeline::new(spec, &session.catalog)?;
+                let pipeline = Pipeline::new(*spec, &session.catalog)?;
                 self.start(pipeline).await;
                 Ok(Executed::QueryStarted { id, sink })
             }

@@ -119,7 +119,10 @@ fn every_qtt_statement_parses_and_round_trips() {
     );
     // Straight to stderr, past the test harness's capture: the summary belongs in CI's log.
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "parser: {passed} passed, {failed} failed");
+    let _ = writeln!(
+        std::io::stderr(),
+        "parser: {passed} passed, {failed} failed"
+    );
     let total = passed + failed;
     assert!(total > 0, "no statements found under {}", dir.display());
     assert!(

@@ -57,27 +57,30 @@ async fn high_value_orders_alert() {
         })
         .to_string();
         if total > 1000.0 {
-            expected
-                .entry(order_id.clone())
-                .or_default()
-                .push((format!("c{}", i % 97), total, created));
+            expected.entry(order_id.clone()).or_default().push((
+                format!("c{}", i % 97),
+                total,
+                created,
+            ));
         }
-        pending.push(
-            producer.send_result(
+        let queued = producer
+            .send_result(
                 FutureRecord::to("orders")
                     .key(&order_id)
                     .payload(&value)
                     .timestamp(created + 5),
-            ),
-        );
+            )
+            .map_err(|(e, _)| e)
+            .expect("queued");
+        pending.push(queued);
         if pending.len() >= 5_000 {
             for p in pending.drain(..) {
-                p.expect("queued").await.expect("delivered").map_err(|(e, _)| e).expect("ok");
+                p.await.expect("delivered").map_err(|(e, _)| e).expect("ok");
             }
         }
     }
     for p in pending.drain(..) {
-        p.expect("queued").await.expect("delivered").map_err(|(e, _)| e).expect("ok");
+        p.await.expect("delivered").map_err(|(e, _)| e).expect("ok");
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
     let want: usize = expected.values().map(Vec::len).sum();
@@ -97,7 +100,11 @@ async fn high_value_orders_alert() {
         let key = String::from_utf8_lossy(msg.key().expect("keyed")).to_string();
         let v: serde_json::Value =
             serde_json::from_slice(msg.payload().expect("a value")).expect("JSON value");
-        assert_eq!(v.as_object().map(|o| o.len()), Some(2), "value columns: {v}");
+        assert_eq!(
+            v.as_object().map(|o| o.len()),
+            Some(2),
+            "value columns: {v}"
+        );
         got.entry(key).or_default().push((
             v["CUSTOMERID"].as_str().unwrap_or_default().to_string(),
             v["TOTAL"].as_f64().unwrap_or_default(),
@@ -110,7 +117,11 @@ async fn high_value_orders_alert() {
     assert!(extra.is_err(), "an unexpected extra record arrived");
     assert_eq!(got.len(), expected.len());
     for (k, want) in &expected {
-        assert_eq!(got.get(k), Some(want), "alerts for {k}, in order, with createdAt as timestamp");
+        assert_eq!(
+            got.get(k),
+            Some(want),
+            "alerts for {k}, in order, with createdAt as timestamp"
+        );
     }
     // The task counts a batch once its commit is sent, just after its outputs are out.
     let mut records_in = 0;

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use arrow::array::builder::{BooleanBufferBuilder, NullBufferBuilder};
 use arrow::array::{
     ArrayRef, ArrowPrimitiveType, BinaryArray, BooleanArray, ListArray, MapArray, PrimitiveArray,
     StringArray, StructArray,
 };
-use arrow::array::builder::{BooleanBufferBuilder, NullBufferBuilder};
 use arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, FieldRef, Fields, Float64Type, Int32Type, Int64Type,
@@ -442,7 +442,11 @@ impl Builder {
                 values,
                 precision,
                 scale,
-            } => Arc::new(values.finish().with_precision_and_scale(*precision, *scale)?),
+            } => Arc::new(
+                values
+                    .finish()
+                    .with_precision_and_scale(*precision, *scale)?,
+            ),
             Builder::String(b) => {
                 let (offsets, data, nulls) = b.take();
                 Arc::new(StringArray::try_new(offsets, data, nulls)?)
@@ -461,7 +465,12 @@ impl Builder {
             } => {
                 let (offsets, nulls) = entries.take();
                 let items = items.finish()?;
-                Arc::new(ListArray::try_new(Arc::clone(field), offsets, items, nulls)?)
+                Arc::new(ListArray::try_new(
+                    Arc::clone(field),
+                    offsets,
+                    items,
+                    nulls,
+                )?)
             }
             Builder::Map {
                 entries_field,

@@ -7,8 +7,8 @@ use std::num::IntErrorKind;
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Float64Type, Int32Type, Int64Type,
-    Time32MillisecondType, TimeUnit, TimestampMillisecondType,
+    DataType, Date32Type, Decimal128Type, Float64Type, Int32Type, Int64Type, Time32MillisecondType,
+    TimeUnit, TimestampMillisecondType,
 };
 use brook_sql::Type;
 
@@ -105,12 +105,7 @@ fn split_record(text: &str, delimiter: char, spans: &mut Vec<Span>) -> Result<()
             let mut escaped = false;
             loop {
                 match b.get(i) {
-                    None => {
-                        return Err(format!(
-                            "field {} has no closing quote",
-                            spans.len() + 1
-                        ))
-                    }
+                    None => return Err(format!("field {} has no closing quote", spans.len() + 1)),
                     Some(b'"') if b.get(i + 1) == Some(&b'"') => {
                         escaped = true;
                         i += 2;
@@ -240,7 +235,11 @@ impl Encoder {
     /// The record of row `row`: nulls are empty fields; other fields are quoted when
     /// Commons CSV 1.4 (ksqlDB's) would quote them, so that ksqlDB consumers see the same
     /// bytes (e.g. `"-10"` as a first field).
-    pub(super) fn encode_row(&mut self, arrays: &[ArrayRef], row: usize) -> Result<Vec<u8>, String> {
+    pub(super) fn encode_row(
+        &mut self,
+        arrays: &[ArrayRef],
+        row: usize,
+    ) -> Result<Vec<u8>, String> {
         let mut out = Vec::with_capacity(8 * arrays.len());
         let mut buf = [0u8; 4];
         let delim = self.delimiter.encode_utf8(&mut buf).as_bytes();
@@ -282,9 +281,7 @@ fn needs_quotes(field: &[u8], first: bool, delim: &[u8]) -> bool {
     if c <= b'#' {
         return true;
     }
-    if field
-        .iter()
-        .any(|&c| c == b'\n' || c == b'\r' || c == b'"')
+    if field.iter().any(|&c| c == b'\n' || c == b'\r' || c == b'"')
         || field.windows(delim.len()).any(|w| w == delim)
     {
         return true;
@@ -303,19 +300,31 @@ fn write_text(out: &mut Vec<u8>, array: &dyn Array, i: usize) -> Result<(), Stri
             out.extend_from_slice(if v { b"true" } else { b"false" });
         }
         DataType::Int32 => {
-            let v = array.as_primitive_opt::<Int32Type>().ok_or_else(wrong)?.value(i);
+            let v = array
+                .as_primitive_opt::<Int32Type>()
+                .ok_or_else(wrong)?
+                .value(i);
             let _ = write!(out, "{v}");
         }
         DataType::Int64 => {
-            let v = array.as_primitive_opt::<Int64Type>().ok_or_else(wrong)?.value(i);
+            let v = array
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(wrong)?
+                .value(i);
             let _ = write!(out, "{v}");
         }
         DataType::Float64 => {
-            let v = array.as_primitive_opt::<Float64Type>().ok_or_else(wrong)?.value(i);
+            let v = array
+                .as_primitive_opt::<Float64Type>()
+                .ok_or_else(wrong)?
+                .value(i);
             push_java_double(out, v);
         }
         DataType::Decimal128(_, scale) => {
-            let v = array.as_primitive_opt::<Decimal128Type>().ok_or_else(wrong)?.value(i);
+            let v = array
+                .as_primitive_opt::<Decimal128Type>()
+                .ok_or_else(wrong)?
+                .value(i);
             push_decimal(out, v, *scale);
         }
         DataType::Utf8 => {
@@ -334,7 +343,10 @@ fn write_text(out: &mut Vec<u8>, array: &dyn Array, i: usize) -> Result<(), Stri
             let _ = write!(out, "{v}");
         }
         DataType::Date32 => {
-            let v = array.as_primitive_opt::<Date32Type>().ok_or_else(wrong)?.value(i);
+            let v = array
+                .as_primitive_opt::<Date32Type>()
+                .ok_or_else(wrong)?
+                .value(i);
             let _ = write!(out, "{v}");
         }
         DataType::Timestamp(TimeUnit::Millisecond, _) => {
@@ -400,7 +412,9 @@ mod tests {
                 "{text:?}"
             );
         }
-        assert!(fields("\"open", ',').unwrap_err().contains("no closing quote"));
+        assert!(fields("\"open", ',')
+            .unwrap_err()
+            .contains("no closing quote"));
         assert!(fields("\"a\"b,c", ',')
             .unwrap_err()
             .contains("after the closing quote"));

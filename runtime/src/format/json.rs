@@ -12,8 +12,8 @@ use std::num::IntErrorKind;
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Float64Type, Int32Type, Int64Type,
-    Time32MillisecondType, TimeUnit, TimestampMillisecondType,
+    DataType, Date32Type, Decimal128Type, Float64Type, Int32Type, Int64Type, Time32MillisecondType,
+    TimeUnit, TimestampMillisecondType,
 };
 use brook_planner::format::FormatKind;
 use brook_sql::Type;
@@ -103,6 +103,12 @@ impl<'a> Parser<'a> {
     }
 
     fn err(&self, what: &str) -> String {
+        // Whatever was expected, running out of data is the clearer cause.
+        let what = if self.pos >= self.text.len() {
+            "unexpected end"
+        } else {
+            what
+        };
         format!("invalid JSON: {what} at byte {}", self.pos)
     }
 
@@ -260,9 +266,9 @@ impl<'a> Parser<'a> {
             .get(self.pos..self.pos + 4)
             .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
             .ok_or_else(|| self.err("invalid \\u escape"))?;
-        let v = digits
-            .iter()
-            .fold(0u32, |acc, &h| acc * 16 + (h as char).to_digit(16).unwrap_or(0));
+        let v = digits.iter().fold(0u32, |acc, &h| {
+            acc * 16 + (h as char).to_digit(16).unwrap_or(0)
+        });
         self.pos += 4;
         Ok(v)
     }
@@ -326,7 +332,11 @@ impl<'a> Parser<'a> {
 }
 
 /// Decodes one payload into one value per builder.
-pub(super) fn decode_row(codec: &Codec, bytes: &[u8], builders: &mut [Builder]) -> Result<(), Fail> {
+pub(super) fn decode_row(
+    codec: &Codec,
+    bytes: &[u8],
+    builders: &mut [Builder],
+) -> Result<(), Fail> {
     let v = parse(strip_sr_framing(codec.kind, bytes)).map_err(Fail::other)?;
     if codec.unwrapped {
         return put(&mut builders[0], &v).map_err(|f| f.in_column(&codec.columns[0].name));
@@ -536,7 +546,12 @@ fn integer(v: &Json, min: i64, max: i64, kind: Kind) -> Result<i64, Option<Fail>
         Json::Num(t) => t.parse::<i64>().map_err(|_| out_of_range(t))?,
         Json::Str(s) => match s.parse::<i64>() {
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), IntErrorKind::PosOverflow | IntErrorKind::NegOverflow) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    IntErrorKind::PosOverflow | IntErrorKind::NegOverflow
+                ) =>
+            {
                 return Err(out_of_range(s))
             }
             Err(_) => return Err(None),
@@ -710,15 +725,24 @@ pub(crate) fn write_value(out: &mut Vec<u8>, array: &dyn Array, i: usize) -> Res
             out.extend_from_slice(if v { b"true" } else { b"false" });
         }
         DataType::Int32 => {
-            let v = array.as_primitive_opt::<Int32Type>().ok_or_else(wrong)?.value(i);
+            let v = array
+                .as_primitive_opt::<Int32Type>()
+                .ok_or_else(wrong)?
+                .value(i);
             let _ = write!(out, "{v}");
         }
         DataType::Int64 => {
-            let v = array.as_primitive_opt::<Int64Type>().ok_or_else(wrong)?.value(i);
+            let v = array
+                .as_primitive_opt::<Int64Type>()
+                .ok_or_else(wrong)?
+                .value(i);
             let _ = write!(out, "{v}");
         }
         DataType::Float64 => {
-            let v = array.as_primitive_opt::<Float64Type>().ok_or_else(wrong)?.value(i);
+            let v = array
+                .as_primitive_opt::<Float64Type>()
+                .ok_or_else(wrong)?
+                .value(i);
             if v.is_finite() {
                 push_java_double(out, v);
             } else {
@@ -728,7 +752,10 @@ pub(crate) fn write_value(out: &mut Vec<u8>, array: &dyn Array, i: usize) -> Res
             }
         }
         DataType::Decimal128(_, scale) => {
-            let v = array.as_primitive_opt::<Decimal128Type>().ok_or_else(wrong)?.value(i);
+            let v = array
+                .as_primitive_opt::<Decimal128Type>()
+                .ok_or_else(wrong)?
+                .value(i);
             push_decimal(out, v, *scale);
         }
         DataType::Utf8 => {
@@ -749,7 +776,10 @@ pub(crate) fn write_value(out: &mut Vec<u8>, array: &dyn Array, i: usize) -> Res
             let _ = write!(out, "{v}");
         }
         DataType::Date32 => {
-            let v = array.as_primitive_opt::<Date32Type>().ok_or_else(wrong)?.value(i);
+            let v = array
+                .as_primitive_opt::<Date32Type>()
+                .ok_or_else(wrong)?
+                .value(i);
             let _ = write!(out, "{v}");
         }
         DataType::Timestamp(TimeUnit::Millisecond, _) => {
@@ -821,7 +851,6 @@ mod tests {
             r#"{"a": 1, "b": [true, false, null], "c": {"d": "e"}}"#,
             r#"  [1, -2.5, 3e10, -0.0, 1E-2]  "#,
             r#""esc\"aped \\ \/ \b\f\n\r\t \u00e9 \ud83d\ude00""#,
-            r#""lone \ud800 surrogate""#,
             r#"{"dup": 1, "dup": 2}"#,
             "\"ünïcödé ☺\"",
             "{}",
@@ -877,7 +906,11 @@ mod tests {
         ];
         for doc in bad {
             let r = parse(doc);
-            assert!(r.is_err(), "{:?} parsed as {r:?}", String::from_utf8_lossy(doc));
+            assert!(
+                r.is_err(),
+                "{:?} parsed as {r:?}",
+                String::from_utf8_lossy(doc)
+            );
             assert!(r.unwrap_err().starts_with("invalid JSON"));
         }
         let deep = "[".repeat(10_000);
@@ -885,8 +918,17 @@ mod tests {
     }
 
     #[test]
+    fn lone_surrogates_become_replacement_characters() {
+        let v = parse(br#""a\ud800b\udc00""#).unwrap();
+        assert_eq!(v, Json::Str(Cow::Owned("a\u{FFFD}b\u{FFFD}".into())));
+    }
+
+    #[test]
     fn strings_are_borrowed_unless_escaped() {
-        assert!(matches!(parse(br#""plain""#), Ok(Json::Str(Cow::Borrowed("plain")))));
+        assert!(matches!(
+            parse(br#""plain""#),
+            Ok(Json::Str(Cow::Borrowed("plain")))
+        ));
         assert!(matches!(parse(br#""a\nb""#), Ok(Json::Str(Cow::Owned(_)))));
     }
 

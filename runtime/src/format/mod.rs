@@ -118,7 +118,15 @@ impl Codec {
         let kind = spec.kind;
         let schema_err = |reason: String| Err(RuntimeError::FormatSchema { reason });
         let single = specs.len() == 1;
-        if spec.wrap_single_value.is_some() && !single && !specs.is_empty() {
+        // WRAP_SINGLE_VALUE is a value option: a single key column is always bare (a key
+        // that wants wrapping is declared as a STRUCT). A value with several columns cannot
+        // honour it, so a caller resolving `ksql.persistence.wrap.single.values` must only
+        // apply that default to single-column values, as ksqlDB does.
+        let wrap = match part {
+            Part::Key => None,
+            Part::Value => spec.wrap_single_value,
+        };
+        if wrap.is_some() && specs.len() > 1 {
             return schema_err(
                 "'WRAP_SINGLE_VALUE' is only valid for single-field value schemas".into(),
             );
@@ -144,12 +152,12 @@ impl Codec {
                 }
                 single
                     && match part {
-                        Part::Key => spec.wrap_single_value != Some(true),
-                        Part::Value => spec.wrap_single_value == Some(false),
+                        Part::Key => true,
+                        Part::Value => wrap == Some(false),
                     }
             }
             FormatKind::Delimited | FormatKind::Kafka => {
-                if spec.wrap_single_value == Some(true) {
+                if wrap == Some(true) {
                     return schema_err(format!(
                         "Format '{kind}' does not support 'WRAP_SINGLE_VALUE' set to 'true'."
                     ));
@@ -160,11 +168,21 @@ impl Codec {
                         _ => delimited::supports(&c.ty),
                     };
                     if !supported {
-                        return schema_err(format!(
+                        let reason = format!(
                             "The '{kind}' format does not support type '{}', column: `{}`",
                             base_type_name(&c.ty),
                             c.name
-                        ));
+                        );
+                        return schema_err(match part {
+                            Part::Value => reason,
+                            // ksqlDB's wording for keys, which names the whole key schema.
+                            Part::Key => format!(
+                                "Key format does not support schema.\nformat: {kind}\n\
+                                 schema: Persistence{{columns=[{}], features=[]}}\n\
+                                 reason: {reason}",
+                                describe_columns(&specs, part)
+                            ),
+                        });
                     }
                 }
                 // A key without columns is a null key in any format; a value needs one.
@@ -273,8 +291,10 @@ impl Codec {
     }
 
     /// Encodes rows `rows` of the column arrays (one per column, in order). `None` is a null
-    /// payload: always for a key without columns and for NONE, and for a null bare single
-    /// column. Arrays of another Arrow type than the column's are cast first.
+    /// payload: always for NONE and for a key without columns, for a key whose columns are
+    /// all null, and for a null bare single value. Whether a row is a tombstone (null value)
+    /// is the caller's to decide. Arrays of another Arrow type than the column's are cast
+    /// first.
     pub fn encode(&self, arrays: &[ArrayRef], rows: Range<usize>) -> Result<Vec<Option<Vec<u8>>>> {
         if arrays.len() != self.columns.len() {
             return Err(self.encode_err(format!(
@@ -310,23 +330,20 @@ impl Codec {
             return Ok(vec![None; rows.len()]);
         }
         let mut out = Vec::with_capacity(rows.len());
-        match self.kind {
-            FormatKind::Delimited => {
-                let mut enc = delimited::Encoder::new(self.delimiter);
-                for row in rows {
-                    out.push(Some(enc.encode_row(&cast, row).map_err(|r| self.encode_err(r))?));
-                }
+        let mut delimited = delimited::Encoder::new(self.delimiter);
+        for row in rows {
+            // A key whose columns are all null is a null key (a row keyed by a null),
+            // whatever the format would otherwise write for null columns.
+            if self.part == Part::Key && cast.iter().all(|a| a.is_null(row)) {
+                out.push(None);
+                continue;
             }
-            FormatKind::Kafka => {
-                for row in rows {
-                    out.push(kafka::encode_value(&cast[0], row).map_err(|r| self.encode_err(r))?);
-                }
-            }
-            _ => {
-                for row in rows {
-                    out.push(json::encode_row(self, &cast, row).map_err(|r| self.encode_err(r))?);
-                }
-            }
+            let payload = match self.kind {
+                FormatKind::Delimited => delimited.encode_row(&cast, row).map(Some),
+                FormatKind::Kafka => kafka::encode_value(&cast[0], row),
+                _ => json::encode_row(self, &cast, row),
+            };
+            out.push(payload.map_err(|r| self.encode_err(r))?);
         }
         Ok(out)
     }
@@ -336,7 +353,8 @@ impl Codec {
     /// bytes for DELIMITED, the Kafka serializer's bytes of the single column for KAFKA
     /// (BYTES given as base64), nothing for NONE.
     pub fn json_to_payload(&self, value: &serde_json::Value) -> Result<Option<Vec<u8>>> {
-        if value.is_null() || self.kind == FormatKind::None {
+        let keyless = self.part == Part::Key && self.columns.is_empty();
+        if value.is_null() || self.kind == FormatKind::None || keyless {
             return Ok(None);
         }
         match self.kind {

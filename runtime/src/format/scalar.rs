@@ -86,7 +86,10 @@ pub(crate) fn parse_decimal(text: &str, precision: u8, scale: i8) -> Result<i128
     }
     // value = digits × 10^(exponent - fraction length); unscaled = digits × 10^shift.
     let shift = scale as i64 + exponent - frac_digits.len() as i64;
-    let digits = int_digits.iter().chain(frac_digits).map(|d| (d - b'0') as i128);
+    let digits = int_digits
+        .iter()
+        .chain(frac_digits)
+        .map(|d| (d - b'0') as i128);
     let overflow = || {
         format!(
             "Numeric field overflow: A field with precision {precision} and scale {scale} \
@@ -381,6 +384,9 @@ mod tests {
         decode_base64_into("YWJjew", &mut back).unwrap();
         assert_eq!(back, b"abc{abc{");
         assert!(decode_base64_into("not base64!", &mut back).is_err());
-        assert_eq!(back, b"abc{abc{", "a failed decode leaves the buffer as it was");
+        assert_eq!(
+            back, b"abc{abc{",
+            "a failed decode leaves the buffer as it was"
+        );
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Date32Array, Decimal128Array,
-    Float64Array, Int32Array, Int64Array, LargeStringArray, StringArray,
-    Time32MillisecondArray, TimestampMillisecondArray,
+    Float64Array, Int32Array, Int64Array, LargeStringArray, StringArray, Time32MillisecondArray,
+    TimestampMillisecondArray,
 };
 use arrow::datatypes::{Decimal128Type, Int32Type};
 use brook_planner::schema::Namespace;
@@ -46,7 +46,7 @@ fn cols(decl: &str) -> Vec<Column> {
         .map(|c| {
             let c = c.trim();
             let (name, ty) = c.split_once(' ').expect("NAME TYPE");
-            col(name, ty)
+            col(name.trim_matches('`'), ty)
         })
         .collect()
 }
@@ -66,13 +66,16 @@ fn codec(kind: FormatKind, part: Part, decl: &str) -> Codec {
 /// or the error of rows that failed.
 fn show_rows(columns: &[Column], decoded: &Decoded) -> Vec<Result<Value, String>> {
     let json = Codec::new(
-        &spec(FormatKind::Json, Some(true).filter(|_| columns.len() == 1)),
+        &spec(FormatKind::Json, (columns.len() == 1).then_some(true)),
         Part::Value,
         columns,
         &NoTypes,
     )
     .expect("json codec");
-    let rows = decoded.columns.first().map_or(decoded.errors.len(), |c| c.len());
+    let rows = decoded
+        .columns
+        .first()
+        .map_or(decoded.errors.len(), |c| c.len());
     let encoded = json.encode(&decoded.columns, 0..rows).expect("encodes");
     encoded
         .into_iter()
@@ -92,6 +95,12 @@ fn decode_one(kind: FormatKind, part: Part, decl: &str, payload: &[u8]) -> Resul
 
 type Case<'a> = (&'a str, &'a str, Result<Value, &'a str>);
 
+/// (part, WRAP_SINGLE_VALUE, columns, payload read, row, payload written)
+type WrapCase<'a> = (Part, Option<bool>, &'a str, &'a str, Value, Option<&'a str>);
+
+/// (format, part, columns, test-file value, payload)
+type PayloadCase<'a> = (FormatKind, Part, &'a str, Value, Option<&'a [u8]>);
+
 fn check_decode(kind: FormatKind, part: Part, cases: &[Case]) {
     for (decl, payload, expected) in cases {
         let got = decode_one(kind, part, decl, payload.as_bytes());
@@ -110,9 +119,21 @@ fn json_values_are_coerced_leniently() {
         ("ID INT", r#"{"id": "1"}"#, Ok(json!({"ID": 1}))),
         ("ID INT", r#"{"ID": "-7"}"#, Ok(json!({"ID": -7}))),
         ("ID INT", r#"{"ID": 1.9}"#, Ok(json!({"ID": 1}))),
-        ("ID INT", r#"{"ID": 2147483647}"#, Ok(json!({"ID": 2147483647}))),
-        ("ID BIGINT", r#"{"ID": 998877665544332211}"#, Ok(json!({"ID": 998877665544332211_i64}))),
-        ("ID BIGINT", r#"{"ID": "10827272222"}"#, Ok(json!({"ID": 10827272222_i64}))),
+        (
+            "ID INT",
+            r#"{"ID": 2147483647}"#,
+            Ok(json!({"ID": 2147483647})),
+        ),
+        (
+            "ID BIGINT",
+            r#"{"ID": 998877665544332211}"#,
+            Ok(json!({"ID": 998877665544332211_i64})),
+        ),
+        (
+            "ID BIGINT",
+            r#"{"ID": "10827272222"}"#,
+            Ok(json!({"ID": 10827272222_i64})),
+        ),
         ("D DOUBLE", r#"{"D": 10}"#, Ok(json!({"D": 10.0}))),
         ("D DOUBLE", r#"{"D": "1.5"}"#, Ok(json!({"D": 1.5}))),
         ("D DOUBLE", r#"{"D": 654.321}"#, Ok(json!({"D": 654.321}))),
@@ -120,59 +141,211 @@ fn json_values_are_coerced_leniently() {
         ("S STRING", r#"{"S": 12.50}"#, Ok(json!({"S": "12.50"}))),
         ("S STRING", r#"{"S": 10}"#, Ok(json!({"S": "10"}))),
         ("S STRING", r#"{"S": true}"#, Ok(json!({"S": "true"}))),
-        ("S STRING", r#"{"S": {"a": 1, "b": [1, "x"]}}"#, Ok(json!({"S": r#"{"a":1,"b":[1,"x"]}"#}))),
-        ("S STRING", r#"{"S": [1, "x", null]}"#, Ok(json!({"S": "[1, x, null]"}))),
-        ("S STRING", r#"{"S": "esc\"aped\n"}"#, Ok(json!({"S": "esc\"aped\n"}))),
+        (
+            "S STRING",
+            r#"{"S": {"a": 1, "b": [1, "x"]}}"#,
+            Ok(json!({"S": r#"{"a":1,"b":[1,"x"]}"#})),
+        ),
+        (
+            "S STRING",
+            r#"{"S": [1, "x", null]}"#,
+            Ok(json!({"S": "[1, x, null]"})),
+        ),
+        (
+            "S STRING",
+            r#"{"S": "esc\"aped\n"}"#,
+            Ok(json!({"S": "esc\"aped\n"})),
+        ),
         ("B BOOLEAN", r#"{"B": true}"#, Ok(json!({"B": true}))),
         ("B BOOLEAN", r#"{"B": "true"}"#, Ok(json!({"B": true}))),
         ("B BOOLEAN", r#"{"B": "FALSE"}"#, Ok(json!({"B": false}))),
-        ("DEC DECIMAL(4,2)", r#"{"DEC": 10.1}"#, Ok(json!({"DEC": 10.1}))),
-        ("DEC DECIMAL(4,2)", r#"{"DEC": "12.345"}"#, Ok(json!({"DEC": 12.35}))),
-        ("DEC DECIMAL(6,4)", r#"{"DEC": 10}"#, Ok(json!({"DEC": 10.0}))),
-        ("DEC DECIMAL(6,4)", r#"{"DEC": 0.0001}"#, Ok(json!({"DEC": 0.0001}))),
-        ("T TIMESTAMP", r#"{"time": 10}"#, Ok(json!({"T": 10}))),
+        (
+            "DEC DECIMAL(4,2)",
+            r#"{"DEC": 10.1}"#,
+            Ok(json!({"DEC": 10.1})),
+        ),
+        (
+            "DEC DECIMAL(4,2)",
+            r#"{"DEC": "12.345"}"#,
+            Ok(json!({"DEC": 12.35})),
+        ),
+        (
+            "DEC DECIMAL(6,4)",
+            r#"{"DEC": 10}"#,
+            Ok(json!({"DEC": 10.0})),
+        ),
+        (
+            "DEC DECIMAL(6,4)",
+            r#"{"DEC": 0.0001}"#,
+            Ok(json!({"DEC": 0.0001})),
+        ),
+        ("TIME TIMESTAMP", r#"{"time": 10}"#, Ok(json!({"TIME": 10}))),
         ("T TIMESTAMP", r#"{"T": "1000"}"#, Ok(json!({"T": 1000}))),
         ("T TIME", r#"{"T": 1000}"#, Ok(json!({"T": 1000}))),
         ("D DATE", r#"{"D": -10}"#, Ok(json!({"D": -10}))),
-        ("B BYTES", r#"{"B": "dmFyaWF0aW9ucw=="}"#, Ok(json!({"B": "dmFyaWF0aW9ucw=="}))),
+        (
+            "B BYTES",
+            r#"{"B": "dmFyaWF0aW9ucw=="}"#,
+            Ok(json!({"B": "dmFyaWF0aW9ucw=="})),
+        ),
         ("B BYTES", r#"{"B": "ew"}"#, Ok(json!({"B": "ew=="}))),
-        ("A ARRAY<STRING>", r#"{"A": [1, 2, 3]}"#, Ok(json!({"A": ["1", "2", "3"]}))),
-        ("A ARRAY<STRING>", r#"{"A": ["a", null]}"#, Ok(json!({"A": ["a", null]}))),
-        ("A ARRAY<BYTES>", r#"{"A": ["ew==", "ew=="]}"#, Ok(json!({"A": ["ew==", "ew=="]}))),
-        ("M MAP<STRING, INT>", r#"{"M": {"a": 1, "b": "2", "c": null}}"#, Ok(json!({"M": {"a": 1, "b": 2, "c": null}}))),
-        ("M MAP<STRING, INT>", r#"{"M": {"a": 1, "a": 2}}"#, Ok(json!({"M": {"a": 2}}))),
-        ("S STRUCT<F0 INT, `f1` STRING>", r#"{"S": {"f0": 1, "f1": "x"}}"#, Ok(json!({"S": {"F0": 1, "f1": "x"}}))),
+        (
+            "A ARRAY<STRING>",
+            r#"{"A": [1, 2, 3]}"#,
+            Ok(json!({"A": ["1", "2", "3"]})),
+        ),
+        (
+            "A ARRAY<STRING>",
+            r#"{"A": ["a", null]}"#,
+            Ok(json!({"A": ["a", null]})),
+        ),
+        (
+            "A ARRAY<BYTES>",
+            r#"{"A": ["ew==", "ew=="]}"#,
+            Ok(json!({"A": ["ew==", "ew=="]})),
+        ),
+        (
+            "M MAP<STRING, INT>",
+            r#"{"M": {"a": 1, "b": "2", "c": null}}"#,
+            Ok(json!({"M": {"a": 1, "b": 2, "c": null}})),
+        ),
+        (
+            "M MAP<STRING, INT>",
+            r#"{"M": {"a": 1, "a": 2}}"#,
+            Ok(json!({"M": {"a": 2}})),
+        ),
+        (
+            "S STRUCT<F0 INT, `f1` STRING>",
+            r#"{"S": {"f0": 1, "f1": "x"}}"#,
+            Ok(json!({"S": {"F0": 1, "f1": "x"}})),
+        ),
         // A quoted lower-case field only matches exactly, as in ksqlDB.
-        ("S STRUCT<F0 INT, `f1` STRING>", r#"{"S": {"F1": "x"}}"#, Ok(json!({"S": {"F0": null, "f1": null}}))),
-        ("ID INT, NAME STRING", r#"{"id": 1, "Name": "bob", "extra": 0}"#, Ok(json!({"ID": 1, "NAME": "bob"}))),
-        ("ID INT, NAME STRING", r#"{"id": 1}"#, Ok(json!({"ID": 1, "NAME": null}))),
+        (
+            "S STRUCT<F0 INT, `f1` STRING>",
+            r#"{"S": {"F1": "x"}}"#,
+            Ok(json!({"S": {"F0": null, "f1": null}})),
+        ),
+        (
+            "ID INT, NAME STRING",
+            r#"{"id": 1, "Name": "bob", "extra": 0}"#,
+            Ok(json!({"ID": 1, "NAME": "bob"})),
+        ),
+        (
+            "ID INT, NAME STRING",
+            r#"{"id": 1}"#,
+            Ok(json!({"ID": 1, "NAME": null})),
+        ),
         // An exact match wins over a case-insensitive one.
         ("ID INT", r#"{"ID": 2, "id": 1}"#, Ok(json!({"ID": 2}))),
-        ("`@TIMESTAMP` BIGINT, `FROM` BIGINT", r#"{"@timestamp": 4, "from": 5}"#, Ok(json!({"@TIMESTAMP": 4, "FROM": 5}))),
-        ("ID INT, NAME STRING", "null", Ok(json!({"ID": null, "NAME": null}))),
+        (
+            "`@TIMESTAMP` BIGINT, `FROM` BIGINT",
+            r#"{"@timestamp": 4, "from": 5}"#,
+            Ok(json!({"@TIMESTAMP": 4, "FROM": 5})),
+        ),
+        (
+            "ID INT, NAME STRING",
+            "null",
+            Ok(json!({"ID": null, "NAME": null})),
+        ),
         // Errors name the column (or the path inside it) and the cause.
-        ("ID INT", r#"{"ID": "abc"}"#, Err("JSON value: expected an INTEGER for column `ID`, found \"abc\"")),
-        ("ID INT", r#"{"ID": 3000000000}"#, Err("column `ID`: 3000000000 is out of range for INTEGER")),
-        ("ID INT", r#"{"ID": "3000000000"}"#, Err("out of range for INTEGER")),
-        ("ID BIGINT", r#"{"ID": 99999999999999999999}"#, Err("out of range for BIGINT")),
-        ("ID INT", r#"{"ID": true}"#, Err("expected an INTEGER for column `ID`, found true")),
+        (
+            "ID INT",
+            r#"{"ID": "abc"}"#,
+            Err("JSON value: expected an INTEGER for column `ID`, found \"abc\""),
+        ),
+        (
+            "ID INT",
+            r#"{"ID": 3000000000}"#,
+            Err("column `ID`: 3000000000 is out of range for INTEGER"),
+        ),
+        (
+            "ID INT",
+            r#"{"ID": "3000000000"}"#,
+            Err("out of range for INTEGER"),
+        ),
+        (
+            "ID BIGINT",
+            r#"{"ID": 99999999999999999999}"#,
+            Err("out of range for BIGINT"),
+        ),
+        (
+            "ID INT",
+            r#"{"ID": true}"#,
+            Err("expected an INTEGER for column `ID`, found true"),
+        ),
         ("ID INT", r#"{"ID": [1]}"#, Err("found an array")),
-        ("B BOOLEAN", r#"{"B": 1}"#, Err("expected a BOOLEAN for column `B`, found 1")),
+        (
+            "B BOOLEAN",
+            r#"{"B": 1}"#,
+            Err("expected a BOOLEAN for column `B`, found 1"),
+        ),
         ("B BOOLEAN", r#"{"B": "yes"}"#, Err("expected a BOOLEAN")),
-        ("D DOUBLE", r#"{"D": "x"}"#, Err("expected a DOUBLE for column `D`, found \"x\"")),
-        ("DEC DECIMAL(4,2)", r#"{"DEC": 100}"#, Err("Numeric field overflow: A field with precision 4 and scale 2")),
-        ("DEC DECIMAL(4,2)", r#"{"DEC": "abc"}"#, Err("expected a DECIMAL(4, 2) for column `DEC`")),
-        ("B BYTES", r#"{"B": 123}"#, Err("expected BYTES as a base64 string")),
-        ("B BYTES", r#"{"B": "!!"}"#, Err("column `B`: \"!!\": not valid base64")),
-        ("A ARRAY<INT>", r#"{"A": [1, "x"]}"#, Err("for column `A`[1], found \"x\"")),
-        ("A ARRAY<INT>", r#"{"A": 1}"#, Err("expected an ARRAY for column `A`, found 1")),
-        ("M MAP<STRING, INT>", r#"{"M": {"k": "v"}}"#, Err("for column `M`[\"k\"]")),
-        ("S STRUCT<F0 INT>", r#"{"S": {"F0": "x"}}"#, Err("for column `S`.`F0`, found \"x\"")),
-        ("S STRUCT<F0 INT>", r#"{"S": "x"}"#, Err("expected a STRUCT (an object)")),
-        ("ID INT, NAME STRING", "10", Err("JSON value: expected a JSON object, found 10")),
-        ("ID INT", "{", Err("JSON value: invalid JSON: unexpected end at byte 1")),
+        (
+            "D DOUBLE",
+            r#"{"D": "x"}"#,
+            Err("expected a DOUBLE for column `D`, found \"x\""),
+        ),
+        (
+            "DEC DECIMAL(4,2)",
+            r#"{"DEC": 100}"#,
+            Err("Numeric field overflow: A field with precision 4 and scale 2"),
+        ),
+        (
+            "DEC DECIMAL(4,2)",
+            r#"{"DEC": "abc"}"#,
+            Err("expected a DECIMAL(4, 2) for column `DEC`"),
+        ),
+        (
+            "B BYTES",
+            r#"{"B": 123}"#,
+            Err("expected BYTES as a base64 string"),
+        ),
+        (
+            "B BYTES",
+            r#"{"B": "!!"}"#,
+            Err("column `B`: \"!!\": not valid base64"),
+        ),
+        (
+            "A ARRAY<INT>",
+            r#"{"A": [1, "x"]}"#,
+            Err("for column `A`[1], found \"x\""),
+        ),
+        (
+            "A ARRAY<INT>",
+            r#"{"A": 1}"#,
+            Err("expected an ARRAY for column `A`, found 1"),
+        ),
+        (
+            "M MAP<STRING, INT>",
+            r#"{"M": {"k": "v"}}"#,
+            Err("for column `M`[\"k\"]"),
+        ),
+        (
+            "S STRUCT<F0 INT>",
+            r#"{"S": {"F0": "x"}}"#,
+            Err("for column `S`.`F0`, found \"x\""),
+        ),
+        (
+            "S STRUCT<F0 INT>",
+            r#"{"S": "x"}"#,
+            Err("expected a STRUCT (an object)"),
+        ),
+        (
+            "ID INT, NAME STRING",
+            "10",
+            Err("JSON value: expected a JSON object, found 10"),
+        ),
+        (
+            "ID INT",
+            "{",
+            Err("JSON value: invalid JSON: unexpected end at byte 1"),
+        ),
         ("ID INT", "", Err("invalid JSON: empty payload")),
-        ("ID INT", r#"{"ID": 1} x"#, Err("unexpected data after the JSON value")),
+        (
+            "ID INT",
+            r#"{"ID": 1} x"#,
+            Err("unexpected data after the JSON value"),
+        ),
     ];
     check_decode(FormatKind::Json, Part::Value, cases);
 }
@@ -180,30 +353,131 @@ fn json_values_are_coerced_leniently() {
 #[test]
 fn single_columns_are_bare_keys_and_wrapped_values_by_default() {
     use Part::{Key, Value as Val};
-    // (part, WRAP_SINGLE_VALUE, columns, payload read, row, payload written)
-    let cases: &[(Part, Option<bool>, &str, &str, Value, Option<&str>)] = &[
-        (Key, None, "K BIGINT", "998877665544332211", json!({"K": 998877665544332211_i64}), Some("998877665544332211")),
-        (Key, None, "K STRING", "\"Hey\"", json!({"K": "Hey"}), Some("\"Hey\"")),
-        (Key, None, "K ARRAY<DOUBLE>", "[10.1]", json!({"K": [10.1]}), Some("[10.1]")),
-        (Key, None, "K STRUCT<F1 INT>", r#"{"f1": 1}"#, json!({"K": {"F1": 1}}), Some(r#"{"F1":1}"#)),
-        (Key, None, "K1 STRING, K2 STRING", r#"{"K1": "foo", "K2": "bar"}"#, json!({"K1": "foo", "K2": "bar"}), Some(r#"{"K1":"foo","K2":"bar"}"#)),
+    let cases: &[WrapCase] = &[
+        (
+            Key,
+            None,
+            "K BIGINT",
+            "998877665544332211",
+            json!({"K": 998877665544332211_i64}),
+            Some("998877665544332211"),
+        ),
+        (
+            Key,
+            None,
+            "K STRING",
+            "\"Hey\"",
+            json!({"K": "Hey"}),
+            Some("\"Hey\""),
+        ),
+        (
+            Key,
+            None,
+            "K ARRAY<DOUBLE>",
+            "[10.1]",
+            json!({"K": [10.1]}),
+            Some("[10.1]"),
+        ),
+        (
+            Key,
+            None,
+            "K STRUCT<F1 INT>",
+            r#"{"f1": 1}"#,
+            json!({"K": {"F1": 1}}),
+            Some(r#"{"F1":1}"#),
+        ),
+        (
+            Key,
+            None,
+            "K1 STRING, K2 STRING",
+            r#"{"K1": "foo", "K2": "bar"}"#,
+            json!({"K1": "foo", "K2": "bar"}),
+            Some(r#"{"K1":"foo","K2":"bar"}"#),
+        ),
         (Key, None, "K INT", "null", json!({"K": null}), None),
-        (Val, None, "V INT", r#"{"V": 0}"#, json!({"V": 0}), Some(r#"{"V":0}"#)),
-        (Val, None, "FOO BOOLEAN", r#"{"FOO": null}"#, json!({"FOO": null}), Some(r#"{"FOO":null}"#)),
-        (Val, Some(true), "FOO INT", r#"{"FOO": 10}"#, json!({"FOO": 10}), Some(r#"{"FOO":10}"#)),
-        (Val, Some(false), "V BIGINT", "10827272222", json!({"V": 10827272222_i64}), Some("10827272222")),
-        (Val, Some(false), "V STRING", "\"hello\"", json!({"V": "hello"}), Some("\"hello\"")),
-        (Val, Some(false), "V DECIMAL(4,2)", "10.1", json!({"V": 10.1}), Some("10.10")),
-        (Val, Some(false), "V MAP<STRING, INT>", r#"{"a": 1, "c": null}"#, json!({"V": {"a": 1, "c": null}}), Some(r#"{"a":1,"c":null}"#)),
-        (Val, Some(false), "FOO STRUCT<F1 STRING>", r#"{"F1": "bar"}"#, json!({"FOO": {"F1": "bar"}}), Some(r#"{"F1":"bar"}"#)),
+        (
+            Val,
+            None,
+            "V INT",
+            r#"{"V": 0}"#,
+            json!({"V": 0}),
+            Some(r#"{"V":0}"#),
+        ),
+        (
+            Val,
+            None,
+            "FOO BOOLEAN",
+            r#"{"FOO": null}"#,
+            json!({"FOO": null}),
+            Some(r#"{"FOO":null}"#),
+        ),
+        (
+            Val,
+            Some(true),
+            "FOO INT",
+            r#"{"FOO": 10}"#,
+            json!({"FOO": 10}),
+            Some(r#"{"FOO":10}"#),
+        ),
+        (
+            Val,
+            Some(false),
+            "V BIGINT",
+            "10827272222",
+            json!({"V": 10827272222_i64}),
+            Some("10827272222"),
+        ),
+        (
+            Val,
+            Some(false),
+            "V STRING",
+            "\"hello\"",
+            json!({"V": "hello"}),
+            Some("\"hello\""),
+        ),
+        (
+            Val,
+            Some(false),
+            "V DECIMAL(4,2)",
+            "10.1",
+            json!({"V": 10.1}),
+            Some("10.10"),
+        ),
+        (
+            Val,
+            Some(false),
+            "V MAP<STRING, INT>",
+            r#"{"a": 1, "c": null}"#,
+            json!({"V": {"a": 1, "c": null}}),
+            Some(r#"{"a":1,"c":null}"#),
+        ),
+        (
+            Val,
+            Some(false),
+            "FOO STRUCT<F1 STRING>",
+            r#"{"F1": "bar"}"#,
+            json!({"FOO": {"F1": "bar"}}),
+            Some(r#"{"F1":"bar"}"#),
+        ),
         // A null bare value is a null payload (qtt: "serialize anonymous primitive - value").
-        (Val, Some(false), "FOO BOOLEAN", "null", json!({"FOO": null}), None),
+        (
+            Val,
+            Some(false),
+            "FOO BOOLEAN",
+            "null",
+            json!({"FOO": null}),
+            None,
+        ),
     ];
     for (part, wrap, decl, input, row, output) in cases {
         let columns = cols(decl);
         let c = Codec::new(&spec(FormatKind::Json, *wrap), *part, &columns, &NoTypes).unwrap();
         let decoded = c.decode(&[Some(input.as_bytes())]).unwrap();
-        assert_eq!(show_rows(&columns, &decoded), vec![Ok(row.clone())], "{decl} <- {input}");
+        assert_eq!(
+            show_rows(&columns, &decoded),
+            vec![Ok(row.clone())],
+            "{decl} <- {input}"
+        );
         let written = c.encode(&decoded.columns, 0..1).unwrap().remove(0);
         assert_eq!(
             written.as_deref(),
@@ -221,18 +495,48 @@ fn single_columns_are_bare_keys_and_wrapped_values_by_default() {
         Some("JSON value: expected a JSON object, found 10")
     );
     let key = codec(FormatKind::Json, Key, "K INT");
-    let err = key.decode(&[Some(br#"{"K": 1}"#)]).unwrap().errors.remove(0);
+    let err = key
+        .decode(&[Some(br#"{"K": 1}"#)])
+        .unwrap()
+        .errors
+        .remove(0);
     assert_eq!(
         err.map(|e| e.to_string()).as_deref(),
         Some("JSON key: expected an INTEGER for column `K`, found an object")
     );
 
-    // WRAP_SINGLE_VALUE only applies to single columns; DELIMITED and KAFKA cannot wrap.
+    // WRAP_SINGLE_VALUE is a value option: keys ignore it (FORMAT may set both parts).
+    let two_keys = cols("K1 INT, K2 INT");
+    assert!(Codec::new(
+        &spec(FormatKind::Json, Some(false)),
+        Key,
+        &two_keys,
+        &NoTypes
+    )
+    .is_ok());
+    let one_key = Codec::new(
+        &spec(FormatKind::Json, Some(true)),
+        Key,
+        &cols("K INT"),
+        &NoTypes,
+    );
+    assert!(one_key.unwrap().is_unwrapped());
+
+    // WRAP_SINGLE_VALUE only applies to single value columns.
     for wrap in [Some(true), Some(false)] {
-        let e = Codec::new(&spec(FormatKind::Json, wrap), Val, &cols("A INT, B INT"), &NoTypes)
-            .unwrap_err();
-        assert!(e.to_string().contains("only valid for single-field"), "{e}");
+        let e = Codec::new(
+            &spec(FormatKind::Json, wrap),
+            Val,
+            &cols("A INT, B INT"),
+            &NoTypes,
+        );
+        let e = e.unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "'WRAP_SINGLE_VALUE' is only valid for single-field value schemas"
+        );
     }
+    // DELIMITED and KAFKA cannot wrap.
     for kind in [FormatKind::Delimited, FormatKind::Kafka] {
         let e = Codec::new(&spec(kind, Some(true)), Val, &cols("A INT"), &NoTypes).unwrap_err();
         assert_eq!(
@@ -253,7 +557,9 @@ fn keys_without_columns_are_null_keys() {
         FormatKind::None,
     ] {
         let c = codec(kind, Part::Key, "");
-        let decoded = c.decode(&[Some(b"data that should be ignored"), None]).unwrap();
+        let decoded = c
+            .decode(&[Some(b"data that should be ignored"), None])
+            .unwrap();
         assert!(decoded.columns.is_empty());
         assert_eq!(decoded.error_count(), 0);
         assert_eq!(c.encode(&[], 0..2).unwrap(), vec![None, None], "{kind}");
@@ -263,6 +569,58 @@ fn keys_without_columns_are_null_keys() {
     // A JSON value without columns is an empty object.
     let c = codec(FormatKind::Json, Part::Value, "");
     assert_eq!(c.encode(&[], 0..1).unwrap(), vec![Some(b"{}".to_vec())]);
+}
+
+#[test]
+fn keys_with_only_null_columns_are_null_keys() {
+    // qtt delimited.json "multi-column key" and "STRING - key": a null key stays null.
+    let strings: ArrayRef = Arc::new(StringArray::from(vec![Some("foo"), None]));
+    let more: ArrayRef = Arc::new(StringArray::from(vec![Some("bar"), None]));
+    let cases: &[(FormatKind, &str, Vec<ArrayRef>, &str)] = &[
+        (
+            FormatKind::Delimited,
+            "K STRING",
+            vec![Arc::clone(&strings)],
+            "foo",
+        ),
+        (
+            FormatKind::Delimited,
+            "K1 STRING, K2 STRING",
+            vec![Arc::clone(&strings), Arc::clone(&more)],
+            "foo,bar",
+        ),
+        (
+            FormatKind::Json,
+            "K STRING",
+            vec![Arc::clone(&strings)],
+            "\"foo\"",
+        ),
+        (
+            FormatKind::Json,
+            "K1 STRING, K2 STRING",
+            vec![Arc::clone(&strings), Arc::clone(&more)],
+            r#"{"K1":"foo","K2":"bar"}"#,
+        ),
+        (
+            FormatKind::Kafka,
+            "K STRING",
+            vec![Arc::clone(&strings)],
+            "foo",
+        ),
+    ];
+    for (kind, decl, arrays, first) in cases {
+        let key = codec(*kind, Part::Key, decl);
+        let out = key.encode(arrays, 0..2).unwrap();
+        assert_eq!(
+            out,
+            vec![Some(first.as_bytes().to_vec()), None],
+            "{kind} {decl}"
+        );
+    }
+    // A value keeps its null columns: DELIMITED writes an empty field, JSON an object.
+    let value = codec(FormatKind::Delimited, Part::Value, "K1 STRING, K2 STRING");
+    let out = value.encode(&[strings, more], 1..2).unwrap();
+    assert_eq!(out, vec![Some(b",".to_vec())]);
 }
 
 #[test]
@@ -280,29 +638,82 @@ fn none_format_carries_no_columns() {
 
 #[test]
 fn schema_registry_formats_are_not_supported_yet() {
-    for kind in [FormatKind::Avro, FormatKind::Protobuf, FormatKind::ProtobufNoSr] {
+    for kind in [
+        FormatKind::Avro,
+        FormatKind::Protobuf,
+        FormatKind::ProtobufNoSr,
+    ] {
         let e = Codec::new(&spec(kind, None), Part::Value, &cols("A INT"), &NoTypes).unwrap_err();
         assert!(matches!(e, RuntimeError::FormatNotSupported(k) if k == kind));
-        assert_eq!(e.to_string(), format!("the {kind} format is not supported yet"));
+        assert_eq!(
+            e.to_string(),
+            format!("the {kind} format is not supported yet")
+        );
     }
 }
 
 #[test]
 fn formats_reject_types_they_cannot_carry() {
     let cases: &[(FormatKind, &str, &str)] = &[
-        (FormatKind::Delimited, "FOO ARRAY<INT>", "The 'DELIMITED' format does not support type 'ARRAY'"),
-        (FormatKind::Delimited, "FOO MAP<STRING, INT>", "does not support type 'MAP'"),
-        (FormatKind::Delimited, "FOO STRUCT<F1 DOUBLE>", "does not support type 'STRUCT'"),
-        (FormatKind::Kafka, "V0 BOOLEAN", "The 'KAFKA' format does not support type 'BOOLEAN'"),
-        (FormatKind::Kafka, "V0 DECIMAL(4,2)", "does not support type 'DECIMAL'"),
-        (FormatKind::Kafka, "V0 INT, V1 STRING", "The 'KAFKA' format only supports a single field. Got: [`V0` INTEGER, `V1` STRING]"),
-        (FormatKind::Json, "M MAP<INT, DOUBLE>", "JSON only supports MAP types with STRING keys"),
-        (FormatKind::Json, "S STRUCT<M MAP<INT, INT>>", "JSON only supports MAP types with STRING keys"),
+        (
+            FormatKind::Delimited,
+            "FOO ARRAY<INT>",
+            "The 'DELIMITED' format does not support type 'ARRAY'",
+        ),
+        (
+            FormatKind::Delimited,
+            "FOO MAP<STRING, INT>",
+            "does not support type 'MAP'",
+        ),
+        (
+            FormatKind::Delimited,
+            "FOO STRUCT<F1 DOUBLE>",
+            "does not support type 'STRUCT'",
+        ),
+        (
+            FormatKind::Kafka,
+            "V0 BOOLEAN",
+            "The 'KAFKA' format does not support type 'BOOLEAN'",
+        ),
+        (
+            FormatKind::Kafka,
+            "V0 DECIMAL(4,2)",
+            "does not support type 'DECIMAL'",
+        ),
+        (
+            FormatKind::Kafka,
+            "V0 INT, V1 STRING",
+            "The 'KAFKA' format only supports a single field. Got: [`V0` INTEGER, `V1` STRING]",
+        ),
+        (
+            FormatKind::Json,
+            "M MAP<INT, DOUBLE>",
+            "JSON only supports MAP types with STRING keys",
+        ),
+        (
+            FormatKind::Json,
+            "S STRUCT<M MAP<INT, INT>>",
+            "JSON only supports MAP types with STRING keys",
+        ),
     ];
     for (kind, decl, msg) in cases {
         let e = Codec::new(&spec(*kind, None), Part::Value, &cols(decl), &NoTypes).unwrap_err();
         assert!(e.to_string().contains(msg), "{kind} {decl}: {e}");
     }
+    // Keys get ksqlDB's wording, which names the key schema.
+    let e = Codec::new(
+        &spec(FormatKind::Kafka, None),
+        Part::Key,
+        &cols("K BOOLEAN"),
+        &NoTypes,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Key format does not support schema.\nformat: KAFKA\nschema: \
+         Persistence{columns=[`K` BOOLEAN KEY], features=[]}\nreason: \
+         The 'KAFKA' format does not support type 'BOOLEAN', column: `K`"
+    );
 }
 
 #[test]
@@ -315,26 +726,66 @@ fn delimited_fields_decode_as_ksqldb_reads_them() {
         ("K BOOLEAN", "yes", Ok(json!({"K": false}))),
         ("K STRING", "\"You\"", Ok(json!({"K": "You"}))),
         ("K DECIMAL(6,4)", "\"12.0\"", Ok(json!({"K": 12.0}))),
-        ("DEC DECIMAL(21,19)", "10.1234512345123451234", Ok(json!({"DEC": 10.123451234512345}))),
-        ("K1 STRING, K2 STRING", "\"foo\",\"bar\"", Ok(json!({"K1": "foo", "K2": "bar"}))),
-        ("ID BIGINT, NAME STRING, VALUE INT", "0,zero,0", Ok(json!({"ID": 0, "NAME": "zero", "VALUE": 0}))),
-        ("ID BIGINT, NAME STRING, VALUE INT", ",1,bar", Ok(json!({"ID": null, "NAME": "1", "VALUE": null}))),
+        (
+            "DEC DECIMAL(21,19)",
+            "10.1234512345123451234",
+            Ok(json!({"DEC": 10.123451234512345})),
+        ),
+        (
+            "K1 STRING, K2 STRING",
+            "\"foo\",\"bar\"",
+            Ok(json!({"K1": "foo", "K2": "bar"})),
+        ),
+        (
+            "ID BIGINT, NAME STRING, VALUE INT",
+            "0,zero,0",
+            Ok(json!({"ID": 0, "NAME": "zero", "VALUE": 0})),
+        ),
+        (
+            "ID INT, V INT, NAME STRING",
+            ",1,bar",
+            Ok(json!({"ID": null, "V": 1, "NAME": "bar"})),
+        ),
         ("A STRING, B STRING", ",", Ok(json!({"A": null, "B": null}))),
-        ("A STRING, B STRING", "\"say \"\"hi\"\"\",x", Ok(json!({"A": "say \"hi\"", "B": "x"}))),
+        (
+            "A STRING, B STRING",
+            "\"say \"\"hi\"\"\",x",
+            Ok(json!({"A": "say \"hi\"", "B": "x"})),
+        ),
         ("D DOUBLE", "2.5", Ok(json!({"D": 2.5}))),
         ("T TIME", "10", Ok(json!({"T": 10}))),
         ("D DATE", "-10", Ok(json!({"D": -10}))),
         ("T TIMESTAMP", "1000", Ok(json!({"T": 1000}))),
         ("B BYTES", "IQ==", Ok(json!({"B": "IQ=="}))),
-        ("ID BIGINT, NAME STRING, VALUE INT", "1,2", Err("DELIMITED value: column count mismatch: expected 3 fields, found 2")),
+        (
+            "ID BIGINT, NAME STRING, VALUE INT",
+            "1,2",
+            Err("DELIMITED value: column count mismatch: expected 3 fields, found 2"),
+        ),
         ("ID INT", "1,2", Err("expected 1 fields, found 2")),
-        ("ID INT", "abc", Err("DELIMITED value: expected an INTEGER for column `ID`, found \"abc\"")),
-        ("ID INT", " 1", Err("expected an INTEGER for column `ID`, found \" 1\"")),
-        ("ID INT", "3000000000", Err("column `ID`: 3000000000 is out of range for INTEGER")),
+        (
+            "ID INT",
+            "abc",
+            Err("DELIMITED value: expected an INTEGER for column `ID`, found \"abc\""),
+        ),
+        (
+            "ID INT",
+            " 1",
+            Err("expected an INTEGER for column `ID`, found \" 1\""),
+        ),
+        (
+            "ID INT",
+            "3000000000",
+            Err("column `ID`: 3000000000 is out of range for INTEGER"),
+        ),
         ("D DOUBLE", "x", Err("expected a DOUBLE for column `D`")),
         ("DEC DECIMAL(4,2)", "100", Err("Numeric field overflow")),
         ("B BYTES", "!", Err("not valid base64")),
-        ("A STRING, B STRING", "\"open,b", Err("field 1 has no closing quote")),
+        (
+            "A STRING, B STRING",
+            "\"open,b",
+            Err("field 1 has no closing quote"),
+        ),
     ];
     check_decode(FormatKind::Delimited, Part::Value, cases);
 
@@ -348,10 +799,14 @@ fn delimited_fields_decode_as_ksqldb_reads_them() {
         &NoTypes,
     )
     .unwrap();
-    let decoded = pipes.decode(&[Some(b"0|zero|0"), Some(b"0,zero,0")]).unwrap();
+    let decoded = pipes
+        .decode(&[Some(b"0|zero|0"), Some(b"0,zero,0")])
+        .unwrap();
     let rows = show_rows(&cols("ID BIGINT, NAME STRING, VALUE INT"), &decoded);
     assert_eq!(rows[0], Ok(json!({"ID": 0, "NAME": "zero", "VALUE": 0})));
-    assert!(rows[1].as_ref().is_err_and(|e| e.contains("expected 3 fields, found 1")));
+    assert!(rows[1]
+        .as_ref()
+        .is_err_and(|e| e.contains("expected 3 fields, found 1")));
 }
 
 #[test]
@@ -393,8 +848,18 @@ fn delimited_rows_encode_as_ksqldb_writes_them() {
             ',',
             ",,100,newblah,150",
         ),
-        ("D DATE", vec![Arc::new(Date32Array::from(vec![-10]))], ',', "\"-10\""),
-        ("D DATE", vec![Arc::new(Date32Array::from(vec![10]))], ',', "10"),
+        (
+            "D DATE",
+            vec![Arc::new(Date32Array::from(vec![-10]))],
+            ',',
+            "\"-10\"",
+        ),
+        (
+            "D DATE",
+            vec![Arc::new(Date32Array::from(vec![10]))],
+            ',',
+            "10",
+        ),
         (
             "K DECIMAL(6,4)",
             vec![Arc::new(
@@ -455,12 +920,32 @@ fn kafka_payloads_are_kafka_serializer_bytes() {
     // (type, payload, decoded row, test-file representation)
     let cases: &[(&str, &[u8], Value, Value)] = &[
         ("INT", &[0, 0, 0, 2], json!({"V": 2}), json!(2)),
-        ("INT", &[0xff, 0xff, 0xff, 0xfe], json!({"V": -2}), json!(-2)),
-        ("BIGINT", &[0, 0, 0, 0, 0, 0, 0, 1], json!({"V": 1}), json!(1)),
-        ("DOUBLE", &2.2f64.to_be_bytes(), json!({"V": 2.2}), json!(2.2)),
+        (
+            "INT",
+            &[0xff, 0xff, 0xff, 0xfe],
+            json!({"V": -2}),
+            json!(-2),
+        ),
+        (
+            "BIGINT",
+            &[0, 0, 0, 0, 0, 0, 0, 1],
+            json!({"V": 1}),
+            json!(1),
+        ),
+        (
+            "DOUBLE",
+            &2.2f64.to_be_bytes(),
+            json!({"V": 2.2}),
+            json!(2.2),
+        ),
         ("STRING", b"bar", json!({"V": "bar"}), json!("bar")),
         ("STRING", b"", json!({"V": ""}), json!("")),
-        ("BYTES", b"variations", json!({"V": "dmFyaWF0aW9ucw=="}), json!("dmFyaWF0aW9ucw==")),
+        (
+            "BYTES",
+            b"variations",
+            json!({"V": "dmFyaWF0aW9ucw=="}),
+            json!("dmFyaWF0aW9ucw=="),
+        ),
     ];
     for (ty, payload, row, test_value) in cases {
         let decl = format!("V {ty}");
@@ -473,18 +958,37 @@ fn kafka_payloads_are_kafka_serializer_bytes() {
             vec![Some(payload.to_vec()), None],
             "{ty}"
         );
-        assert_eq!(c.payload_to_json(Some(payload)).unwrap(), *test_value, "{ty}");
-        assert_eq!(c.json_to_payload(test_value).unwrap().as_deref(), Some(*payload), "{ty}");
+        assert_eq!(
+            c.payload_to_json(Some(payload)).unwrap(),
+            *test_value,
+            "{ty}"
+        );
+        assert_eq!(
+            c.json_to_payload(test_value).unwrap().as_deref(),
+            Some(*payload),
+            "{ty}"
+        );
     }
     let errors: &[(&str, &[u8], &str)] = &[
-        ("INT", &[0, 0, 1], "KAFKA value: column `V`: expected 4 bytes for an INTEGER, found 3"),
-        ("BIGINT", &[0, 0, 0, 1], "expected 8 bytes for a BIGINT, found 4"),
+        (
+            "INT",
+            &[0, 0, 1],
+            "KAFKA value: column `V`: expected 4 bytes for an INTEGER, found 3",
+        ),
+        (
+            "BIGINT",
+            &[0, 0, 0, 1],
+            "expected 8 bytes for a BIGINT, found 4",
+        ),
         ("DOUBLE", &[], "expected 8 bytes for a DOUBLE, found 0"),
     ];
     for (ty, payload, msg) in errors {
         let c = codec(FormatKind::Kafka, Part::Value, &format!("V {ty}"));
         let decoded = c.decode(&[Some(payload)]).unwrap();
-        let err = decoded.errors[0].as_ref().map(|e| e.to_string()).unwrap_or_default();
+        let err = decoded.errors[0]
+            .as_ref()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains(msg), "{ty}: {err}");
         assert!(decoded.columns[0].is_null(0));
         assert!(c.payload_to_json(Some(payload)).is_err());
@@ -494,20 +998,67 @@ fn kafka_payloads_are_kafka_serializer_bytes() {
 #[test]
 fn test_records_convert_to_payloads_and_back() {
     use Part::{Key, Value as Val};
-    // (format, part, columns, test-file value, payload)
-    let cases: &[(FormatKind, Part, &str, Value, Option<&[u8]>)] = &[
-        (FormatKind::Json, Val, "FOO INT", json!({"foo": 10}), Some(br#"{"foo":10}"#)),
+    let cases: &[PayloadCase] = &[
+        (
+            FormatKind::Json,
+            Val,
+            "FOO INT",
+            json!({"foo": 10}),
+            Some(br#"{"foo":10}"#),
+        ),
         (FormatKind::Json, Val, "FOO INT", Value::Null, None),
         (FormatKind::JsonSr, Key, "K INT", json!(42), Some(b"42")),
-        (FormatKind::Delimited, Val, "A INT, B STRING", json!("0,zero"), Some(b"0,zero")),
-        (FormatKind::Delimited, Key, "K BOOLEAN", json!("\"true\""), Some(b"\"true\"")),
+        (
+            FormatKind::Delimited,
+            Val,
+            "A INT, B STRING",
+            json!("0,zero"),
+            Some(b"0,zero"),
+        ),
+        (
+            FormatKind::Delimited,
+            Key,
+            "K BOOLEAN",
+            json!("\"true\""),
+            Some(b"\"true\""),
+        ),
         (FormatKind::Delimited, Val, "A INT", Value::Null, None),
-        (FormatKind::Kafka, Key, "K STRING", json!("hello"), Some(b"hello")),
-        (FormatKind::Kafka, Key, "K INT", json!(1), Some(&[0, 0, 0, 1])),
-        (FormatKind::Kafka, Key, "K BIGINT", json!(3), Some(&[0, 0, 0, 0, 0, 0, 0, 3])),
-        (FormatKind::Kafka, Key, "K DOUBLE", json!(1.1), Some(&[0x3f, 0xf1, 0x99, 0x99, 0x99, 0x99, 0x99, 0x9a])),
+        (
+            FormatKind::Kafka,
+            Key,
+            "K STRING",
+            json!("hello"),
+            Some(b"hello"),
+        ),
+        (
+            FormatKind::Kafka,
+            Key,
+            "K INT",
+            json!(1),
+            Some(&[0, 0, 0, 1]),
+        ),
+        (
+            FormatKind::Kafka,
+            Key,
+            "K BIGINT",
+            json!(3),
+            Some(&[0, 0, 0, 0, 0, 0, 0, 3]),
+        ),
+        (
+            FormatKind::Kafka,
+            Key,
+            "K DOUBLE",
+            json!(1.1),
+            Some(&[0x3f, 0xf1, 0x99, 0x99, 0x99, 0x99, 0x99, 0x9a]),
+        ),
         (FormatKind::Kafka, Key, "K INT", Value::Null, None),
-        (FormatKind::None, Key, "", json!("data that should be ignored"), None),
+        (
+            FormatKind::None,
+            Key,
+            "",
+            json!("data that should be ignored"),
+            None,
+        ),
     ];
     for (kind, part, decl, value, payload) in cases {
         let c = codec(*kind, *part, decl);
@@ -517,7 +1068,11 @@ fn test_records_convert_to_payloads_and_back() {
             "{kind} {decl} {value}"
         );
         let back = c.payload_to_json(*payload).unwrap();
-        let expected = if *kind == FormatKind::None { Value::Null } else { value.clone() };
+        let expected = if *kind == FormatKind::None {
+            Value::Null
+        } else {
+            value.clone()
+        };
         assert_eq!(back, expected, "{kind} {decl}");
     }
     // JSON_SR payloads framed by Schema Registry (magic byte + schema id) read too.
@@ -547,20 +1102,29 @@ fn failed_records_become_null_rows_and_the_others_go_on() {
     let decoded = c.decode(&payloads).unwrap();
     assert_eq!(decoded.error_count(), 2);
     let rows = show_rows(&cols(decl), &decoded);
-    assert_eq!(rows[0], Ok(json!({"ID": 1, "A": [{"X": 1, "S": "a"}], "M": {"k": "v"}})));
+    assert_eq!(
+        rows[0],
+        Ok(json!({"ID": 1, "A": [{"X": 1, "S": "a"}], "M": {"k": "v"}}))
+    );
     assert_eq!(
         rows[1],
         Err("JSON value: expected an INTEGER for column `A`[2].`X`, found \"bad\"".to_string())
     );
     assert_eq!(rows[2], Ok(json!({"ID": null, "A": null, "M": null})));
-    assert_eq!(rows[3], Ok(json!({"ID": 4, "A": [{"X": 4, "S": "d"}], "M": {}})));
+    assert_eq!(
+        rows[3],
+        Ok(json!({"ID": 4, "A": [{"X": 4, "S": "d"}], "M": {}}))
+    );
     assert!(rows[4].as_ref().is_err_and(|e| e.contains("invalid JSON")));
     for column in &decoded.columns {
         assert_eq!(column.len(), 5);
         assert!(column.is_null(1) && column.is_null(2) && column.is_null(4));
     }
     // Items of the failed record were dropped, so the next record's are its own.
-    assert_eq!(decoded.columns[1].as_list::<i32>().value_offsets(), &[0, 1, 1, 1, 2, 2]);
+    assert_eq!(
+        decoded.columns[1].as_list::<i32>().value_offsets(),
+        &[0, 1, 1, 1, 2, 2]
+    );
     let mask = decoded.ok_mask().unwrap();
     assert_eq!(
         mask.iter().collect::<Vec<_>>(),
@@ -607,9 +1171,11 @@ fn json_round_trips_every_type() {
     assert!(nan.contains(r#""D":"NaN""#), "{nan}");
     assert_eq!(
         show_rows(&columns, &second)[3],
-        Ok(json!({"B": null, "I": null, "L": null, "D": null, "DEC": null, "S": null,
+        Ok(
+            json!({"B": null, "I": null, "L": null, "D": null, "DEC": null, "S": null,
                   "BY": null, "T": null, "DT": null, "TS": null, "A": null, "M": null,
-                  "ST": null}))
+                  "ST": null})
+        )
     );
 }
 
@@ -637,14 +1203,21 @@ fn encode_converts_arrays_of_other_types_and_checks_shapes() {
     let out = c.encode(&arrays, 1..2).unwrap();
     assert_eq!(out, vec![Some(br#"{"I":2,"S":"b"}"#.to_vec())]);
     let e = c.encode(&arrays[..1], 0..1).unwrap_err();
-    assert_eq!(e.to_string(), "JSON value: cannot encode: expected 2 column arrays, got 1");
+    assert_eq!(
+        e.to_string(),
+        "JSON value: cannot encode: expected 2 column arrays, got 1"
+    );
     assert!(c.encode(&arrays, 0..3).is_err());
     let bad: Vec<ArrayRef> = vec![
         Arc::new(BinaryArray::from(vec![&b"x"[..]])),
         Arc::new(StringArray::from(vec!["a"])),
     ];
     let e = c.encode(&bad, 0..1).unwrap_err();
-    assert!(e.to_string().contains("column `I`: cannot convert Binary to INTEGER"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("column `I`: cannot convert Binary to INTEGER"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -656,10 +1229,22 @@ fn custom_types_resolve_through_the_registry() {
         }
     }
     let columns = vec![col("A", "ADDRESS")];
-    let c = Codec::new(&spec(FormatKind::Json, None), Part::Value, &columns, &Address).unwrap();
+    let c = Codec::new(
+        &spec(FormatKind::Json, None),
+        Part::Value,
+        &columns,
+        &Address,
+    )
+    .unwrap();
     let decoded = c.decode(&[Some(br#"{"a": {"city": "Oslo"}}"#)]).unwrap();
     let s = decoded.columns[0].as_struct();
     assert_eq!(s.column(0).as_string::<i32>().value(0), "Oslo");
-    let e = Codec::new(&spec(FormatKind::Json, None), Part::Value, &columns, &NoTypes).unwrap_err();
+    let e = Codec::new(
+        &spec(FormatKind::Json, None),
+        Part::Value,
+        &columns,
+        &NoTypes,
+    )
+    .unwrap_err();
     assert_eq!(e.to_string(), "unknown type `ADDRESS`");
 }
