@@ -3,6 +3,7 @@
 //! Today it holds the mapping from ksqlDB's SQL types to Arrow's, which every later stage
 //! (formats, operators, the catalog's schemas) shares.
 
+pub mod aggregate;
 pub mod catalog;
 mod error;
 pub mod expr;

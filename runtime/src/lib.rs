@@ -2,6 +2,7 @@
 //! in-process Kafka-protocol broker for tests and single-machine servers.
 
 pub mod driver;
+pub mod aggregate;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
 mod error;

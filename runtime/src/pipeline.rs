@@ -3,10 +3,11 @@
 
 use brook_planner::catalog::{Catalog, Source};
 
+use crate::aggregate::AggregateOperator;
 use crate::error::Result;
 use crate::operator::{FilterProject, Operator};
 use crate::rows::{decode_records, encode_batch, Record};
-use crate::session::QuerySpec;
+use crate::session::{QueryPlan, QuerySpec};
 
 /// A record to write to the sink topic.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,13 +37,18 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(spec: QuerySpec, types: &Catalog) -> Result<Pipeline> {
-        let filters = spec.plan.filter.is_some();
-        let operator = FilterProject::new(spec.plan, types)?;
+        // An aggregation skips records without a value, as a filter would.
+        let (filters, operator): (bool, Box<dyn Operator>) = match spec.plan {
+            QueryPlan::Stateless(p) => {
+                (p.filter.is_some(), Box::new(FilterProject::new(p, types)?))
+            }
+            QueryPlan::Aggregate(p) => (true, Box::new(AggregateOperator::new(p, types)?)),
+        };
         Ok(Pipeline {
             id: spec.id,
             source: spec.input,
             sink: spec.sink,
-            operator: Box::new(operator),
+            operator,
             filters,
             types: types.clone(),
         })

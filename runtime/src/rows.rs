@@ -256,9 +256,23 @@ pub fn encode_batch(sink: &Source, batch: &RecordBatch) -> Result<Vec<EncodedRow
         .as_any()
         .downcast_ref::<Int64Array>()
         .ok_or_else(|| RuntimeError::Plan("ROWTIME must be BIGINT".into()))?;
+    // Aggregations mark rows whose key is gone: those are tombstones.
+    let tombstones = schema
+        .index_of(crate::aggregate::TOMBSTONE)
+        .ok()
+        .and_then(|i| {
+            batch
+                .column(i)
+                .as_any()
+                .downcast_ref::<arrow::array::BooleanArray>()
+                .cloned()
+        });
     Ok(k.into_iter()
         .zip(v)
         .enumerate()
-        .map(|(i, (k, v))| (k, v, ts.value(i)))
+        .map(|(i, (k, v))| {
+            let dead = tombstones.as_ref().is_some_and(|t| t.value(i));
+            (k, if dead { None } else { v }, ts.value(i))
+        })
         .collect())
 }

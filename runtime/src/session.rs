@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Int32Array, Int64Array, RecordBatch};
 use arrow::datatypes::DataType;
+use brook_planner::aggregate::{is_aggregation, plan_aggregate, AggregatePlan};
 use brook_planner::catalog::{plan_create_source, prop_int, prop_text, Catalog, Defaults, Source};
 use brook_planner::query::{plan_stateless, StatelessPlan, Target};
 use brook_planner::schema::{Column, LogicalSchema, Namespace};
@@ -37,10 +38,33 @@ pub struct QuerySpec {
     pub id: String,
     pub input: Source,
     pub sink: Source,
-    pub plan: StatelessPlan,
+    pub plan: QueryPlan,
     /// Partitions of the sink topic when the query creates it (CSAS/CTAS); `None` when it
     /// writes into an existing source (INSERT INTO).
     pub sink_partitions: Option<i32>,
+}
+
+/// How a query computes its output.
+#[derive(Debug, Clone)]
+pub enum QueryPlan {
+    Stateless(StatelessPlan),
+    Aggregate(AggregatePlan),
+}
+
+impl QueryPlan {
+    pub fn output(&self) -> &brook_planner::schema::LogicalSchema {
+        match self {
+            QueryPlan::Stateless(p) => &p.output,
+            QueryPlan::Aggregate(p) => &p.output,
+        }
+    }
+
+    pub fn source(&self) -> &str {
+        match self {
+            QueryPlan::Stateless(p) => &p.source,
+            QueryPlan::Aggregate(p) => &p.source,
+        }
+    }
 }
 
 /// What a backend must do after a statement was planned.
@@ -170,9 +194,25 @@ impl Session {
                     ))
                     .into());
                 }
-                let plan = plan_stateless(query, &self.catalog, Target::Sink(&name))?;
-                let input = self.catalog.source(&plan.source)?.clone();
-                if input.kind != *kind {
+                let plan = if is_aggregation(query) {
+                    if *kind == SourceKind::Stream {
+                        return Err(PlanError::Invalid(
+                            "Invalid result type. Your SELECT query produces a TABLE. Please use CREATE TABLE AS SELECT statement instead.".into(),
+                        )
+                        .into());
+                    }
+                    QueryPlan::Aggregate(plan_aggregate(query, &self.catalog, &name)?)
+                } else {
+                    QueryPlan::Stateless(plan_stateless(query, &self.catalog, Target::Sink(&name))?)
+                };
+                let input = self.catalog.source(plan.source())?.clone();
+                if matches!(plan, QueryPlan::Stateless(_)) && input.kind != *kind {
+                    if input.kind == SourceKind::Stream {
+                        return Err(PlanError::Invalid(
+                            "Invalid result type. Your SELECT query produces a STREAM. Please use CREATE STREAM AS SELECT statement instead.".into(),
+                        )
+                        .into());
+                    }
                     return Err(PlanError::Unsupported(format!(
                         "CREATE {} AS SELECT from a {} is not supported yet",
                         kind_word(*kind),
@@ -181,7 +221,7 @@ impl Session {
                     .into());
                 }
                 let sink =
-                    self.sink_source(&name, *kind, &plan.output, properties, &input, &ps.text)?;
+                    self.sink_source(&name, *kind, plan.output(), properties, &input, &ps.text)?;
                 check_formats(&sink)?;
                 let partitions = prop_int(properties, "PARTITIONS")?
                     .map(|p| p as i32)
@@ -213,6 +253,12 @@ impl Session {
                 query,
             } => {
                 let target = self.catalog.source(&target.value)?.clone();
+                if is_aggregation(query) {
+                    return Err(PlanError::Unsupported(
+                        "INSERT INTO with an aggregation is not supported yet".into(),
+                    )
+                    .into());
+                }
                 let plan = plan_stateless(query, &self.catalog, Target::Sink(&target.name))?;
                 let input = self.catalog.source(&plan.source)?.clone();
                 if plan.output.columns.len() != target.schema.columns.len()
@@ -235,7 +281,7 @@ impl Session {
                     id,
                     input,
                     sink: target,
-                    plan,
+                    plan: QueryPlan::Stateless(plan),
                     sink_partitions: None,
                 })))
             }

@@ -1,0 +1,493 @@
+//! Planning of GROUP BY aggregations (without windows) into a table.
+//!
+//! The input row is filtered (WHERE), grouped by the GROUP BY expressions, and each group's
+//! aggregates are updated. The projection and HAVING then run over an "aggregate row":
+//! ROWTIME, ROWPARTITION, ROWOFFSET, the group keys `__K<i>` and the aggregates `__A<i>`.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use brook_sql::sqlparser::ast::{
+    Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, SelectItem,
+};
+use brook_sql::{Query, Type};
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::catalog::Catalog;
+use crate::expr::{physical, Scope, ScopeColumn};
+use crate::query::{scope_for, Projection};
+use crate::schema::{Column, LogicalSchema, Namespace, ROWOFFSET, ROWPARTITION, ROWTIME};
+use crate::types::arrow_type;
+use crate::PlanError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggKind {
+    /// COUNT(*) / COUNT() / COUNT(literal): every row.
+    CountRows,
+    /// COUNT(x): rows where x is not NULL.
+    Count,
+    Sum,
+    Min,
+    Max,
+    Avg,
+    EarliestByOffset,
+    LatestByOffset,
+}
+
+/// One aggregate call: its kind, argument and ksqlDB types.
+#[derive(Debug, Clone)]
+pub struct AggCall {
+    pub kind: AggKind,
+    pub arg: Option<Arc<dyn PhysicalExpr>>,
+    pub arg_type: Option<Type>,
+    pub result_type: Type,
+}
+
+#[derive(Debug, Clone)]
+pub struct AggregatePlan {
+    pub source: String,
+    pub input_schema: SchemaRef,
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    pub group_by: Vec<Arc<dyn PhysicalExpr>>,
+    pub group_types: Vec<Type>,
+    pub aggs: Vec<AggCall>,
+    /// The aggregate row the projections and HAVING read.
+    pub agg_schema: SchemaRef,
+    pub projections: Vec<Projection>,
+    pub having: Option<Arc<dyn PhysicalExpr>>,
+    pub output: LogicalSchema,
+}
+
+fn agg_kind(name: &str, args: &[SqlExpr]) -> Option<AggKind> {
+    Some(match name {
+        "COUNT" => {
+            if args.is_empty()
+                || matches!(
+                    args.first(),
+                    Some(SqlExpr::Value(_)) | Some(SqlExpr::Wildcard(_))
+                )
+            {
+                AggKind::CountRows
+            } else {
+                AggKind::Count
+            }
+        }
+        "SUM" => AggKind::Sum,
+        "MIN" => AggKind::Min,
+        "MAX" => AggKind::Max,
+        "AVG" => AggKind::Avg,
+        "EARLIEST_BY_OFFSET" => AggKind::EarliestByOffset,
+        "LATEST_BY_OFFSET" => AggKind::LatestByOffset,
+        _ => return None,
+    })
+}
+
+/// Whether a name is an aggregate function (so a SELECT with one is an aggregation).
+pub fn is_aggregate(name: &str) -> bool {
+    matches!(
+        name,
+        "COUNT"
+            | "SUM"
+            | "MIN"
+            | "MAX"
+            | "AVG"
+            | "EARLIEST_BY_OFFSET"
+            | "LATEST_BY_OFFSET"
+            | "COLLECT_LIST"
+            | "COLLECT_SET"
+            | "COUNT_DISTINCT"
+            | "HISTOGRAM"
+            | "TOPK"
+            | "TOPKDISTINCT"
+            | "STDDEV_SAMP"
+            | "STDDEV_SAMPLE"
+            | "CORRELATION"
+            | "ATTR"
+    )
+}
+
+fn call_args(f: &brook_sql::sqlparser::ast::Function) -> Vec<SqlExpr> {
+    match &f.args {
+        FunctionArguments::List(l) => l
+            .args
+            .iter()
+            .filter_map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => Some(x.clone()),
+                FunctionArg::Unnamed(FunctionArgExpr::Wildcard) => Some(SqlExpr::Wildcard(
+                    brook_sql::sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
+                )),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn ident(name: &str) -> SqlExpr {
+    SqlExpr::Identifier(brook_sql::sqlparser::ast::Ident::with_quote('`', name))
+}
+
+struct Rewriter<'a> {
+    scope: &'a Scope<'a>,
+    groups: &'a [datafusion::logical_expr::Expr],
+    aggs: Vec<(AggKind, Option<SqlExpr>, String)>,
+}
+
+impl Rewriter<'_> {
+    /// Replaces aggregate calls by `__A<i>` and grouping expressions by `__K<j>`.
+    fn rewrite(&mut self, e: &SqlExpr) -> Result<SqlExpr, PlanError> {
+        if let SqlExpr::Function(f) = e {
+            let name = f.name.to_string().to_uppercase();
+            if is_aggregate(&name) {
+                let args = call_args(f);
+                let Some(kind) = agg_kind(&name, &args) else {
+                    return Err(PlanError::Unsupported(format!(
+                        "aggregate function {name} is not supported yet"
+                    )));
+                };
+                let arg = match kind {
+                    AggKind::CountRows => None,
+                    _ => {
+                        if args.len() != 1 {
+                            return Err(PlanError::Invalid(format!(
+                                "Function '{}' does not accept {} parameters.",
+                                name.to_lowercase(),
+                                args.len()
+                            )));
+                        }
+                        Some(args[0].clone())
+                    }
+                };
+                let key = format!(
+                    "{kind:?}({})",
+                    arg.as_ref().map(|a| a.to_string()).unwrap_or_default()
+                );
+                let idx = match self.aggs.iter().position(|(_, _, k)| *k == key) {
+                    Some(i) => i,
+                    None => {
+                        self.aggs.push((kind, arg, key));
+                        self.aggs.len() - 1
+                    }
+                };
+                return Ok(ident(&format!("__A{idx}")));
+            }
+        }
+        if let Ok(t) = self.scope.compile(e) {
+            if let Some(j) = self.groups.iter().position(|g| *g == t.expr) {
+                return Ok(ident(&format!("__K{j}")));
+            }
+        }
+        Ok(match e {
+            SqlExpr::BinaryOp { left, op, right } => SqlExpr::BinaryOp {
+                left: Box::new(self.rewrite(left)?),
+                op: op.clone(),
+                right: if brook_sql::as_dereference(e).is_some() {
+                    right.clone()
+                } else {
+                    Box::new(self.rewrite(right)?)
+                },
+            },
+            SqlExpr::UnaryOp { op, expr } => SqlExpr::UnaryOp {
+                op: *op,
+                expr: Box::new(self.rewrite(expr)?),
+            },
+            SqlExpr::Nested(x) => SqlExpr::Nested(Box::new(self.rewrite(x)?)),
+            SqlExpr::Cast {
+                kind,
+                expr,
+                data_type,
+                array,
+                format,
+            } => SqlExpr::Cast {
+                kind: kind.clone(),
+                expr: Box::new(self.rewrite(expr)?),
+                data_type: data_type.clone(),
+                array: *array,
+                format: format.clone(),
+            },
+            SqlExpr::Function(f) => {
+                let mut f = f.clone();
+                if let FunctionArguments::List(l) = &mut f.args {
+                    for a in &mut l.args {
+                        if let FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) = a {
+                            *x = self.rewrite(x)?;
+                        }
+                    }
+                }
+                SqlExpr::Function(f)
+            }
+            SqlExpr::IsNull(x) => SqlExpr::IsNull(Box::new(self.rewrite(x)?)),
+            SqlExpr::IsNotNull(x) => SqlExpr::IsNotNull(Box::new(self.rewrite(x)?)),
+            other => other.clone(),
+        })
+    }
+}
+
+/// Does the query aggregate (GROUP BY, or an aggregate function in SELECT/HAVING)?
+pub fn is_aggregation(q: &Query) -> bool {
+    if !q.group_by.is_empty() || q.having.is_some() {
+        return true;
+    }
+    fn has_agg(e: &SqlExpr) -> bool {
+        match e {
+            SqlExpr::Function(f) => {
+                is_aggregate(&f.name.to_string().to_uppercase()) || call_args(f).iter().any(has_agg)
+            }
+            SqlExpr::BinaryOp { left, right, .. } => has_agg(left) || has_agg(right),
+            SqlExpr::Nested(x) | SqlExpr::UnaryOp { expr: x, .. } => has_agg(x),
+            SqlExpr::Cast { expr, .. } => has_agg(expr),
+            _ => false,
+        }
+    }
+    q.projection.iter().any(|i| match i {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => has_agg(e),
+        _ => false,
+    })
+}
+
+/// Plans `SELECT … FROM stream [WHERE …] GROUP BY … [HAVING …]` for a sink table.
+pub fn plan_aggregate(
+    q: &Query,
+    catalog: &Catalog,
+    sink: &str,
+) -> Result<AggregatePlan, PlanError> {
+    if !q.joins.is_empty() || q.window.is_some() {
+        return Err(PlanError::Unsupported(
+            "joins and windowed aggregations are not supported yet".into(),
+        ));
+    }
+    if !q.partition_by.is_empty() {
+        return Err(PlanError::Invalid(
+            "PARTITION BY and GROUP BY in the same query is not supported".into(),
+        ));
+    }
+    if q.group_by.is_empty() {
+        return Err(PlanError::Unsupported(
+            "aggregations without GROUP BY are not supported yet".into(),
+        ));
+    }
+    let source = catalog.source(&q.from.name.value)?;
+    if source.kind == brook_sql::SourceKind::Table {
+        return Err(PlanError::Unsupported(
+            "aggregating a table (with retraction) is not supported yet".into(),
+        ));
+    }
+    let alias = q.from.alias.as_ref().map(|a| a.value.as_str());
+    let scope = scope_for(source, alias, catalog);
+    let input_schema = source.schema.row_schema(false, catalog)?;
+    let filter = match &q.selection {
+        None => None,
+        Some(w) => Some(physical(&scope.compile(w)?.expr, &input_schema)?),
+    };
+    let mut groups = Vec::new();
+    let mut group_types = Vec::new();
+    let mut group_exprs = Vec::new();
+    for g in &q.group_by {
+        if let SqlExpr::Function(f) = g {
+            let name = f.name.to_string().to_uppercase();
+            if is_aggregate(&name) {
+                return Err(PlanError::Invalid(format!(
+                    "GROUP BY does not support aggregate functions: {name} is an aggregate function."
+                )));
+            }
+        }
+        let t = scope.compile(g)?;
+        let ty =
+            t.ty.clone()
+                .ok_or_else(|| PlanError::Invalid("GROUP BY NULL is not supported".into()))?;
+        groups.push(physical(&t.expr, &input_schema)?);
+        group_types.push(ty);
+        group_exprs.push(t.expr);
+    }
+    let mut rw = Rewriter {
+        scope: &scope,
+        groups: &group_exprs,
+        aggs: Vec::new(),
+    };
+    // Projection items, rewritten over the aggregate row.
+    let mut items = Vec::new();
+    let mut synthetic = 0usize;
+    for item in &q.projection {
+        let (name, e) = match item {
+            SelectItem::UnnamedExpr(e) => {
+                let name = match e {
+                    SqlExpr::Identifier(i) => i.value.clone(),
+                    SqlExpr::CompoundIdentifier(p) => {
+                        p.last().map(|i| i.value.clone()).unwrap_or_default()
+                    }
+                    _ => match brook_sql::as_dereference(e) {
+                        Some((_, f)) => f.value.clone(),
+                        None => {
+                            let n = format!("KSQL_COL_{synthetic}");
+                            synthetic += 1;
+                            n
+                        }
+                    },
+                };
+                (name, e.clone())
+            }
+            SelectItem::ExprWithAlias { expr, alias } => (alias.value.clone(), expr.clone()),
+            _ => {
+                return Err(PlanError::Unsupported(
+                    "SELECT * with GROUP BY is not supported".into(),
+                ))
+            }
+        };
+        items.push((name, rw.rewrite(&e)?, e));
+    }
+    let having = match &q.having {
+        Some(h) => Some(rw.rewrite(h)?),
+        None => None,
+    };
+    if rw.aggs.is_empty() {
+        return Err(PlanError::Invalid(
+            "GROUP BY requires aggregate functions in either the SELECT or HAVING clause.".into(),
+        ));
+    }
+    // Aggregates and the aggregate row.
+    let mut aggs = Vec::new();
+    let mut fields = vec![
+        Field::new(ROWTIME, DataType::Int64, false),
+        Field::new(ROWPARTITION, DataType::Int32, false),
+        Field::new(ROWOFFSET, DataType::Int64, false),
+    ];
+    let mut agg_scope = Scope {
+        columns: Vec::new(),
+        types: catalog,
+    };
+    for (j, ty) in group_types.iter().enumerate() {
+        let n = format!("__K{j}");
+        fields.push(Field::new(&n, arrow_type(ty, catalog)?, true));
+        agg_scope.columns.push(ScopeColumn {
+            name: n.clone(),
+            qualifiers: Vec::new(),
+            ty: ty.clone(),
+            field: n,
+        });
+    }
+    for (i, (kind, arg, _)) in rw.aggs.iter().enumerate() {
+        let (arg_phys, arg_type) = match arg {
+            Some(a) => {
+                let t = scope.compile(a)?;
+                (Some(physical(&t.expr, &input_schema)?), t.ty)
+            }
+            None => (None, None),
+        };
+        let result_type = match kind {
+            AggKind::CountRows | AggKind::Count => Type::Bigint,
+            AggKind::Avg => Type::Double,
+            AggKind::Sum => match &arg_type {
+                Some(t @ (Type::Int | Type::Bigint | Type::Double | Type::Decimal { .. })) => {
+                    t.clone()
+                }
+                other => {
+                    return Err(PlanError::Invalid(format!(
+                        "Function 'sum' does not accept parameters ({}).",
+                        other
+                            .as_ref()
+                            .map(|t| t.to_string())
+                            .unwrap_or("NULL".into())
+                    )))
+                }
+            },
+            _ => arg_type.clone().unwrap_or(Type::String),
+        };
+        let n = format!("__A{i}");
+        fields.push(Field::new(&n, arrow_type(&result_type, catalog)?, true));
+        agg_scope.columns.push(ScopeColumn {
+            name: n.clone(),
+            qualifiers: Vec::new(),
+            ty: result_type.clone(),
+            field: n,
+        });
+        aggs.push(AggCall {
+            kind: *kind,
+            arg: arg_phys,
+            arg_type,
+            result_type,
+        });
+    }
+    let agg_schema: SchemaRef = Arc::new(Schema::new(fields));
+    let not_grouped = |e: PlanError, original: &SqlExpr| match e {
+        PlanError::Invalid(m) if m.contains("cannot be resolved") => PlanError::Invalid(format!(
+            "Non-aggregate SELECT expression(s) not part of GROUP BY: {original}"
+        )),
+        other => other,
+    };
+    let mut keys: Vec<Projection> = Vec::new();
+    let mut values: Vec<Projection> = Vec::new();
+    let mut key_names: Vec<Option<String>> = vec![None; groups.len()];
+    for (name, e, original) in &items {
+        let t = agg_scope
+            .compile(e)
+            .map_err(|err| not_grouped(err, original))?;
+        let ty = t.ty.clone().unwrap_or(Type::String);
+        let p = Projection {
+            column: Column::new(name.clone(), ty, Namespace::Value),
+            expr: physical(&t.expr, &agg_schema)?,
+        };
+        // A bare grouping expression is the table's key.
+        let key_index = match e {
+            SqlExpr::Identifier(i) => i
+                .value
+                .strip_prefix("__K")
+                .and_then(|n| n.parse::<usize>().ok()),
+            _ => None,
+        };
+        match key_index {
+            Some(j) if key_names[j].is_none() => {
+                key_names[j] = Some(name.clone());
+                let mut p = p;
+                p.column.namespace = Namespace::Key;
+                keys.push(p);
+            }
+            Some(_) => {
+                return Err(PlanError::Invalid(format!(
+                    "The projection contains a key column more than once: {name}"
+                )))
+            }
+            None => values.push(p),
+        }
+    }
+    for (j, n) in key_names.iter().enumerate() {
+        if n.is_none() {
+            let g = &q.group_by[j];
+            let shown = match g {
+                SqlExpr::Identifier(i) => i.value.clone(),
+                other => other.to_string(),
+            };
+            return Err(PlanError::Invalid(format!(
+                "The query used to build `{sink}` must include the grouping expression {shown} in its projection (eg, SELECT {shown}...)."
+            )));
+        }
+    }
+    if values.is_empty() {
+        return Err(PlanError::Invalid(
+            "The projection contains no value columns.".into(),
+        ));
+    }
+    let having = match having {
+        Some(h) => {
+            let t = agg_scope.compile(&h)?;
+            Some(physical(&t.expr, &agg_schema)?)
+        }
+        None => None,
+    };
+    let mut projections = keys;
+    projections.extend(values);
+    let output = LogicalSchema {
+        columns: projections.iter().map(|p| p.column.clone()).collect(),
+    };
+    Ok(AggregatePlan {
+        source: source.name.clone(),
+        input_schema,
+        filter,
+        group_by: groups,
+        group_types,
+        aggs,
+        agg_schema,
+        projections,
+        having,
+        output,
+    })
+}

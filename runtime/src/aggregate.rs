@@ -1,0 +1,298 @@
+//! GROUP BY aggregation: keyed state of accumulators, one update emitted per input row
+//! (ksqlDB's tests run with caching off; the server may later coalesce a batch's updates
+//! per key, as ksqlDB's cache does).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use arrow::compute::{cast, filter_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use brook_planner::aggregate::{AggCall, AggKind, AggregatePlan};
+use brook_planner::types::{arrow_type, TypeRegistry};
+use datafusion::common::ScalarValue;
+
+use crate::error::{Result, RuntimeError};
+use crate::operator::Operator;
+
+/// The column that marks an output row as a tombstone (the key's row is gone).
+pub const TOMBSTONE: &str = "__TOMBSTONE";
+
+#[derive(Debug, Clone)]
+enum Acc {
+    Count(i64),
+    Sum(ScalarValue),
+    MinMax(ScalarValue),
+    Avg(f64, i64),
+    ByOffset(ScalarValue),
+}
+
+fn eval_err(e: datafusion::error::DataFusionError) -> RuntimeError {
+    RuntimeError::Eval(e.to_string())
+}
+
+impl Acc {
+    fn new(call: &AggCall, dt: &DataType) -> Result<Acc> {
+        Ok(match call.kind {
+            AggKind::CountRows | AggKind::Count => Acc::Count(0),
+            AggKind::Sum => Acc::Sum(ScalarValue::new_zero(dt).map_err(eval_err)?),
+            AggKind::Min | AggKind::Max => {
+                Acc::MinMax(ScalarValue::try_from(dt).map_err(eval_err)?)
+            }
+            AggKind::Avg => Acc::Avg(0.0, 0),
+            AggKind::EarliestByOffset | AggKind::LatestByOffset => {
+                Acc::ByOffset(ScalarValue::try_from(dt).map_err(eval_err)?)
+            }
+        })
+    }
+
+    fn update(&mut self, kind: AggKind, v: Option<ScalarValue>) -> Result<()> {
+        match (self, kind) {
+            (Acc::Count(n), AggKind::CountRows) => *n += 1,
+            (Acc::Count(n), _) => {
+                if v.as_ref().is_some_and(|v| !v.is_null()) {
+                    *n += 1
+                }
+            }
+            (Acc::Sum(s), _) => {
+                if let Some(v) = v.filter(|v| !v.is_null()) {
+                    let v = if v.data_type() == s.data_type() {
+                        v
+                    } else {
+                        v.cast_to(&s.data_type()).map_err(eval_err)?
+                    };
+                    *s = s.add_checked(&v).or_else(|_| s.add(&v)).map_err(eval_err)?;
+                }
+            }
+            (Acc::MinMax(cur), k) => {
+                if let Some(v) = v.filter(|v| !v.is_null()) {
+                    let replace = cur.is_null()
+                        || match v.partial_cmp(cur) {
+                            Some(std::cmp::Ordering::Less) => k == AggKind::Min,
+                            Some(std::cmp::Ordering::Greater) => k == AggKind::Max,
+                            _ => false,
+                        };
+                    if replace {
+                        *cur = v;
+                    }
+                }
+            }
+            (Acc::Avg(sum, n), _) => {
+                if let Some(v) = v.filter(|v| !v.is_null()) {
+                    let f = match v.cast_to(&DataType::Float64).map_err(eval_err)? {
+                        ScalarValue::Float64(Some(f)) => f,
+                        _ => return Ok(()),
+                    };
+                    *sum += f;
+                    *n += 1;
+                }
+            }
+            (Acc::ByOffset(cur), k) => {
+                if let Some(v) = v.filter(|v| !v.is_null()) {
+                    if k == AggKind::LatestByOffset || cur.is_null() {
+                        *cur = v;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn value(&self) -> ScalarValue {
+        match self {
+            Acc::Count(n) => ScalarValue::Int64(Some(*n)),
+            Acc::Sum(s) | Acc::MinMax(s) | Acc::ByOffset(s) => s.clone(),
+            Acc::Avg(sum, n) => {
+                if *n == 0 {
+                    ScalarValue::Float64(None)
+                } else {
+                    ScalarValue::Float64(Some(sum / *n as f64))
+                }
+            }
+        }
+    }
+}
+
+struct Group {
+    accs: Vec<Acc>,
+    /// Whether the key's row has been emitted (and so needs a tombstone if HAVING drops it).
+    emitted: bool,
+}
+
+pub struct AggregateOperator {
+    plan: AggregatePlan,
+    agg_types: Vec<DataType>,
+    output_schema: SchemaRef,
+    state: HashMap<Vec<ScalarValue>, Group>,
+}
+
+impl AggregateOperator {
+    pub fn new(plan: AggregatePlan, types: &dyn TypeRegistry) -> Result<Self> {
+        let plan_err = |e: brook_planner::PlanError| RuntimeError::Plan(e.to_string());
+        let agg_types = plan
+            .aggs
+            .iter()
+            .map(|a| arrow_type(&a.result_type, types).map_err(plan_err))
+            .collect::<Result<Vec<_>>>()?;
+        let row = plan.output.row_schema(false, types).map_err(plan_err)?;
+        let mut fields: Vec<Field> = row.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new(TOMBSTONE, DataType::Boolean, false));
+        Ok(AggregateOperator {
+            plan,
+            agg_types,
+            output_schema: Arc::new(Schema::new(fields)),
+            state: HashMap::new(),
+        })
+    }
+
+    fn emit_row(
+        &mut self,
+        batch: &RecordBatch,
+        row: usize,
+        keys: &[ScalarValue],
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        let Some(group) = self.state.get_mut(keys) else {
+            return Ok(());
+        };
+        let mut cols: Vec<ArrayRef> = batch.columns()[..3]
+            .iter()
+            .map(|c| c.slice(row, 1))
+            .collect();
+        for k in keys {
+            cols.push(k.to_array().map_err(eval_err)?);
+        }
+        for (acc, dt) in group.accs.iter().zip(&self.agg_types) {
+            let v = acc.value();
+            let v = if v.data_type() == *dt {
+                v
+            } else {
+                v.cast_to(dt).map_err(eval_err)?
+            };
+            cols.push(v.to_array().map_err(eval_err)?);
+        }
+        let agg_row = RecordBatch::try_new(self.plan.agg_schema.clone(), cols)?;
+        let passes = match &self.plan.having {
+            None => true,
+            Some(h) => {
+                let v = h
+                    .evaluate(&agg_row)
+                    .and_then(|v| v.into_array(1))
+                    .map_err(eval_err)?;
+                v.as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .is_some_and(|b| !b.is_null(0) && b.value(0))
+            }
+        };
+        if !passes && !group.emitted {
+            return Ok(());
+        }
+        group.emitted = passes;
+        let mut out_cols: Vec<ArrayRef> = agg_row.columns()[..3].to_vec();
+        for (i, p) in self.plan.projections.iter().enumerate() {
+            let want = self.output_schema.field(3 + i).data_type();
+            let a = if passes || p.column.namespace == brook_planner::schema::Namespace::Key {
+                p.expr
+                    .evaluate(&agg_row)
+                    .and_then(|v| v.into_array(1))
+                    .map_err(eval_err)?
+            } else {
+                arrow::array::new_null_array(want, 1)
+            };
+            out_cols.push(if a.data_type() == want {
+                a
+            } else {
+                cast(&a, want)?
+            });
+        }
+        out_cols.push(Arc::new(BooleanArray::from(vec![!passes])));
+        out.push(RecordBatch::try_new(self.output_schema.clone(), out_cols)?);
+        Ok(())
+    }
+}
+
+impl Operator for AggregateOperator {
+    fn name(&self) -> &'static str {
+        "Aggregate"
+    }
+
+    fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let batch = match &self.plan.filter {
+            None => batch,
+            Some(f) => {
+                let mask = f
+                    .evaluate(&batch)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+                    .map_err(eval_err)?;
+                let mask = mask
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .ok_or_else(|| RuntimeError::Eval("WHERE did not give a BOOLEAN".into()))?;
+                filter_record_batch(&batch, mask)?
+            }
+        };
+        let rows = batch.num_rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let group_cols: Vec<ArrayRef> = self
+            .plan
+            .group_by
+            .iter()
+            .map(|g| g.evaluate(&batch).and_then(|v| v.into_array(rows)))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(eval_err)?;
+        let arg_cols: Vec<Option<ArrayRef>> = self
+            .plan
+            .aggs
+            .iter()
+            .map(|a| match &a.arg {
+                Some(e) => e
+                    .evaluate(&batch)
+                    .and_then(|v| v.into_array(rows))
+                    .map(Some),
+                None => Ok(None),
+            })
+            .collect::<std::result::Result<_, _>>()
+            .map_err(eval_err)?;
+        for row in 0..rows {
+            let keys: Vec<ScalarValue> = group_cols
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, row))
+                .collect::<std::result::Result<_, _>>()
+                .map_err(eval_err)?;
+            // ksqlDB drops rows whose grouping expression is NULL.
+            if keys.iter().any(ScalarValue::is_null) {
+                continue;
+            }
+            if !self.state.contains_key(&keys) {
+                let accs = self
+                    .plan
+                    .aggs
+                    .iter()
+                    .zip(&self.agg_types)
+                    .map(|(a, dt)| Acc::new(a, dt))
+                    .collect::<Result<Vec<_>>>()?;
+                self.state.insert(
+                    keys.clone(),
+                    Group {
+                        accs,
+                        emitted: false,
+                    },
+                );
+            }
+            if let Some(group) = self.state.get_mut(&keys) {
+                for ((acc, call), arg) in group.accs.iter_mut().zip(&self.plan.aggs).zip(&arg_cols)
+                {
+                    let v = match arg {
+                        Some(a) => Some(ScalarValue::try_from_array(a, row).map_err(eval_err)?),
+                        None => None,
+                    };
+                    acc.update(call.kind, v)?;
+                }
+            }
+            self.emit_row(&batch, row, &keys, out)?;
+        }
+        Ok(())
+    }
+}
