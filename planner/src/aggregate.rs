@@ -32,12 +32,23 @@ pub enum AggKind {
     Avg,
     EarliestByOffset,
     LatestByOffset,
+    CollectList,
+    CollectSet,
+    TopK,
+    TopKDistinct,
+    CountDistinct,
+    StddevSamp,
+    Attr,
 }
 
 /// One aggregate call: its kind, argument and ksqlDB types.
 #[derive(Debug, Clone)]
 pub struct AggCall {
     pub kind: AggKind,
+    /// How many values (TOPK's k, EARLIEST_BY_OFFSET's n); `None` for a single value.
+    pub n: Option<usize>,
+    /// Whether NULL arguments are skipped (the `*_BY_OFFSET` functions' option).
+    pub ignore_nulls: bool,
     pub arg: Option<Arc<dyn PhysicalExpr>>,
     pub arg_type: Option<Type>,
     pub result_type: Type,
@@ -78,6 +89,13 @@ fn agg_kind(name: &str, args: &[SqlExpr]) -> Option<AggKind> {
         "AVG" => AggKind::Avg,
         "EARLIEST_BY_OFFSET" => AggKind::EarliestByOffset,
         "LATEST_BY_OFFSET" => AggKind::LatestByOffset,
+        "COLLECT_LIST" => AggKind::CollectList,
+        "COLLECT_SET" => AggKind::CollectSet,
+        "TOPK" => AggKind::TopK,
+        "TOPKDISTINCT" => AggKind::TopKDistinct,
+        "COUNT_DISTINCT" => AggKind::CountDistinct,
+        "STDDEV_SAMP" | "STDDEV_SAMPLE" => AggKind::StddevSamp,
+        "ATTR" => AggKind::Attr,
         _ => return None,
     })
 }
@@ -130,7 +148,7 @@ fn ident(name: &str) -> SqlExpr {
 struct Rewriter<'a> {
     scope: &'a Scope<'a>,
     groups: &'a [datafusion::logical_expr::Expr],
-    aggs: Vec<(AggKind, Option<SqlExpr>, String)>,
+    aggs: Vec<(AggKind, Option<SqlExpr>, String, Vec<SqlExpr>)>,
 }
 
 impl Rewriter<'_> {
@@ -145,27 +163,33 @@ impl Rewriter<'_> {
                         "aggregate function {name} is not supported yet"
                     )));
                 };
-                let arg = match kind {
-                    AggKind::CountRows => None,
+                let (arg, extra) = match kind {
+                    AggKind::CountRows => (None, Vec::new()),
                     _ => {
-                        if args.len() != 1 {
+                        let max_extra = match kind {
+                            AggKind::EarliestByOffset | AggKind::LatestByOffset => 2,
+                            AggKind::TopK | AggKind::TopKDistinct => 1,
+                            _ => 0,
+                        };
+                        if args.is_empty() || args.len() > 1 + max_extra {
                             return Err(PlanError::Invalid(format!(
                                 "Function '{}' does not accept {} parameters.",
                                 name.to_lowercase(),
                                 args.len()
                             )));
                         }
-                        Some(args[0].clone())
+                        (Some(args[0].clone()), args[1..].to_vec())
                     }
                 };
                 let key = format!(
-                    "{kind:?}({})",
-                    arg.as_ref().map(|a| a.to_string()).unwrap_or_default()
+                    "{kind:?}({}{})",
+                    arg.as_ref().map(|a| a.to_string()).unwrap_or_default(),
+                    extra.iter().map(|e| format!(", {e}")).collect::<String>()
                 );
-                let idx = match self.aggs.iter().position(|(_, _, k)| *k == key) {
+                let idx = match self.aggs.iter().position(|(_, _, k, _)| *k == key) {
                     Some(i) => i,
                     None => {
-                        self.aggs.push((kind, arg, key));
+                        self.aggs.push((kind, arg, key, extra));
                         self.aggs.len() - 1
                     }
                 };
@@ -365,7 +389,32 @@ pub fn plan_aggregate(
             field: n,
         });
     }
-    for (i, (kind, arg, _)) in rw.aggs.iter().enumerate() {
+    for (i, (kind, arg, _, extra)) in rw.aggs.iter().enumerate() {
+        // Literal parameters: a count (TOPK's k, *_BY_OFFSET's n) and/or ignoreNulls.
+        let mut n = None;
+        let mut ignore_nulls = true;
+        for x in extra {
+            match x {
+                SqlExpr::Value(v) => match &v.value {
+                    brook_sql::sqlparser::ast::Value::Number(t, _) => {
+                        n = Some(t.parse::<usize>().map_err(|_| {
+                            PlanError::Invalid(format!("Invalid count parameter {t}"))
+                        })?)
+                    }
+                    brook_sql::sqlparser::ast::Value::Boolean(b) => ignore_nulls = *b,
+                    other => {
+                        return Err(PlanError::Invalid(format!(
+                            "Invalid aggregate parameter {other}"
+                        )))
+                    }
+                },
+                other => {
+                    return Err(PlanError::Invalid(format!(
+                        "Aggregate parameters must be literals, got {other}"
+                    )))
+                }
+            }
+        }
         let (arg_phys, arg_type) = match arg {
             Some(a) => {
                 let t = scope.compile(a)?;
@@ -374,8 +423,14 @@ pub fn plan_aggregate(
             None => (None, None),
         };
         let result_type = match kind {
-            AggKind::CountRows | AggKind::Count => Type::Bigint,
-            AggKind::Avg => Type::Double,
+            AggKind::CountRows | AggKind::Count | AggKind::CountDistinct => Type::Bigint,
+            AggKind::Avg | AggKind::StddevSamp => Type::Double,
+            AggKind::CollectList | AggKind::CollectSet | AggKind::TopK | AggKind::TopKDistinct => {
+                Type::Array(Box::new(arg_type.clone().unwrap_or(Type::String)))
+            }
+            AggKind::EarliestByOffset | AggKind::LatestByOffset if n.is_some() => {
+                Type::Array(Box::new(arg_type.clone().unwrap_or(Type::String)))
+            }
             AggKind::Sum => match &arg_type {
                 Some(t @ (Type::Int | Type::Bigint | Type::Double | Type::Decimal { .. })) => {
                     t.clone()
@@ -392,16 +447,18 @@ pub fn plan_aggregate(
             },
             _ => arg_type.clone().unwrap_or(Type::String),
         };
-        let n = format!("__A{i}");
-        fields.push(Field::new(&n, arrow_type(&result_type, catalog)?, true));
+        let field = format!("__A{i}");
+        fields.push(Field::new(&field, arrow_type(&result_type, catalog)?, true));
         agg_scope.columns.push(ScopeColumn {
-            name: n.clone(),
+            name: field.clone(),
             qualifiers: Vec::new(),
             ty: result_type.clone(),
-            field: n,
+            field,
         });
         aggs.push(AggCall {
             kind: *kind,
+            n,
+            ignore_nulls,
             arg: arg_phys,
             arg_type,
             result_type,

@@ -379,7 +379,10 @@ impl Scope<'_> {
                 ));
             }
             let (l, r) = self.common(e, l.clone(), r.clone())?;
-            Ok(Typed::new(binary_expr(l.expr, op, r.expr), Type::Boolean))
+            // ksqlDB's comparisons are false, not NULL, when a side is NULL.
+            let c = binary_expr(l.expr, op, r.expr);
+            let c = df(when(is_null(c.clone()), lit(false)).otherwise(c))?;
+            Ok(Typed::new(c, Type::Boolean))
         };
         match op {
             BinaryOperator::Eq => cmp(Operator::Eq),

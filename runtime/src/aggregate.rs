@@ -25,6 +25,8 @@ enum Acc {
     MinMax(ScalarValue),
     Avg(f64, i64),
     ByOffset(ScalarValue),
+    /// Every value seen (in offset order), for the functions that need more than one.
+    Values(Vec<ScalarValue>),
 }
 
 fn eval_err(e: datafusion::error::DataFusionError) -> RuntimeError {
@@ -40,14 +42,28 @@ impl Acc {
                 Acc::MinMax(ScalarValue::try_from(dt).map_err(eval_err)?)
             }
             AggKind::Avg => Acc::Avg(0.0, 0),
-            AggKind::EarliestByOffset | AggKind::LatestByOffset => {
+            AggKind::EarliestByOffset | AggKind::LatestByOffset if call.n.is_none() => {
                 Acc::ByOffset(ScalarValue::try_from(dt).map_err(eval_err)?)
             }
+            _ => Acc::Values(Vec::new()),
         })
     }
 
-    fn update(&mut self, kind: AggKind, v: Option<ScalarValue>) -> Result<()> {
+    fn update(&mut self, call: &AggCall, v: Option<ScalarValue>) -> Result<()> {
+        let kind = call.kind;
         match (self, kind) {
+            (Acc::Values(vals), _) => {
+                if let Some(v) = v {
+                    let skip_null = match kind {
+                        AggKind::EarliestByOffset | AggKind::LatestByOffset => call.ignore_nulls,
+                        AggKind::CollectList => false,
+                        _ => true,
+                    };
+                    if !(v.is_null() && skip_null) {
+                        vals.push(v);
+                    }
+                }
+            }
             (Acc::Count(n), AggKind::CountRows) => *n += 1,
             (Acc::Count(n), _) => {
                 if v.as_ref().is_some_and(|v| !v.is_null()) {
@@ -88,7 +104,10 @@ impl Acc {
                 }
             }
             (Acc::ByOffset(cur), k) => {
-                if let Some(v) = v.filter(|v| !v.is_null()) {
+                if let Some(v) = v {
+                    if v.is_null() && call.ignore_nulls {
+                        return Ok(());
+                    }
                     if k == AggKind::LatestByOffset || cur.is_null() {
                         *cur = v;
                     }
@@ -98,8 +117,67 @@ impl Acc {
         Ok(())
     }
 
-    fn value(&self) -> ScalarValue {
-        match self {
+    fn value(&self, call: &AggCall, dt: &DataType) -> Result<ScalarValue> {
+        let list = |vals: Vec<ScalarValue>| -> Result<ScalarValue> {
+            let item = match dt {
+                DataType::List(f) => f.data_type().clone(),
+                other => other.clone(),
+            };
+            Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+                &vals, &item,
+            )))
+        };
+        let distinct = |vals: &[ScalarValue]| {
+            let mut out: Vec<ScalarValue> = Vec::new();
+            for v in vals {
+                if !out.contains(v) {
+                    out.push(v.clone());
+                }
+            }
+            out
+        };
+        let desc = |mut vals: Vec<ScalarValue>| {
+            vals.sort_by(|a, b| b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal));
+            vals
+        };
+        if let Acc::Values(vals) = self {
+            let n = call.n.unwrap_or(1);
+            return match call.kind {
+                AggKind::CollectList => list(vals.clone()),
+                AggKind::CollectSet => list(distinct(vals)),
+                AggKind::TopK => list(desc(vals.clone()).into_iter().take(n).collect()),
+                AggKind::TopKDistinct => list(desc(distinct(vals)).into_iter().take(n).collect()),
+                AggKind::EarliestByOffset => list(vals.iter().take(n).cloned().collect()),
+                AggKind::LatestByOffset => list(vals[vals.len().saturating_sub(n)..].to_vec()),
+                AggKind::CountDistinct => Ok(ScalarValue::Int64(Some(distinct(vals).len() as i64))),
+                AggKind::Attr => {
+                    let d = distinct(vals);
+                    Ok(if d.len() == 1 {
+                        d[0].clone()
+                    } else {
+                        ScalarValue::try_from(dt).map_err(eval_err)?
+                    })
+                }
+                AggKind::StddevSamp => {
+                    let xs: Vec<f64> = vals
+                        .iter()
+                        .filter_map(|v| match v.cast_to(&DataType::Float64) {
+                            Ok(ScalarValue::Float64(Some(f))) => Some(f),
+                            _ => None,
+                        })
+                        .collect();
+                    if xs.len() < 2 {
+                        return Ok(ScalarValue::Float64(Some(0.0)));
+                    }
+                    let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+                    let var =
+                        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (xs.len() - 1) as f64;
+                    Ok(ScalarValue::Float64(Some(var.sqrt())))
+                }
+                _ => Err(RuntimeError::Eval("unexpected aggregate state".into())),
+            };
+        }
+        Ok(match self {
             Acc::Count(n) => ScalarValue::Int64(Some(*n)),
             Acc::Sum(s) | Acc::MinMax(s) | Acc::ByOffset(s) => s.clone(),
             Acc::Avg(sum, n) => {
@@ -109,7 +187,8 @@ impl Acc {
                     ScalarValue::Float64(Some(sum / *n as f64))
                 }
             }
-        }
+            Acc::Values(_) => ScalarValue::Null,
+        })
     }
 }
 
@@ -162,8 +241,8 @@ impl AggregateOperator {
         for k in keys {
             cols.push(k.to_array().map_err(eval_err)?);
         }
-        for (acc, dt) in group.accs.iter().zip(&self.agg_types) {
-            let v = acc.value();
+        for ((acc, dt), call) in group.accs.iter().zip(&self.agg_types).zip(&self.plan.aggs) {
+            let v = acc.value(call, dt)?;
             let v = if v.data_type() == *dt {
                 v
             } else {
@@ -288,7 +367,7 @@ impl Operator for AggregateOperator {
                         Some(a) => Some(ScalarValue::try_from_array(a, row).map_err(eval_err)?),
                         None => None,
                     };
-                    acc.update(call.kind, v)?;
+                    acc.update(call, v)?;
                 }
             }
             self.emit_row(&batch, row, &keys, out)?;
