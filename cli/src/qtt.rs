@@ -226,7 +226,18 @@ pub fn run_case(test: &Value, fmt: Option<&str>, cfg: Option<&str>) -> Outcome {
                     log_hint(&driver)
                 ));
             };
-            let key = from_payload(source.as_ref(), true, g.key.as_deref());
+            // A windowed key ends with its window (Kafka Streams' layout).
+            let (key_bytes, window) = split_window(source.as_ref(), g.key.as_deref());
+            if let (Some(want), Some((start, end))) = (w.get("window"), window) {
+                let ok = want["start"].as_i64().is_none_or(|s| s == start)
+                    && want["end"].as_i64().is_none_or(|e| e == end);
+                if !ok {
+                    return Outcome::Fail(format!(
+                        "topic {topic} record {i}: expected window {want}, got start={start} end={end}"
+                    ));
+                }
+            }
+            let key = from_payload(source.as_ref(), true, key_bytes);
             let value = from_payload(source.as_ref(), false, g.value.as_deref());
             let (key, value) = match (key, value) {
                 (Ok(k), Ok(v)) => (k, v),
@@ -296,6 +307,38 @@ pub fn run_case(test: &Value, fmt: Option<&str>, cfg: Option<&str>) -> Outcome {
         }
     }
     Outcome::Pass
+}
+
+fn split_window<'a>(
+    source: Option<&Source>,
+    key: Option<&'a [u8]>,
+) -> (Option<&'a [u8]>, Option<(i64, i64)>) {
+    use brook_planner::catalog::WindowType;
+    let Some(window) = source.and_then(|s| s.window) else {
+        return (key, None);
+    };
+    let Some(k) = key else {
+        return (None, None);
+    };
+    let be = |b: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        i64::from_be_bytes(a)
+    };
+    match window {
+        WindowType::Session if k.len() >= 16 => {
+            let n = k.len();
+            let end = be(&k[n - 16..n - 8]);
+            let start = be(&k[n - 8..]);
+            (Some(&k[..n - 16]), Some((start, end)))
+        }
+        WindowType::Tumbling { size_ms } | WindowType::Hopping { size_ms } if k.len() >= 8 => {
+            let n = k.len();
+            let start = be(&k[n - 8..]);
+            (Some(&k[..n - 8]), Some((start, start + size_ms as i64)))
+        }
+        _ => (key, None),
+    }
 }
 
 fn log_hint(driver: &Driver) -> String {

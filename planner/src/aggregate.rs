@@ -67,6 +67,30 @@ pub struct AggregatePlan {
     pub projections: Vec<Projection>,
     pub having: Option<Arc<dyn PhysicalExpr>>,
     pub output: LogicalSchema,
+    pub window: Option<WindowPlan>,
+}
+
+/// A time window (tumbling when `advance_ms == size_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowPlan {
+    pub size_ms: i64,
+    pub advance_ms: i64,
+    /// How long after its end a window still takes records (ksqlDB's default: 24 hours).
+    pub grace_ms: i64,
+}
+
+impl WindowPlan {
+    pub fn window_type(&self) -> crate::catalog::WindowType {
+        if self.size_ms == self.advance_ms {
+            crate::catalog::WindowType::Tumbling {
+                size_ms: self.size_ms as u64,
+            }
+        } else {
+            crate::catalog::WindowType::Hopping {
+                size_ms: self.size_ms as u64,
+            }
+        }
+    }
 }
 
 fn agg_kind(name: &str, args: &[SqlExpr]) -> Option<AggKind> {
@@ -275,11 +299,39 @@ pub fn plan_aggregate(
     catalog: &Catalog,
     sink: &str,
 ) -> Result<AggregatePlan, PlanError> {
-    if !q.joins.is_empty() || q.window.is_some() {
-        return Err(PlanError::Unsupported(
-            "joins and windowed aggregations are not supported yet".into(),
-        ));
+    if !q.joins.is_empty() {
+        return Err(PlanError::Unsupported("joins are not supported yet".into()));
     }
+    let window = match &q.window {
+        None => None,
+        Some(w) => {
+            let grace_ms = w.grace.map(|g| g.millis() as i64).unwrap_or(24 * 3_600_000);
+            match &w.kind {
+                brook_sql::WindowKind::Tumbling { size } => Some(WindowPlan {
+                    size_ms: size.millis() as i64,
+                    advance_ms: size.millis() as i64,
+                    grace_ms,
+                }),
+                brook_sql::WindowKind::Hopping { size, advance } => {
+                    if advance.millis() > size.millis() || advance.millis() == 0 {
+                        return Err(PlanError::Invalid(
+                            "Window advance must be greater than zero and not larger than the window size".into(),
+                        ));
+                    }
+                    Some(WindowPlan {
+                        size_ms: size.millis() as i64,
+                        advance_ms: advance.millis() as i64,
+                        grace_ms,
+                    })
+                }
+                brook_sql::WindowKind::Session { .. } => {
+                    return Err(PlanError::Unsupported(
+                        "SESSION windows are not supported yet".into(),
+                    ))
+                }
+            }
+        }
+    };
     if !q.partition_by.is_empty() {
         return Err(PlanError::Invalid(
             "PARTITION BY and GROUP BY in the same query is not supported".into(),
@@ -379,6 +431,17 @@ pub fn plan_aggregate(
         columns: Vec::new(),
         types: catalog,
     };
+    if window.is_some() {
+        for n in [crate::schema::WINDOWSTART, crate::schema::WINDOWEND] {
+            fields.push(Field::new(n, DataType::Int64, false));
+            agg_scope.columns.push(ScopeColumn {
+                name: n.to_string(),
+                qualifiers: Vec::new(),
+                ty: Type::Bigint,
+                field: n.to_string(),
+            });
+        }
+    }
     for (j, ty) in group_types.iter().enumerate() {
         let n = format!("__K{j}");
         fields.push(Field::new(&n, arrow_type(ty, catalog)?, true));
@@ -546,5 +609,6 @@ pub fn plan_aggregate(
         projections,
         having,
         output,
+        window,
     })
 }

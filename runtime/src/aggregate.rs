@@ -203,6 +203,8 @@ pub struct AggregateOperator {
     agg_types: Vec<DataType>,
     output_schema: SchemaRef,
     state: HashMap<Vec<ScalarValue>, Group>,
+    /// The largest ROWTIME seen: windows that ended a grace period before it are closed.
+    stream_time: i64,
 }
 
 impl AggregateOperator {
@@ -213,7 +215,10 @@ impl AggregateOperator {
             .iter()
             .map(|a| arrow_type(&a.result_type, types).map_err(plan_err))
             .collect::<Result<Vec<_>>>()?;
-        let row = plan.output.row_schema(false, types).map_err(plan_err)?;
+        let row = plan
+            .output
+            .row_schema(plan.window.is_some(), types)
+            .map_err(plan_err)?;
         let mut fields: Vec<Field> = row.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(Field::new(TOMBSTONE, DataType::Boolean, false));
         Ok(AggregateOperator {
@@ -221,6 +226,7 @@ impl AggregateOperator {
             agg_types,
             output_schema: Arc::new(Schema::new(fields)),
             state: HashMap::new(),
+            stream_time: i64::MIN,
         })
     }
 
@@ -229,6 +235,7 @@ impl AggregateOperator {
         batch: &RecordBatch,
         row: usize,
         keys: &[ScalarValue],
+        window: Option<(i64, i64)>,
         out: &mut Vec<RecordBatch>,
     ) -> Result<()> {
         let Some(group) = self.state.get_mut(keys) else {
@@ -238,7 +245,16 @@ impl AggregateOperator {
             .iter()
             .map(|c| c.slice(row, 1))
             .collect();
-        for k in keys {
+        if let Some((start, end)) = window {
+            cols.push(Arc::new(arrow::array::Int64Array::from(vec![start])));
+            cols.push(Arc::new(arrow::array::Int64Array::from(vec![end])));
+        }
+        let group_keys = if window.is_some() {
+            &keys[..keys.len() - 1]
+        } else {
+            keys
+        };
+        for k in group_keys {
             cols.push(k.to_array().map_err(eval_err)?);
         }
         for ((acc, dt), call) in group.accs.iter().zip(&self.agg_types).zip(&self.plan.aggs) {
@@ -267,9 +283,10 @@ impl AggregateOperator {
             return Ok(());
         }
         group.emitted = passes;
-        let mut out_cols: Vec<ArrayRef> = agg_row.columns()[..3].to_vec();
+        let pseudo = if window.is_some() { 5 } else { 3 };
+        let mut out_cols: Vec<ArrayRef> = agg_row.columns()[..pseudo].to_vec();
         for (i, p) in self.plan.projections.iter().enumerate() {
-            let want = self.output_schema.field(3 + i).data_type();
+            let want = self.output_schema.field(pseudo + i).data_type();
             let a = if passes || p.column.namespace == brook_planner::schema::Namespace::Key {
                 p.expr
                     .evaluate(&agg_row)
@@ -344,33 +361,69 @@ impl Operator for AggregateOperator {
             if keys.iter().any(ScalarValue::is_null) {
                 continue;
             }
-            if !self.state.contains_key(&keys) {
-                let accs = self
-                    .plan
-                    .aggs
-                    .iter()
-                    .zip(&self.agg_types)
-                    .map(|(a, dt)| Acc::new(a, dt))
-                    .collect::<Result<Vec<_>>>()?;
-                self.state.insert(
-                    keys.clone(),
-                    Group {
-                        accs,
-                        emitted: false,
-                    },
-                );
-            }
-            if let Some(group) = self.state.get_mut(&keys) {
-                for ((acc, call), arg) in group.accs.iter_mut().zip(&self.plan.aggs).zip(&arg_cols)
-                {
-                    let v = match arg {
-                        Some(a) => Some(ScalarValue::try_from_array(a, row).map_err(eval_err)?),
-                        None => None,
-                    };
-                    acc.update(call, v)?;
+            let ts = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .map(|a| a.value(row))
+                .unwrap_or(0);
+            self.stream_time = self.stream_time.max(ts);
+            // The windows this row falls in (one for tumbling, size/advance for hopping),
+            // oldest first, less those already closed.
+            let windows: Vec<Option<(i64, i64)>> = match self.plan.window {
+                None => vec![None],
+                Some(w) => {
+                    let last = ts - ts.rem_euclid(w.advance_ms);
+                    let mut starts = Vec::new();
+                    let mut s = last;
+                    while s > ts - w.size_ms {
+                        if s >= 0 {
+                            starts.push(s);
+                        }
+                        s -= w.advance_ms;
+                    }
+                    starts.reverse();
+                    starts
+                        .into_iter()
+                        .filter(|s| s + w.size_ms + w.grace_ms > self.stream_time)
+                        .map(|s| Some((s, s + w.size_ms)))
+                        .collect()
                 }
+            };
+            for window in windows {
+                let mut keys = keys.clone();
+                if let Some((start, _)) = window {
+                    keys.push(ScalarValue::Int64(Some(start)));
+                }
+                if !self.state.contains_key(&keys) {
+                    let accs = self
+                        .plan
+                        .aggs
+                        .iter()
+                        .zip(&self.agg_types)
+                        .map(|(a, dt)| Acc::new(a, dt))
+                        .collect::<Result<Vec<_>>>()?;
+                    self.state.insert(
+                        keys.clone(),
+                        Group {
+                            accs,
+                            emitted: false,
+                        },
+                    );
+                }
+                if let Some(group) = self.state.get_mut(&keys) {
+                    for ((acc, call), arg) in
+                        group.accs.iter_mut().zip(&self.plan.aggs).zip(&arg_cols)
+                    {
+                        let v = match arg {
+                            Some(a) => Some(ScalarValue::try_from_array(a, row).map_err(eval_err)?),
+                            None => None,
+                        };
+                        acc.update(call, v)?;
+                    }
+                }
+                self.emit_row(&batch, row, &keys, window, out)?;
             }
-            self.emit_row(&batch, row, &keys, out)?;
         }
         Ok(())
     }

@@ -256,6 +256,35 @@ pub fn encode_batch(sink: &Source, batch: &RecordBatch) -> Result<Vec<EncodedRow
         .as_any()
         .downcast_ref::<Int64Array>()
         .ok_or_else(|| RuntimeError::Plan("ROWTIME must be BIGINT".into()))?;
+    // Windowed keys carry their window as Kafka Streams writes it: the key, then the
+    // window start (and for sessions the end first), each 8 bytes big-endian.
+    if sink.window.is_some() {
+        let col = |n: &str| {
+            schema.index_of(n).ok().and_then(|i| {
+                batch
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .cloned()
+            })
+        };
+        if let (Some(starts), Some(ends)) = (
+            col(brook_planner::schema::WINDOWSTART),
+            col(brook_planner::schema::WINDOWEND),
+        ) {
+            for (i, key) in k.iter_mut().enumerate() {
+                let mut bytes = key.take().unwrap_or_default();
+                if matches!(
+                    sink.window,
+                    Some(brook_planner::catalog::WindowType::Session)
+                ) {
+                    bytes.extend_from_slice(&ends.value(i).to_be_bytes());
+                }
+                bytes.extend_from_slice(&starts.value(i).to_be_bytes());
+                *key = Some(bytes);
+            }
+        }
+    }
     // Aggregations mark rows whose key is gone: those are tombstones.
     let tombstones = schema
         .index_of(crate::aggregate::TOMBSTONE)

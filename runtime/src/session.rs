@@ -59,6 +59,13 @@ impl QueryPlan {
         }
     }
 
+    pub fn window(&self) -> Option<brook_planner::catalog::WindowType> {
+        match self {
+            QueryPlan::Stateless(_) => None,
+            QueryPlan::Aggregate(p) => p.window.map(|w| w.window_type()),
+        }
+    }
+
     pub fn source(&self) -> &str {
         match self {
             QueryPlan::Stateless(p) => &p.source,
@@ -220,8 +227,9 @@ impl Session {
                     ))
                     .into());
                 }
-                let sink =
+                let mut sink =
                     self.sink_source(&name, *kind, plan.output(), properties, &input, &ps.text)?;
+                sink.window = plan.window();
                 check_formats(&sink)?;
                 let partitions = prop_int(properties, "PARTITIONS")?
                     .map(|p| p as i32)
