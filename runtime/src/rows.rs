@@ -240,7 +240,19 @@ pub fn encode_batch(sink: &Source, batch: &RecordBatch) -> Result<Vec<EncodedRow
     let mut k = format::encode(&sink.key_format, Part::Key, &keys, &key_arrays, 0..rows)?;
     // A key whose columns are all NULL is a null key, whatever the format.
     for (i, slot) in k.iter_mut().enumerate() {
-        if !key_arrays.is_empty() && key_arrays.iter().all(|a| a.is_null(i)) {
+        // (A multi-column key in an object format keeps its fields, as NULLs.)
+        let object_format = matches!(
+            sink.key_format.kind,
+            brook_planner::format::FormatKind::Json
+                | brook_planner::format::FormatKind::JsonSr
+                | brook_planner::format::FormatKind::Avro
+                | brook_planner::format::FormatKind::Protobuf
+                | brook_planner::format::FormatKind::ProtobufNoSr
+        );
+        if !key_arrays.is_empty()
+            && (key_arrays.len() == 1 || !object_format)
+            && key_arrays.iter().all(|a| a.is_null(i))
+        {
             *slot = None;
         }
     }

@@ -381,6 +381,26 @@ impl Session {
         let (mut key_format, mut value_format) = brook_planner::catalog::formats(props, &defaults)?;
         if !has("FORMAT") && !has("KEY_FORMAT") {
             key_format.delimiter = input.key_format.delimiter;
+            // An inherited key format that cannot carry the new key changes, as in ksqlDB:
+            // KAFKA takes one column (several go to JSON), NONE takes none.
+            use brook_planner::format::{FormatKind, FormatSpec};
+            let keys = schema.key_columns().count();
+            if keys > 1 && key_format.kind == FormatKind::Kafka {
+                key_format = FormatSpec::new(FormatKind::Json);
+            } else if keys > 0 && key_format.kind == FormatKind::None {
+                key_format = FormatSpec::new(if keys > 1 {
+                    FormatKind::Json
+                } else {
+                    FormatKind::Kafka
+                });
+            } else if keys == 0 && key_format.kind != FormatKind::None && !has("KEY_FORMAT") {
+                key_format = FormatSpec::new(FormatKind::None);
+            }
+        } else if has("KEY_FORMAT") && schema.key_columns().count() == 0 {
+            return Err(PlanError::Invalid(
+                "Key format specified for stream without key columns.".into(),
+            )
+            .into());
         }
         if !has("FORMAT") && !has("VALUE_FORMAT") && !has("VALUE_DELIMITER") {
             value_format.delimiter = input.value_format.delimiter;
