@@ -396,7 +396,10 @@ impl Session {
             } else if keys == 0 && key_format.kind != FormatKind::None && !has("KEY_FORMAT") {
                 key_format = FormatSpec::new(FormatKind::None);
             }
-        } else if has("KEY_FORMAT") && schema.key_columns().count() == 0 {
+        } else if has("KEY_FORMAT")
+            && schema.key_columns().count() == 0
+            && key_format.kind != brook_planner::format::FormatKind::None
+        {
             return Err(PlanError::Invalid(
                 "Key format specified for stream without key columns.".into(),
             )
