@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn case(name: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/test-runner").join(name);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/test-runner")
+        .join(name);
     (
         dir.join("statements.sql"),
         dir.join("input.json"),
@@ -24,8 +26,8 @@ fn run(name: &str) -> (i32, String) {
         .arg(&o)
         .output()
         .expect("brook runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -50,8 +52,11 @@ fn failing_case_exits_one_and_shows_the_difference() {
 fn bad_sql_fails_with_its_position() {
     let dir = std::env::temp_dir().join(format!("brook-tr-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::write(dir.join("s.sql"), "CREATE STREAM s (a INT) WITH (kafka_topic='t';\n")
-        .expect("write");
+    std::fs::write(
+        dir.join("s.sql"),
+        "CREATE STREAM s (a INT) WITH (kafka_topic='t';\n",
+    )
+    .expect("write");
     std::fs::write(dir.join("o.json"), "{\"outputs\": []}").expect("write");
     let out = Command::new(env!("CARGO_BIN_EXE_brook"))
         .args(["test-runner", "-s"])

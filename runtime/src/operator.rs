@@ -33,17 +33,40 @@ pub trait Operator: Send {
 pub struct FilterProject {
     plan: StatelessPlan,
     output_schema: SchemaRef,
+    /// Over a table a row that fails WHERE is not dropped: its key's row is deleted, so it
+    /// leaves as a tombstone (marked in the last column).
+    table: bool,
 }
 
 impl FilterProject {
     pub fn new(plan: StatelessPlan, types: &dyn TypeRegistry) -> Result<Self> {
-        let output_schema = plan
+        Self::build(plan, types, false)
+    }
+
+    /// For a query over a table: filtered-out rows become tombstones.
+    pub fn for_table(plan: StatelessPlan, types: &dyn TypeRegistry) -> Result<Self> {
+        Self::build(plan, types, true)
+    }
+
+    fn build(plan: StatelessPlan, types: &dyn TypeRegistry, table: bool) -> Result<Self> {
+        let mut output_schema = plan
             .output
             .row_schema(false, types)
             .map_err(|e| RuntimeError::Plan(e.to_string()))?;
+        if table {
+            let mut fields: Vec<arrow::datatypes::FieldRef> =
+                output_schema.fields().iter().cloned().collect();
+            fields.push(Arc::new(arrow::datatypes::Field::new(
+                crate::aggregate::TOMBSTONE,
+                DataType::Boolean,
+                false,
+            )));
+            output_schema = Arc::new(arrow::datatypes::Schema::new(fields));
+        }
         Ok(FilterProject {
             plan,
             output_schema,
+            table,
         })
     }
 
@@ -62,8 +85,21 @@ impl Operator for FilterProject {
     }
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let mut dead: Option<BooleanArray> = None;
         let batch = match &self.plan.filter {
             None => batch,
+            Some(f) if self.table => {
+                let mask = f
+                    .evaluate(&batch)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+                    .map_err(eval_err)?;
+                let mask = mask
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .ok_or_else(|| RuntimeError::Eval("WHERE did not give a BOOLEAN".into()))?;
+                dead = Some(mask.iter().map(|m| Some(m != Some(true))).collect());
+                batch
+            }
             Some(f) => {
                 let mask = f
                     .evaluate(&batch)
@@ -102,6 +138,11 @@ impl Operator for FilterProject {
                 cast(&array, want)?
             };
             columns.push(array);
+        }
+        if self.table {
+            columns.push(Arc::new(
+                dead.unwrap_or_else(|| BooleanArray::from(vec![false; rows])),
+            ));
         }
         let out_batch = RecordBatch::try_new_with_options(
             Arc::clone(&self.output_schema),

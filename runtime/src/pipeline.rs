@@ -39,6 +39,11 @@ impl Pipeline {
     pub fn new(spec: QuerySpec, types: &Catalog) -> Result<Pipeline> {
         // An aggregation skips records without a value, as a filter would.
         let (filters, operator): (bool, Box<dyn Operator>) = match spec.plan {
+            // Over a table, a deleted row (no value) is forwarded as a deletion, whatever
+            // the filter says, and a row the filter drops becomes a deletion too.
+            QueryPlan::Stateless(p) if spec.input.kind == brook_sql::SourceKind::Table => {
+                (false, Box::new(FilterProject::for_table(p, types)?))
+            }
             QueryPlan::Stateless(p) => {
                 (p.filter.is_some(), Box::new(FilterProject::new(p, types)?))
             }

@@ -214,16 +214,13 @@ impl Session {
                 };
                 let input = self.catalog.source(plan.source())?.clone();
                 if matches!(plan, QueryPlan::Stateless(_)) && input.kind != *kind {
-                    if input.kind == SourceKind::Stream {
-                        return Err(PlanError::Invalid(
-                            "Invalid result type. Your SELECT query produces a STREAM. Please use CREATE STREAM AS SELECT statement instead.".into(),
-                        )
-                        .into());
-                    }
-                    return Err(PlanError::Unsupported(format!(
-                        "CREATE {} AS SELECT from a {} is not supported yet",
-                        kind_word(*kind),
-                        kind_word(input.kind)
+                    let (produces, use_) = if input.kind == SourceKind::Stream {
+                        ("STREAM", "CREATE STREAM AS SELECT")
+                    } else {
+                        ("TABLE", "CREATE TABLE AS SELECT")
+                    };
+                    return Err(PlanError::Invalid(format!(
+                        "Invalid result type. Your SELECT query produces a {produces}. Please use {use_} statement instead."
                     ))
                     .into());
                 }
@@ -261,6 +258,20 @@ impl Session {
                 query,
             } => {
                 let target = self.catalog.source(&target.value)?.clone();
+                if target.kind == SourceKind::Table {
+                    return Err(PlanError::Invalid(format!(
+                        "INSERT INTO can only be used to insert into a stream. {} is a table.",
+                        target.name
+                    ))
+                    .into());
+                }
+                if target.schema.header_columns().next().is_some() {
+                    return Err(PlanError::Invalid(format!(
+                        "Cannot insert into {} because it has header columns",
+                        target.name
+                    ))
+                    .into());
+                }
                 if is_aggregation(query) {
                     return Err(PlanError::Unsupported(
                         "INSERT INTO with an aggregation is not supported yet".into(),
@@ -302,13 +313,62 @@ impl Session {
                 Ok(Action::Insert { source, rows })
             }
             Statement::Drop {
-                name, if_exists, ..
+                name,
+                if_exists,
+                delete_topic,
+                ..
             } => {
                 let name = name.value.clone();
+                if *delete_topic && self.catalog.sources.get(&name).is_some_and(|s| s.read_only) {
+                    return Err(PlanError::Invalid(format!(
+                        "Cannot delete topic for read-only source: {name}"
+                    ))
+                    .into());
+                }
                 if self.catalog.sources.remove(&name).is_none() && !*if_exists {
                     return Err(PlanError::UnknownSource(format!("Source {name}")).into());
                 }
                 Ok(Action::Drop(name))
+            }
+            Statement::AlterSource {
+                kind,
+                name,
+                add_columns,
+            } => {
+                let word = kind_word(*kind);
+                let src = self.catalog.source(&name.value)?.clone();
+                if src.read_only {
+                    return Err(PlanError::Invalid(format!(
+                        "Cannot alter {word} '{}': ALTER operations are not supported on source {word}s.",
+                        src.name
+                    ))
+                    .into());
+                }
+                if src.kind != *kind {
+                    return Err(PlanError::Invalid(format!(
+                        "Incompatible data source type is {}, but statement was ALTER {}",
+                        kind_word(src.kind).to_uppercase(),
+                        word.to_uppercase()
+                    ))
+                    .into());
+                }
+                let mut updated = src.clone();
+                for (c, t) in add_columns {
+                    if updated.schema.column(&c.value).is_some() {
+                        return Err(PlanError::Invalid(format!(
+                            "Cannot add column `{}` to schema. A column with the same name already exists.",
+                            c.value
+                        ))
+                        .into());
+                    }
+                    let ty = self.catalog.resolve_type(t)?;
+                    updated
+                        .schema
+                        .columns
+                        .push(Column::new(c.value.clone(), ty, Namespace::Value));
+                }
+                self.catalog.sources.insert(updated.name.clone(), updated);
+                Ok(Action::None)
             }
             Statement::CreateType {
                 name,

@@ -3,18 +3,28 @@
 //! writing inserted rows — with the same pipelines the deterministic driver runs.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arrow::array::RecordBatch;
+use brook_planner::catalog::{Catalog, Source};
+use brook_planner::query::{plan_stateless, Target};
+use brook_planner::schema::LogicalSchema;
 use brook_planner::PlanError;
-use brook_runtime::kafka::{create_topic, producer_config, topic_partitions};
+use brook_runtime::kafka::{consumer_config, create_topic, producer_config, topic_partitions};
+use brook_runtime::operator::{FilterProject, Operator};
 use brook_runtime::pipeline::Pipeline;
+use brook_runtime::rdkafka::consumer::{Consumer, StreamConsumer};
+use brook_runtime::rdkafka::message::{BorrowedMessage, Headers, Message};
 use brook_runtime::rdkafka::producer::{FutureProducer, FutureRecord};
+use brook_runtime::rows::{decode_records, Record};
 use brook_runtime::session::{Action, Session, StatementError};
 use brook_runtime::task::{self, TaskConfig, TaskStats};
-use tokio::sync::{watch, Mutex};
+use brook_runtime::RuntimeError;
+use tokio::sync::{mpsc, watch, Mutex};
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::{debug, error, info, warn};
 
 use crate::ServerError;
 
@@ -30,6 +40,8 @@ pub enum Executed {
 
 struct RunningQuery {
     sink: String,
+    /// The statement that started the query (SHOW QUERIES' `queryString`).
+    statement: String,
     stop: watch::Sender<bool>,
     stats: watch::Receiver<TaskStats>,
     handle: JoinHandle<()>,
@@ -44,12 +56,38 @@ pub struct QueryInfo {
     pub stats: TaskStats,
 }
 
+/// Where a transient push query starts reading when its consumer group has no offsets
+/// (always: every push query has a group of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// Only records produced after the query started (ksqlDB's default).
+    #[default]
+    Latest,
+    Earliest,
+}
+
+/// A running transient push query: its output columns, and its rows as they are produced.
+/// Dropping it (or its receiver) cancels the query and releases its consumer.
+pub struct PushQuery {
+    pub id: String,
+    /// The output columns (none are key columns: a push query's result has no key).
+    pub schema: LogicalSchema,
+    /// Output batches in the row schema of `schema` (ROWTIME, ROWPARTITION, ROWOFFSET
+    /// first). An `Err` is the last item: the query failed.
+    pub rows: mpsc::Receiver<Result<RecordBatch, String>>,
+    /// The LIMIT, if any: the channel closes once that many rows were sent.
+    pub limit: Option<u64>,
+}
+
 pub struct Engine {
     bootstrap: String,
     session: Mutex<Session>,
     queries: Mutex<BTreeMap<String, RunningQuery>>,
     producer: FutureProducer,
     task_config: TaskConfig,
+    transient_seq: AtomicU64,
+    /// Turns true at shutdown so push queries end and their HTTP responses complete.
+    stopping: watch::Sender<bool>,
 }
 
 impl Engine {
@@ -63,6 +101,8 @@ impl Engine {
             queries: Mutex::new(BTreeMap::new()),
             producer,
             task_config: TaskConfig::new(bootstrap),
+            transient_seq: AtomicU64::new(0),
+            stopping: watch::channel(false).0,
         }))
     }
 
@@ -75,6 +115,14 @@ impl Engine {
         Ok(out)
     }
 
+    /// Runs one parsed statement (the REST API reports on each statement of a request).
+    pub async fn execute_statement(
+        &self,
+        ps: &brook_sql::ParsedStatement,
+    ) -> Result<Executed, StatementError> {
+        self.execute_one(ps).await
+    }
+
     async fn execute_one(
         &self,
         ps: &brook_sql::ParsedStatement,
@@ -83,7 +131,9 @@ impl Engine {
         let mut session = self.session.lock().await;
         let before = session.catalog.clone();
         let action = session.plan(ps, &|t: &str| partitions.get(t).copied())?;
-        let result = self.carry_out(&mut session, action, &partitions).await;
+        let result = self
+            .carry_out(&mut session, action, &partitions, &ps.text)
+            .await;
         if result.is_err() {
             // The statement did not take effect: neither may its catalog change.
             session.catalog = before;
@@ -96,6 +146,7 @@ impl Engine {
         session: &mut Session,
         action: Action,
         partitions: &std::collections::HashMap<String, i32>,
+        statement: &str,
     ) -> Result<Executed, StatementError> {
         match action {
             Action::None => Ok(Executed::Done),
@@ -128,7 +179,7 @@ impl Engine {
                 let id = spec.id.clone();
                 let sink = spec.sink.name.clone();
                 let pipeline = Pipeline::new(*spec, &session.catalog)?;
-                self.start(pipeline).await;
+                self.start(pipeline, statement).await;
                 Ok(Executed::QueryStarted { id, sink })
             }
             Action::Insert { source, rows } => {
@@ -166,7 +217,7 @@ impl Engine {
         }
     }
 
-    async fn start(&self, pipeline: Pipeline) {
+    async fn start(&self, pipeline: Pipeline, statement: &str) {
         let id = pipeline.id.clone();
         let sink = pipeline.sink.name.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -183,6 +234,7 @@ impl Engine {
             id,
             RunningQuery {
                 sink,
+                statement: statement.to_string(),
                 stop: stop_tx,
                 stats: stats_rx,
                 handle,
@@ -215,12 +267,194 @@ impl Engine {
             .collect()
     }
 
+    /// The statement that started a running query.
+    pub async fn query_statement(&self, id: &str) -> Option<String> {
+        self.queries
+            .lock()
+            .await
+            .get(id)
+            .map(|q| q.statement.clone())
+    }
+
+    /// A snapshot of the catalog, for the statements answered without the session
+    /// (SHOW, LIST, DESCRIBE).
+    pub async fn catalog(&self) -> Catalog {
+        self.session.lock().await.catalog.clone()
+    }
+
+    /// Topic names and partition counts, as Kafka reports them.
+    pub async fn topics(&self) -> Result<std::collections::HashMap<String, i32>, RuntimeError> {
+        topic_partitions(&self.bootstrap, Duration::from_secs(30)).await
+    }
+
+    /// Starts a transient push query (`SELECT … FROM source [WHERE …] EMIT CHANGES [LIMIT n]`)
+    /// reading the source's topic with a consumer group of its own. Rows go to a bounded
+    /// channel, so a slow client slows the consumer rather than growing a buffer.
+    pub async fn push_query(
+        &self,
+        query: &brook_sql::Query,
+        reset: OffsetReset,
+    ) -> Result<PushQuery, StatementError> {
+        let catalog = self.catalog().await;
+        let plan = plan_stateless(query, &catalog, Target::Transient)?;
+        let source = catalog.source(&plan.source)?.clone();
+        let schema = plan.output.clone();
+        let operator = FilterProject::new(plan, &catalog)?;
+        let seq = self.transient_seq.fetch_add(1, Ordering::Relaxed);
+        // A fresh id per query (and per server run, through the clock) so that no group
+        // ever has committed offsets to resume from.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() % 1_000_000_000_000)
+            .unwrap_or(0);
+        let id = format!("transient_{}_{}{}", source.name, nanos, seq);
+        let mut cc = consumer_config(&self.bootstrap, &format!("_brook_{id}"));
+        cc.set(
+            "auto.offset.reset",
+            match reset {
+                OffsetReset::Latest => "latest",
+                OffsetReset::Earliest => "earliest",
+            },
+        );
+        let consumer: StreamConsumer = cc.create().map_err(RuntimeError::from)?;
+        consumer
+            .subscribe(&[&source.topic])
+            .map_err(RuntimeError::from)?;
+        let (tx, rx) = mpsc::channel(16);
+        let limit = query.limit;
+        let stopping = self.stopping.subscribe();
+        let task_id = id.clone();
+        tokio::spawn(async move {
+            let run = Transient {
+                id: task_id.clone(),
+                source,
+                catalog,
+                operator,
+                limit,
+            };
+            match run.run(&consumer, tx, stopping).await {
+                Ok(()) => debug!(query = %task_id, "push query ended"),
+                Err(e) => warn!(query = %task_id, error = %e, "push query failed"),
+            }
+            // Closing a consumer leaves its group, which blocks (seconds, when a join is
+            // still in flight): off the runtime's worker threads.
+            let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+        });
+        info!(query = %id, "push query started");
+        Ok(PushQuery {
+            id,
+            schema,
+            rows: rx,
+            limit,
+        })
+    }
+
     /// Stops every query (graceful shutdown: each commits what it has written).
     pub async fn shutdown(&self) {
+        let _ = self.stopping.send(true);
         let ids: Vec<String> = self.queries.lock().await.keys().cloned().collect();
         for id in ids {
             self.terminate(&id).await;
         }
+    }
+}
+
+/// The consuming side of a push query.
+struct Transient {
+    id: String,
+    source: Source,
+    catalog: Catalog,
+    operator: FilterProject,
+    limit: Option<u64>,
+}
+
+impl Transient {
+    /// Consumes until the LIMIT is reached, the subscriber goes away or the server stops.
+    async fn run(
+        mut self,
+        consumer: &StreamConsumer,
+        tx: mpsc::Sender<Result<RecordBatch, String>>,
+        mut stopping: watch::Receiver<bool>,
+    ) -> Result<(), RuntimeError> {
+        let mut sent: u64 = 0;
+        if self.limit == Some(0) {
+            return Ok(());
+        }
+        loop {
+            if *stopping.borrow() {
+                return Ok(());
+            }
+            let msg = tokio::select! {
+                _ = tx.closed() => return Ok(()),
+                _ = stopping.changed() => return Ok(()),
+                m = consumer.recv() => m,
+            };
+            let record = match msg {
+                Ok(m) => to_record(&m),
+                Err(e) => {
+                    warn!(query = %self.id, error = %e, "consume failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            // A stream record without a value carries no row to show.
+            if record.value.is_none() {
+                continue;
+            }
+            let decoded = match decode_records(&self.source, &[record], &self.catalog) {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string())).await;
+                    return Err(e);
+                }
+            };
+            for (_, e) in &decoded.errors {
+                warn!(query = %self.id, topic = %self.source.topic, "record skipped: {e}");
+            }
+            let Some(batch) = decoded.batch else {
+                continue;
+            };
+            let mut out = Vec::new();
+            if let Err(e) = self.operator.process(batch, &mut out) {
+                // ksqlDB logs a row that fails to evaluate and goes on.
+                warn!(query = %self.id, "row skipped: {e}");
+                continue;
+            }
+            for mut b in out {
+                if let Some(limit) = self.limit {
+                    let left = limit.saturating_sub(sent) as usize;
+                    if b.num_rows() > left {
+                        b = b.slice(0, left);
+                    }
+                }
+                sent += b.num_rows() as u64;
+                if b.num_rows() > 0 && tx.send(Ok(b)).await.is_err() {
+                    return Ok(());
+                }
+                if self.limit.is_some_and(|l| sent >= l) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn to_record(m: &BorrowedMessage<'_>) -> Record {
+    let headers = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_string(), h.value.map(|v| v.to_vec())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Record {
+        key: m.key().map(|k| k.to_vec()),
+        value: m.payload().map(|v| v.to_vec()),
+        timestamp: m.timestamp().to_millis().unwrap_or(0),
+        headers,
+        partition: m.partition(),
+        offset: m.offset(),
     }
 }
 

@@ -1,5 +1,7 @@
 //! `brook-server`: the Brook service.
 
+mod rest;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use tracing::{error, info};
 
+use brook_server::engine::Engine;
 use brook_server::{check_kafka, ServerError};
 
 #[derive(Debug, Parser)]
@@ -31,6 +34,10 @@ struct Args {
     /// Keep the embedded broker's log in memory instead of on disk (lost on exit).
     #[arg(long)]
     broker_in_memory: bool,
+
+    /// Address of the REST API (ksqlDB's: `/ksql`, `/query-stream`, `/query`, `/info`).
+    #[arg(long, env = "BROOK_LISTEN", default_value = "0.0.0.0:8088")]
+    listen: SocketAddr,
 }
 
 fn main() {
@@ -69,9 +76,42 @@ async fn run(args: Args) -> Result<(), ServerError> {
         None => start_embedded(&args, &mut _broker).await?,
     };
     check_kafka(&bootstrap, Duration::from_secs(30)).await?;
+    let engine = Engine::new(&bootstrap)?;
+    let info = rest::ServerInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        kafka_cluster_id: rest::kafka_cluster_id(&bootstrap).await,
+        service_id: "default_".to_string(),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| ServerError::Runtime(e.into()))?;
+    let api_addr = listener
+        .local_addr()
+        .map_err(|e| ServerError::Runtime(e.into()))?;
+    info!(listen = %api_addr, "REST API listening on http://{api_addr}");
+    let app = rest::router(engine.clone(), info, &bootstrap);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(async move {
+        let mut stop_rx = stop_rx;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.wait_for(|s| *s).await;
+            })
+            .await
+    });
     info!(bootstrap_servers = %bootstrap, "brook-server ready; Ctrl-C or SIGTERM stops it");
     shutdown_signal().await;
     info!("shutting down");
+    // Stopping the engine first ends push queries, so their responses complete and the
+    // HTTP server's graceful shutdown is not held up by clients streaming forever.
+    engine.shutdown().await;
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(Duration::from_secs(10), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => error!("REST API: {e}"),
+        Ok(Err(e)) => error!("REST API task: {e}"),
+        Err(_) => error!("REST API connections still open after 10s; closing them"),
+    }
     Ok(())
 }
 

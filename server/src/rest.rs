@@ -1,0 +1,850 @@
+//! ksqlDB's REST API: `/ksql` for statements, `/query-stream` and `/query` for push queries,
+//! `/info` and `/healthcheck`. Response bodies follow ksqlDB's wire shapes (`@type`
+//! entities, `error_code`s) so that ksqlDB's clients and tools can talk to Brook.
+
+mod values;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use brook_planner::catalog::{Catalog, Source};
+use brook_planner::schema::{Namespace, SchemaType};
+use brook_runtime::session::StatementError;
+use brook_server::engine::{Engine, Executed, OffsetReset, PushQuery, QueryInfo};
+use brook_sql::{ListKind, ParsedStatement, QueryTarget, SourceKind, Statement, Type};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// ksqlDB's error codes (`io.confluent.ksql.rest.Errors`).
+const BAD_REQUEST: u32 = 40000;
+const BAD_STATEMENT: u32 = 40001;
+const QUERY_ENDPOINT: u32 = 40002;
+const SERVER_ERROR: u32 = 50000;
+
+const KSQL_V1_JSON: &str = "application/vnd.ksql.v1+json";
+const DELIMITED: &str = "application/vnd.ksqlapi.delimited.v1";
+const JSON: &str = "application/json";
+
+/// What `/info` reports.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub version: String,
+    pub kafka_cluster_id: String,
+    pub service_id: String,
+}
+
+#[derive(Clone)]
+struct Api {
+    engine: Arc<Engine>,
+    info: Arc<ServerInfo>,
+    bootstrap: Arc<str>,
+    /// ksqlDB numbers the commands it runs; clients may wait on a number.
+    command_seq: Arc<AtomicI64>,
+}
+
+pub fn router(engine: Arc<Engine>, info: ServerInfo, bootstrap: &str) -> Router {
+    Router::new()
+        .route("/ksql", post(ksql))
+        .route("/query-stream", post(query_stream))
+        .route("/query", post(query))
+        .route("/info", get(server_info))
+        .route("/healthcheck", get(healthcheck))
+        .with_state(Api {
+            engine,
+            info: Arc::new(info),
+            bootstrap: bootstrap.into(),
+            command_seq: Arc::new(AtomicI64::new(0)),
+        })
+}
+
+/// The Kafka cluster id, for `/info` (empty when the cluster does not say).
+pub async fn kafka_cluster_id(bootstrap: &str) -> String {
+    use brook_runtime::rdkafka::consumer::{BaseConsumer, Consumer};
+    let cfg = brook_runtime::kafka::client_config(bootstrap);
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = cfg.create().ok()?;
+        c.client().fetch_cluster_id(Duration::from_secs(10))
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KsqlRequest {
+    ksql: String,
+    #[serde(default)]
+    streams_properties: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct StreamRequest {
+    sql: String,
+    #[serde(default)]
+    properties: Map<String, Value>,
+}
+
+/// A refused statement: ksqlDB's error code and message.
+struct Refusal {
+    status: StatusCode,
+    code: u32,
+    message: String,
+}
+
+impl Refusal {
+    fn bad(message: impl Into<String>) -> Self {
+        Refusal {
+            status: StatusCode::BAD_REQUEST,
+            code: BAD_STATEMENT,
+            message: message.into(),
+        }
+    }
+
+    /// `KsqlStatementErrorMessage`: the statement and what ran before it.
+    fn statement(self, text: &str, entities: Vec<Value>) -> Response {
+        json_response(
+            self.status,
+            JSON,
+            json!({
+                "@type": "statement_error",
+                "error_code": self.code,
+                "message": self.message,
+                "statementText": text,
+                "entities": entities,
+            }),
+        )
+    }
+}
+
+impl From<StatementError> for Refusal {
+    fn from(e: StatementError) -> Self {
+        match e {
+            StatementError::Parse(_) | StatementError::Plan(_) => Refusal::bad(e.to_string()),
+            StatementError::Runtime(_) => Refusal {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                code: SERVER_ERROR,
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+fn generic_error(status: StatusCode, code: u32, message: &str) -> Response {
+    json_response(
+        status,
+        JSON,
+        json!({"@type": "generic_error", "error_code": code, "message": message}),
+    )
+}
+
+fn json_response(status: StatusCode, content_type: &'static str, body: Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn accepts(headers: &HeaderMap, media: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains(media))
+}
+
+/// ksqlDB answers in the versioned media type when the client asks for it.
+fn ksql_content_type(headers: &HeaderMap) -> &'static str {
+    if accepts(headers, KSQL_V1_JSON) {
+        KSQL_V1_JSON
+    } else {
+        JSON
+    }
+}
+
+async fn ksql(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: KsqlRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return generic_error(
+                StatusCode::BAD_REQUEST,
+                BAD_REQUEST,
+                &format!("Invalid request body: {e}"),
+            )
+        }
+    };
+    // Properties apply per request in ksqlDB's REST API; the statements run here read
+    // none of them yet, so they are accepted and not applied.
+    let _ = &req.streams_properties;
+    let statements = match brook_sql::parse(&req.ksql) {
+        Ok(s) => s,
+        Err(e) => return Refusal::bad(e.to_string()).statement(&req.ksql, Vec::new()),
+    };
+    let mut entities = Vec::new();
+    for ps in &statements {
+        let text = format!("{};", ps.text);
+        match api.statement(ps, &text).await {
+            Ok(Some(entity)) => entities.push(entity),
+            Ok(None) => {}
+            Err(refusal) => return refusal.statement(&text, entities),
+        }
+    }
+    json_response(
+        StatusCode::OK,
+        ksql_content_type(&headers),
+        Value::Array(entities),
+    )
+}
+
+fn kind_name(k: SourceKind) -> &'static str {
+    match k {
+        SourceKind::Stream => "STREAM",
+        SourceKind::Table => "TABLE",
+    }
+}
+
+fn kind_lower(k: SourceKind) -> &'static str {
+    match k {
+        SourceKind::Stream => "stream",
+        SourceKind::Table => "table",
+    }
+}
+
+impl Api {
+    fn current_status(
+        &self,
+        text: &str,
+        command_id: String,
+        message: String,
+        query_id: Option<&str>,
+    ) -> Value {
+        let seq = self.command_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        json!({
+            "@type": "currentStatus",
+            "statementText": text,
+            "commandId": command_id,
+            "commandStatus": {"status": "SUCCESS", "message": message, "queryId": query_id},
+            "commandSequenceNumber": seq,
+            "warnings": [],
+        })
+    }
+
+    /// One statement of a `/ksql` request: its entity, none (INSERT VALUES, SET), or why
+    /// it was refused.
+    async fn statement(&self, ps: &ParsedStatement, text: &str) -> Result<Option<Value>, Refusal> {
+        match &ps.statement {
+            Statement::Query(_) | Statement::Print { .. } => Err(Refusal {
+                status: StatusCode::BAD_REQUEST,
+                code: QUERY_ENDPOINT,
+                message: "The following statement types should be issued to the websocket endpoint '/query':\n\t* PRINT\n\t* SELECT".into(),
+            }),
+            Statement::List { kind, extended } => self.list(*kind, *extended, text).await.map(Some),
+            Statement::Describe { name, extended } => {
+                let catalog = self.engine.catalog().await;
+                let source = catalog.sources.get(&name.value).ok_or_else(|| {
+                    Refusal::bad(format!(
+                        "Could not find STREAM/TABLE '{}' in the Metastore",
+                        name.value
+                    ))
+                })?;
+                let description = self.describe(source, *extended).await;
+                Ok(Some(json!({
+                    "@type": "sourceDescription",
+                    "statementText": text,
+                    "sourceDescription": description,
+                    "warnings": [],
+                })))
+            }
+            Statement::Terminate(target) => self.terminate(target, text).await.map(Some),
+            Statement::Set { .. } | Statement::Unset { .. } => {
+                self.engine.execute_statement(ps).await?;
+                Ok(None)
+            }
+            _ => self.execute(ps, text).await,
+        }
+    }
+
+    async fn execute(&self, ps: &ParsedStatement, text: &str) -> Result<Option<Value>, Refusal> {
+        // DROP reports the topic of what it dropped, which is gone from the catalog after.
+        let before = match &ps.statement {
+            Statement::Drop { name, .. } => self
+                .engine
+                .catalog()
+                .await
+                .sources
+                .get(&name.value)
+                .cloned(),
+            _ => None,
+        };
+        let done = self.engine.execute_statement(ps).await?;
+        let entity = match (&ps.statement, done) {
+            (_, Executed::Inserted(_)) => return Ok(None),
+            (Statement::CreateSource { kind, .. }, Executed::SourceCreated(name)) => self
+                .current_status(
+                    text,
+                    format!("{}/`{name}`/create", kind_lower(*kind)),
+                    format!("{} created", capitalized(*kind)),
+                    None,
+                ),
+            (st, Executed::QueryStarted { id, sink }) => {
+                let kind = match st {
+                    Statement::CreateAsSelect { kind, .. } => *kind,
+                    _ => SourceKind::Stream,
+                };
+                self.current_status(
+                    text,
+                    format!("{}/`{sink}`/create", kind_lower(kind)),
+                    format!("Created query with ID {id}"),
+                    Some(&id),
+                )
+            }
+            (Statement::Drop { kind, .. }, Executed::Dropped(name)) => {
+                let message = match &before {
+                    Some(s) => format!("Source `{name}` (topic: {}) was dropped.", s.topic),
+                    None => format!("Source `{name}` does not exist."),
+                };
+                self.current_status(
+                    text,
+                    format!("{}/`{name}`/drop", kind_lower(*kind)),
+                    message,
+                    None,
+                )
+            }
+            (Statement::CreateType { name, ty, .. }, _) => self.current_status(
+                text,
+                format!("type/`{}`/create", name.value),
+                format!(
+                    "Registered custom type with name '{}' and SQL type {ty}",
+                    name.value
+                ),
+                None,
+            ),
+            (Statement::DropType { name, .. }, _) => self.current_status(
+                text,
+                format!("type/`{}`/drop", name.value),
+                format!("Dropped type '{}'", name.value),
+                None,
+            ),
+            (Statement::CreateSource { kind, name, .. }, _) => self.current_status(
+                text,
+                format!("{}/`{}`/create", kind_lower(*kind), name.value),
+                format!(
+                    "Cannot add {} `{}`: A {} with the same name already exists.",
+                    kind_lower(*kind),
+                    name.value,
+                    kind_lower(*kind)
+                ),
+                None,
+            ),
+            (_, _) => self.current_status(
+                text,
+                "statement/execute".to_string(),
+                "Statement executed".to_string(),
+                None,
+            ),
+        };
+        Ok(Some(entity))
+    }
+
+    async fn list(&self, kind: ListKind, extended: bool, text: &str) -> Result<Value, Refusal> {
+        match kind {
+            ListKind::Streams | ListKind::Tables => {
+                let want = if kind == ListKind::Streams {
+                    SourceKind::Stream
+                } else {
+                    SourceKind::Table
+                };
+                let catalog = self.engine.catalog().await;
+                let sources = catalog.sources.values().filter(|s| s.kind == want);
+                if extended {
+                    let mut descriptions = Vec::new();
+                    for s in sources {
+                        descriptions.push(self.describe(s, true).await);
+                    }
+                    return Ok(json!({
+                        "@type": "source_descriptions",
+                        "statementText": text,
+                        "sourceDescriptions": descriptions,
+                        "warnings": [],
+                    }));
+                }
+                let items: Vec<Value> = sources
+                    .map(|s| {
+                        json!({
+                            "type": kind_name(s.kind),
+                            "name": s.name,
+                            "topic": s.topic,
+                            "keyFormat": s.key_format.kind.name(),
+                            "valueFormat": s.value_format.kind.name(),
+                            "isWindowed": s.window.is_some(),
+                        })
+                    })
+                    .collect();
+                let field = if want == SourceKind::Stream {
+                    "streams"
+                } else {
+                    "tables"
+                };
+                let mut entity = json!({"@type": field, "statementText": text, "warnings": []});
+                entity[field] = Value::Array(items);
+                Ok(entity)
+            }
+            ListKind::Queries => {
+                let catalog = self.engine.catalog().await;
+                let mut queries = Vec::new();
+                for q in self.engine.queries().await {
+                    queries.push(self.running_query(&q, &catalog).await);
+                }
+                Ok(json!({
+                    "@type": "queries",
+                    "statementText": text,
+                    "queries": queries,
+                    "warnings": [],
+                }))
+            }
+            ListKind::Topics { all } => {
+                let topics = self
+                    .engine
+                    .topics()
+                    .await
+                    .map_err(|e| Refusal::from(StatementError::Runtime(e)))?;
+                let mut names: Vec<(&String, &i32)> = topics
+                    .iter()
+                    // Internal topics (`__consumer_offsets`, `_brook…`) only with ALL.
+                    .filter(|(n, _)| all || !n.starts_with('_'))
+                    .collect();
+                names.sort();
+                let items: Vec<Value> = names
+                    .into_iter()
+                    .map(|(n, p)| json!({"name": n, "replicaInfo": vec![1; (*p).max(0) as usize]}))
+                    .collect();
+                Ok(json!({
+                    "@type": "kafka_topics",
+                    "statementText": text,
+                    "topics": items,
+                    "warnings": [],
+                }))
+            }
+            ListKind::Types => {
+                let catalog = self.engine.catalog().await;
+                let types: Map<String, Value> = catalog
+                    .types
+                    .iter()
+                    .map(|(n, t)| (n.clone(), schema_info(t, &catalog)))
+                    .collect();
+                Ok(json!({
+                    "@type": "type_list",
+                    "statementText": text,
+                    "types": types,
+                    "warnings": [],
+                }))
+            }
+            other => Err(Refusal::bad(format!(
+                "SHOW {} is not supported yet",
+                format!("{other:?}").to_uppercase()
+            ))),
+        }
+    }
+
+    async fn running_query(&self, q: &QueryInfo, catalog: &Catalog) -> Value {
+        let statement = self.engine.query_statement(&q.id).await.unwrap_or_default();
+        let topic = catalog
+            .sources
+            .get(&q.sink)
+            .map(|s| s.topic.clone())
+            .unwrap_or_default();
+        let state = if q.running { "RUNNING" } else { "ERROR" };
+        json!({
+            "queryString": statement,
+            "sinks": [q.sink],
+            "sinkKafkaTopics": [topic],
+            "id": q.id,
+            "statusCount": {state: 1},
+            "queryType": "PERSISTENT",
+            "state": state,
+        })
+    }
+
+    async fn describe(&self, s: &Source, extended: bool) -> Value {
+        let catalog = self.engine.catalog().await;
+        let mut writers = Vec::new();
+        for q in self.engine.queries().await {
+            if q.sink == s.name {
+                writers.push(self.running_query(&q, &catalog).await);
+            }
+        }
+        let partitions = if extended {
+            self.engine
+                .topics()
+                .await
+                .ok()
+                .and_then(|t| t.get(&s.topic).copied())
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let fields: Vec<Value> = s
+            .schema
+            .columns
+            .iter()
+            .map(|c| {
+                let mut f = json!({"name": c.name, "schema": schema_info(&c.ty, &catalog)});
+                match &c.namespace {
+                    Namespace::Key => f["type"] = json!("KEY"),
+                    Namespace::Headers | Namespace::Header(_) => f["type"] = json!("HEADER"),
+                    Namespace::Value => {}
+                }
+                if let Namespace::Header(k) = &c.namespace {
+                    f["headerKey"] = json!(k);
+                }
+                f
+            })
+            .collect();
+        let window = s.window.map(|w| match w {
+            brook_planner::catalog::WindowType::Tumbling { .. } => "TUMBLING",
+            brook_planner::catalog::WindowType::Hopping { .. } => "HOPPING",
+            brook_planner::catalog::WindowType::Session => "SESSION",
+        });
+        json!({
+            "name": s.name,
+            "windowType": window,
+            "readQueries": [],
+            "writeQueries": writers,
+            "fields": fields,
+            "type": kind_name(s.kind),
+            "timestamp": s.timestamp.as_ref().map(|(c, _)| c.clone()).unwrap_or_default(),
+            "statistics": "",
+            "errorStats": "",
+            "extended": extended,
+            "keyFormat": s.key_format.kind.name(),
+            "valueFormat": s.value_format.kind.name(),
+            "topic": s.topic,
+            "partitions": partitions,
+            "replication": if extended { 1 } else { 0 },
+            "statement": s.sql,
+            "queryOffsetSummaries": [],
+            "sourceConstraints": [],
+            "clusterStatistics": [],
+            "clusterErrorStats": [],
+        })
+    }
+
+    async fn terminate(&self, target: &QueryTarget, text: &str) -> Result<Value, Refusal> {
+        match target {
+            QueryTarget::All => {
+                for q in self.engine.queries().await {
+                    self.engine.terminate(&q.id).await;
+                }
+                Ok(self.current_status(
+                    text,
+                    "terminate/ALL/execute".into(),
+                    "Query terminated.".into(),
+                    None,
+                ))
+            }
+            QueryTarget::Query(id) => {
+                // Ids are printed upper-case; a quoted id keeps its case, a bare one was
+                // upper-cased by the parser, so both spellings are tried.
+                let found = self.engine.terminate(&id.value).await
+                    || self.engine.terminate(&id.value.to_uppercase()).await;
+                if !found {
+                    return Err(Refusal::bad(format!("Unknown queryId: {}", id.value)));
+                }
+                Ok(self.current_status(
+                    text,
+                    format!("terminate/{}/execute", id.value),
+                    "Query terminated.".into(),
+                    Some(&id.value),
+                ))
+            }
+        }
+    }
+
+    /// Parses and starts a push query; refusals are answered as ksqlDB does.
+    async fn start_push(
+        &self,
+        sql: &str,
+        properties: &Map<String, Value>,
+    ) -> Result<PushQuery, Response> {
+        let statements = brook_sql::parse(sql)
+            .map_err(|e| Refusal::bad(e.to_string()).statement(sql, vec![]))?;
+        let [ps] = statements.as_slice() else {
+            return Err(
+                Refusal::bad("Expected exactly one SELECT statement").statement(sql, vec![])
+            );
+        };
+        let text = format!("{};", ps.text);
+        let Statement::Query(q) = &ps.statement else {
+            return Err(Refusal::bad(
+                "The /query endpoints run only SELECT statements; use /ksql for the others",
+            )
+            .statement(&text, vec![]));
+        };
+        if q.emit != Some(brook_sql::Emit::Changes) {
+            return Err(Refusal::bad(
+                "Pull queries are not supported yet: add EMIT CHANGES for a push query",
+            )
+            .statement(&text, vec![]));
+        }
+        let reset = match properties
+            .get("auto.offset.reset")
+            .or_else(|| properties.get("ksql.streams.auto.offset.reset"))
+            .and_then(Value::as_str)
+        {
+            Some(v) if v.eq_ignore_ascii_case("earliest") => OffsetReset::Earliest,
+            _ => OffsetReset::Latest,
+        };
+        self.engine
+            .push_query(q, reset)
+            .await
+            .map_err(|e| Refusal::from(e).statement(&text, vec![]))
+    }
+}
+
+fn capitalized(k: SourceKind) -> &'static str {
+    match k {
+        SourceKind::Stream => "Stream",
+        SourceKind::Table => "Table",
+    }
+}
+
+/// ksqlDB's `SchemaInfo`: a column type as DESCRIBE reports it.
+fn schema_info(ty: &Type, catalog: &Catalog) -> Value {
+    let resolved = catalog.resolve_type(ty).unwrap_or_else(|_| ty.clone());
+    let base = |t: &str| json!({"type": t, "fields": null, "memberSchema": null});
+    match &resolved {
+        Type::Boolean => base("BOOLEAN"),
+        Type::Int => base("INTEGER"),
+        Type::Bigint => base("BIGINT"),
+        Type::Double => base("DOUBLE"),
+        Type::String => base("STRING"),
+        Type::Bytes => base("BYTES"),
+        Type::Time => base("TIME"),
+        Type::Date => base("DATE"),
+        Type::Timestamp => base("TIMESTAMP"),
+        Type::Decimal { precision, scale } => json!({
+            "type": "DECIMAL",
+            "fields": null,
+            "memberSchema": null,
+            "parameters": {"precision": precision, "scale": scale},
+        }),
+        Type::Array(item) => json!({
+            "type": "ARRAY",
+            "fields": null,
+            "memberSchema": schema_info(item, catalog),
+        }),
+        Type::Map(_, v) => json!({
+            "type": "MAP",
+            "fields": null,
+            "memberSchema": schema_info(v, catalog),
+        }),
+        Type::Struct(fs) => json!({
+            "type": "STRUCT",
+            "fields": fs
+                .iter()
+                .map(|f| json!({"name": f.name.value, "schema": schema_info(&f.ty, catalog)}))
+                .collect::<Vec<_>>(),
+            "memberSchema": null,
+        }),
+        Type::Custom(name) => base(&name.value),
+    }
+}
+
+/// How a push query's rows are framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// `/query-stream`, delimited: a header object, then one array per line.
+    Delimited,
+    /// `/query-stream`, `application/json`: one JSON array of the header and the rows.
+    JsonArray,
+    /// `/query`: a JSON array of `{"header"}`, `{"row"}` … `{"finalMessage"}` objects.
+    Legacy,
+}
+
+async fn query_stream(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: StreamRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return generic_error(
+                StatusCode::BAD_REQUEST,
+                BAD_REQUEST,
+                &format!("Invalid request body: {e}"),
+            )
+        }
+    };
+    // Delimited is the default; JSON only when asked for (and delimited is not).
+    let framing = if accepts(&headers, JSON) && !accepts(&headers, DELIMITED) {
+        Framing::JsonArray
+    } else {
+        Framing::Delimited
+    };
+    match api.start_push(&req.sql, &req.properties).await {
+        Ok(pq) => stream_response(pq, framing, None),
+        Err(r) => r,
+    }
+}
+
+async fn query(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: KsqlRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return generic_error(
+                StatusCode::BAD_REQUEST,
+                BAD_REQUEST,
+                &format!("Invalid request body: {e}"),
+            )
+        }
+    };
+    match api.start_push(&req.ksql, &req.streams_properties).await {
+        Ok(pq) => stream_response(pq, Framing::Legacy, Some(ksql_content_type(&headers))),
+        Err(r) => r,
+    }
+}
+
+/// The streamed body: the header at once, then each batch of rows as it arrives. Dropping
+/// the body (the client went away) drops the receiver, which ends the query.
+fn stream_response(
+    pq: PushQuery,
+    framing: Framing,
+    content_type: Option<&'static str>,
+) -> Response {
+    let names: Vec<&str> = pq.schema.columns.iter().map(|c| c.name.as_str()).collect();
+    let types: Vec<String> = pq
+        .schema
+        .columns
+        .iter()
+        .map(|c| SchemaType(&c.ty).to_string())
+        .collect();
+    let head = match framing {
+        Framing::Delimited => format!(
+            "{}\n",
+            json!({"queryId": pq.id, "columnNames": names, "columnTypes": types})
+        ),
+        Framing::JsonArray => format!(
+            "[{}",
+            json!({"queryId": pq.id, "columnNames": names, "columnTypes": types})
+        ),
+        Framing::Legacy => format!(
+            "[{}",
+            json!({"header": {"queryId": pq.id, "schema": pq.schema.to_string()}})
+        ),
+    };
+    let content_type = content_type.unwrap_or(match framing {
+        Framing::Delimited => DELIMITED,
+        Framing::JsonArray | Framing::Legacy => JSON,
+    });
+    let state = RowState {
+        rows: pq.rows,
+        limit: pq.limit,
+        sent: 0,
+        framing,
+        done: false,
+    };
+    let rows = futures::stream::unfold(state, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        let chunk = match st.rows.recv().await {
+            Some(Ok(batch)) => {
+                st.sent += batch.num_rows() as u64;
+                values::rows_chunk(&batch, st.framing)
+            }
+            Some(Err(message)) => {
+                st.done = true;
+                st.error_tail(&message)
+            }
+            None => {
+                st.done = true;
+                st.tail()
+            }
+        };
+        Some((
+            Ok::<Bytes, std::convert::Infallible>(Bytes::from(chunk)),
+            st,
+        ))
+    });
+    let body = futures::stream::once(async move { Ok(Bytes::from(head)) }).chain(rows);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+struct RowState {
+    rows: tokio::sync::mpsc::Receiver<Result<arrow::array::RecordBatch, String>>,
+    limit: Option<u64>,
+    sent: u64,
+    framing: Framing,
+    done: bool,
+}
+
+impl RowState {
+    fn tail(&self) -> String {
+        let limit_reached = self.limit.is_some_and(|l| self.sent >= l);
+        match self.framing {
+            Framing::Delimited => String::new(),
+            Framing::JsonArray => "]".into(),
+            Framing::Legacy if limit_reached => ",\n{\"finalMessage\":\"Limit Reached\"}]\n".into(),
+            Framing::Legacy => "]\n".into(),
+        }
+    }
+
+    fn error_tail(&self, message: &str) -> String {
+        let error =
+            json!({"@type": "generic_error", "error_code": SERVER_ERROR, "message": message});
+        match self.framing {
+            Framing::Delimited => format!("{error}\n"),
+            Framing::JsonArray => format!(",{error}]"),
+            Framing::Legacy => format!(",\n{}]\n", json!({"errorMessage": error})),
+        }
+    }
+}
+
+async fn server_info(State(api): State<Api>) -> Response {
+    json_response(
+        StatusCode::OK,
+        JSON,
+        json!({"KsqlServerInfo": {
+            "version": api.info.version,
+            "kafkaClusterId": api.info.kafka_cluster_id,
+            "ksqlServiceId": api.info.service_id,
+            "serverStatus": "RUNNING",
+        }}),
+    )
+}
+
+async fn healthcheck(State(api): State<Api>) -> Response {
+    let kafka = brook_server::check_kafka(&api.bootstrap, Duration::from_secs(5))
+        .await
+        .is_ok();
+    let status = if kafka {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let details: HashMap<&str, Value> = [
+        ("metastore", json!({"isHealthy": true})),
+        ("kafka", json!({"isHealthy": kafka})),
+    ]
+    .into_iter()
+    .collect();
+    json_response(
+        status,
+        JSON,
+        json!({"isHealthy": kafka, "details": details}),
+    )
+}
