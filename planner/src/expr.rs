@@ -282,6 +282,34 @@ impl Scope<'_> {
                 ))
             }
             SqlExpr::Function(f) => self.function(f),
+            // sqlparser gives these functions syntax nodes of their own; ksqlDB has only the
+            // plain call forms, which the function families implement.
+            SqlExpr::Substring {
+                expr,
+                substring_from,
+                substring_for,
+                ..
+            } => {
+                let mut args = vec![self.compile(expr)?];
+                for a in [substring_from, substring_for].into_iter().flatten() {
+                    args.push(self.compile(a)?);
+                }
+                crate::functions::call(self, "SUBSTRING", args)
+            }
+            SqlExpr::Trim {
+                expr,
+                trim_where: None,
+                trim_what: None,
+                trim_characters: None,
+            } => crate::functions::call(self, "TRIM", vec![self.compile(expr)?]),
+            SqlExpr::Ceil {
+                expr,
+                field: sql::CeilFloorKind::DateTimeField(sql::DateTimeField::NoDateTime),
+            } => crate::functions::call(self, "CEIL", vec![self.compile(expr)?]),
+            SqlExpr::Floor {
+                expr,
+                field: sql::CeilFloorKind::DateTimeField(sql::DateTimeField::NoDateTime),
+            } => crate::functions::call(self, "FLOOR", vec![self.compile(expr)?]),
             _ => Err(PlanError::Unsupported(format!(
                 "expression not supported yet: {e}"
             ))),
