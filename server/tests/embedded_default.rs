@@ -23,6 +23,9 @@ impl Server {
             .arg(data_dir)
             .arg("--broker-listen")
             .arg(format!("127.0.0.1:{port}"))
+            // A free port for the REST API too, so the test never collides with a server.
+            .arg("--listen")
+            .arg("127.0.0.1:0")
             .env("BROOK_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
