@@ -68,6 +68,9 @@ pub struct AggregatePlan {
     pub having: Option<Arc<dyn PhysicalExpr>>,
     pub output: LogicalSchema,
     pub window: Option<WindowPlan>,
+    /// Over a table each key's previous row is retracted (its contribution undone) before
+    /// its new row counts: the input row schema's indexes of the table's key columns.
+    pub retract_by: Option<Vec<usize>>,
 }
 
 /// A time window (tumbling when `advance_ms == size_ms`).
@@ -172,6 +175,9 @@ fn ident(name: &str) -> SqlExpr {
 struct Rewriter<'a> {
     scope: &'a Scope<'a>,
     groups: &'a [datafusion::logical_expr::Expr],
+    /// The GROUP BY expressions as written, for functions whose compiled forms do not
+    /// compare equal (each compile makes a new UDF instance).
+    group_sql: Vec<String>,
     aggs: Vec<(AggKind, Option<SqlExpr>, String, Vec<SqlExpr>)>,
 }
 
@@ -219,6 +225,9 @@ impl Rewriter<'_> {
                 };
                 return Ok(ident(&format!("__A{idx}")));
             }
+        }
+        if let Some(j) = self.group_sql.iter().position(|g| *g == e.to_string()) {
+            return Ok(ident(&format!("__K{j}")));
         }
         if let Ok(t) = self.scope.compile(e) {
             if let Some(j) = self.groups.iter().position(|g| *g == t.expr) {
@@ -343,9 +352,11 @@ pub fn plan_aggregate(
         ));
     }
     let source = catalog.source(&q.from.name.value)?;
-    if source.kind == brook_sql::SourceKind::Table {
+    let input_schema_ref = source.schema.row_schema(false, catalog)?;
+    let table_input = source.kind == brook_sql::SourceKind::Table;
+    if table_input && q.window.is_some() {
         return Err(PlanError::Unsupported(
-            "aggregating a table (with retraction) is not supported yet".into(),
+            "windowed aggregation of a table is not supported yet".into(),
         ));
     }
     let alias = q.from.alias.as_ref().map(|a| a.value.as_str());
@@ -378,6 +389,7 @@ pub fn plan_aggregate(
     let mut rw = Rewriter {
         scope: &scope,
         groups: &group_exprs,
+        group_sql: q.group_by.iter().map(|g| g.to_string()).collect(),
         aggs: Vec::new(),
     };
     // Projection items, rewritten over the aggregate row.
@@ -610,5 +622,16 @@ pub fn plan_aggregate(
         having,
         output,
         window,
+        retract_by: if table_input {
+            Some(
+                source
+                    .schema
+                    .key_columns()
+                    .filter_map(|c| input_schema_ref.index_of(&c.name).ok())
+                    .collect(),
+            )
+        } else {
+            None
+        },
     })
 }

@@ -393,7 +393,9 @@ pub fn plan_stateless(
             let matching: Vec<usize> = compiled
                 .iter()
                 .enumerate()
-                .filter(|(i, (_, _, t))| !used[*i] && t.expr == pt.expr)
+                .filter(|(i, (_, e, t))| {
+                    !used[*i] && (t.expr == pt.expr || e.to_string() == p.to_string())
+                })
                 .map(|(i, _)| i)
                 .collect();
             let explicit: Vec<usize> = matching

@@ -34,8 +34,14 @@ fn eval_err(e: datafusion::error::DataFusionError) -> RuntimeError {
 }
 
 impl Acc {
-    fn new(call: &AggCall, dt: &DataType) -> Result<Acc> {
+    fn new(call: &AggCall, dt: &DataType, retracting: bool) -> Result<Acc> {
         Ok(match call.kind {
+            // Retraction needs every value for the functions that pick one of them.
+            AggKind::Min | AggKind::Max | AggKind::EarliestByOffset | AggKind::LatestByOffset
+                if retracting =>
+            {
+                Acc::Values(Vec::new())
+            }
             AggKind::CountRows | AggKind::Count => Acc::Count(0),
             AggKind::Sum => Acc::Sum(ScalarValue::new_zero(dt).map_err(eval_err)?),
             AggKind::Min | AggKind::Max => {
@@ -117,6 +123,52 @@ impl Acc {
         Ok(())
     }
 
+    /// Takes a value back out (a table row replaced or deleted).
+    fn undo(&mut self, call: &AggCall, v: Option<ScalarValue>) -> Result<()> {
+        match self {
+            Acc::Count(n) => {
+                let counted =
+                    call.kind == AggKind::CountRows || v.as_ref().is_some_and(|v| !v.is_null());
+                if counted {
+                    *n -= 1;
+                }
+            }
+            Acc::Sum(s) => {
+                if let Some(v) = v.filter(|v| !v.is_null()) {
+                    let v = if v.data_type() == s.data_type() {
+                        v
+                    } else {
+                        v.cast_to(&s.data_type()).map_err(eval_err)?
+                    };
+                    *s = s.sub(&v).map_err(eval_err)?;
+                }
+            }
+            Acc::Avg(sum, n) => {
+                if let Some(v) = v.filter(|v| !v.is_null()) {
+                    if let ScalarValue::Float64(Some(f)) =
+                        v.cast_to(&DataType::Float64).map_err(eval_err)?
+                    {
+                        *sum -= f;
+                        *n -= 1;
+                    }
+                }
+            }
+            Acc::Values(vals) => {
+                if let Some(v) = v {
+                    if let Some(i) = vals.iter().position(|x| *x == v) {
+                        vals.remove(i);
+                    }
+                }
+            }
+            Acc::MinMax(_) | Acc::ByOffset(_) => {
+                return Err(RuntimeError::Eval(
+                    "this aggregate cannot take a value back".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
+
     fn value(&self, call: &AggCall, dt: &DataType) -> Result<ScalarValue> {
         let list = |vals: Vec<ScalarValue>| -> Result<ScalarValue> {
             let item = match dt {
@@ -143,6 +195,37 @@ impl Acc {
         if let Acc::Values(vals) = self {
             let n = call.n.unwrap_or(1);
             return match call.kind {
+                AggKind::Min | AggKind::Max => {
+                    let pick = vals.iter().filter(|v| !v.is_null()).fold(
+                        None,
+                        |acc: Option<&ScalarValue>, v| match acc {
+                            None => Some(v),
+                            Some(a) => {
+                                let better = match v.partial_cmp(a) {
+                                    Some(std::cmp::Ordering::Less) => call.kind == AggKind::Min,
+                                    Some(std::cmp::Ordering::Greater) => call.kind == AggKind::Max,
+                                    _ => false,
+                                };
+                                Some(if better { v } else { a })
+                            }
+                        },
+                    );
+                    match pick {
+                        Some(v) => Ok(v.clone()),
+                        None => ScalarValue::try_from(dt).map_err(eval_err),
+                    }
+                }
+                AggKind::EarliestByOffset | AggKind::LatestByOffset if call.n.is_none() => {
+                    let v = if call.kind == AggKind::EarliestByOffset {
+                        vals.first()
+                    } else {
+                        vals.last()
+                    };
+                    match v {
+                        Some(v) => Ok(v.clone()),
+                        None => ScalarValue::try_from(dt).map_err(eval_err),
+                    }
+                }
                 AggKind::CollectList => list(vals.clone()),
                 AggKind::CollectSet => list(distinct(vals)),
                 AggKind::TopK => list(desc(vals.clone()).into_iter().take(n).collect()),
@@ -205,6 +288,8 @@ pub struct AggregateOperator {
     state: HashMap<Vec<ScalarValue>, Group>,
     /// The largest ROWTIME seen: windows that ended a grace period before it are closed.
     stream_time: i64,
+    /// Over a table: each source key's current row (that passed WHERE), to retract.
+    previous: HashMap<Vec<ScalarValue>, RecordBatch>,
 }
 
 impl AggregateOperator {
@@ -227,6 +312,7 @@ impl AggregateOperator {
             output_schema: Arc::new(Schema::new(fields)),
             state: HashMap::new(),
             stream_time: i64::MIN,
+            previous: HashMap::new(),
         })
     }
 
@@ -307,12 +393,93 @@ impl AggregateOperator {
     }
 }
 
+impl AggregateOperator {
+    fn source_key(&self, batch: &RecordBatch, row: usize) -> Result<Option<Vec<ScalarValue>>> {
+        let Some(idx) = &self.plan.retract_by else {
+            return Ok(None);
+        };
+        idx.iter()
+            .map(|i| ScalarValue::try_from_array(batch.column(*i), row).map_err(eval_err))
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// Undoes a table key's previous row, emitting its group's new state.
+    fn retract(
+        &mut self,
+        source_key: &[ScalarValue],
+        at: &RecordBatch,
+        row: usize,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        let Some(old) = self.previous.remove(source_key) else {
+            return Ok(());
+        };
+        let keys: Vec<ScalarValue> = self
+            .plan
+            .group_by
+            .iter()
+            .map(|g| {
+                g.evaluate(&old)
+                    .and_then(|v| v.into_array(1))
+                    .and_then(|a| ScalarValue::try_from_array(&a, 0))
+            })
+            .collect::<std::result::Result<_, _>>()
+            .map_err(eval_err)?;
+        if keys.iter().any(ScalarValue::is_null) {
+            return Ok(());
+        }
+        let args: Vec<Option<ScalarValue>> = self
+            .plan
+            .aggs
+            .iter()
+            .map(|a| match &a.arg {
+                Some(e) => e
+                    .evaluate(&old)
+                    .and_then(|v| v.into_array(1))
+                    .and_then(|a| ScalarValue::try_from_array(&a, 0))
+                    .map(Some),
+                None => Ok(None),
+            })
+            .collect::<std::result::Result<_, _>>()
+            .map_err(eval_err)?;
+        if let Some(group) = self.state.get_mut(&keys) {
+            for ((acc, call), v) in group.accs.iter_mut().zip(&self.plan.aggs).zip(args) {
+                acc.undo(call, v)?;
+            }
+        }
+        self.emit_row(at, row, &keys, None, out)
+    }
+
+    /// A table's deleted rows: their contributions are taken back.
+    pub fn delete(&mut self, batch: &RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        for row in 0..batch.num_rows() {
+            if let Some(k) = self.source_key(batch, row)? {
+                self.retract(&k, batch, row, out)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Operator for AggregateOperator {
     fn name(&self) -> &'static str {
         "Aggregate"
     }
 
+    fn process_deletes(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        self.delete(&batch, out)
+    }
+
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        // Over a table, every incoming row first takes its key's previous row back.
+        if self.plan.retract_by.is_some() {
+            for row in 0..batch.num_rows() {
+                if let Some(k) = self.source_key(&batch, row)? {
+                    self.retract(&k, &batch, row, out)?;
+                }
+            }
+        }
         let batch = match &self.plan.filter {
             None => batch,
             Some(f) => {
@@ -352,6 +519,9 @@ impl Operator for AggregateOperator {
             .collect::<std::result::Result<_, _>>()
             .map_err(eval_err)?;
         for row in 0..rows {
+            if let Some(k) = self.source_key(&batch, row)? {
+                self.previous.insert(k, batch.slice(row, 1));
+            }
             let keys: Vec<ScalarValue> = group_cols
                 .iter()
                 .map(|c| ScalarValue::try_from_array(c, row))
@@ -401,7 +571,7 @@ impl Operator for AggregateOperator {
                         .aggs
                         .iter()
                         .zip(&self.agg_types)
-                        .map(|(a, dt)| Acc::new(a, dt))
+                        .map(|(a, dt)| Acc::new(a, dt, self.plan.retract_by.is_some()))
                         .collect::<Result<Vec<_>>>()?;
                     self.state.insert(
                         keys.clone(),

@@ -23,6 +23,12 @@ pub trait Operator: Send {
     /// Handles one batch, appending any output batches to `out`.
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()>;
 
+    /// Handles rows of a table that were deleted (records without a value); operators
+    /// that keep no per-key state ignore them.
+    fn process_deletes(&mut self, _batch: RecordBatch, _out: &mut Vec<RecordBatch>) -> Result<()> {
+        Ok(())
+    }
+
     /// Called when the input ends (a bounded source, or a query being stopped).
     fn on_close(&mut self, _out: &mut Vec<RecordBatch>) -> Result<()> {
         Ok(())

@@ -32,12 +32,15 @@ pub struct Pipeline {
     operator: Box<dyn Operator>,
     /// A record without a value never passes a filter.
     filters: bool,
+    /// Records without a value delete their key's row (an aggregation over a table).
+    deletes: bool,
     types: Catalog,
 }
 
 impl Pipeline {
     pub fn new(spec: QuerySpec, types: &Catalog) -> Result<Pipeline> {
         // An aggregation skips records without a value, as a filter would.
+        let deletes = matches!(&spec.plan, QueryPlan::Aggregate(p) if p.retract_by.is_some());
         let (filters, operator): (bool, Box<dyn Operator>) = match spec.plan {
             // Over a table, a deleted row (no value) is forwarded as a deletion, whatever
             // the filter says, and a row the filter drops becomes a deletion too.
@@ -47,7 +50,10 @@ impl Pipeline {
             QueryPlan::Stateless(p) => {
                 (p.filter.is_some(), Box::new(FilterProject::new(p, types)?))
             }
-            QueryPlan::Aggregate(p) => (true, Box::new(AggregateOperator::new(p, types)?)),
+            QueryPlan::Aggregate(p) => {
+                let table = p.retract_by.is_some();
+                (!table, Box::new(AggregateOperator::new(p, types)?))
+            }
         };
         Ok(Pipeline {
             id: spec.id,
@@ -55,6 +61,7 @@ impl Pipeline {
             sink: spec.sink,
             operator,
             filters,
+            deletes,
             types: types.clone(),
         })
     }
@@ -94,12 +101,20 @@ impl Pipeline {
             return Ok(());
         };
         let mut out = Vec::new();
-        self.operator.process(batch, &mut out)?;
+        if null_values && self.deletes {
+            self.operator.process_deletes(batch, &mut out)?;
+        } else {
+            self.operator.process(batch, &mut out)?;
+        }
         for b in out {
             for (key, value, timestamp) in encode_batch(&self.sink, &b)? {
                 done.outputs.push(Output {
                     key,
-                    value: if null_values { None } else { value },
+                    value: if null_values && !self.deletes {
+                        None
+                    } else {
+                        value
+                    },
                     timestamp,
                 });
             }
