@@ -1,8 +1,8 @@
 //! Brook's runtime: Kafka I/O through rdkafka, and (feature `embedded-broker`) an
 //! in-process Kafka-protocol broker for tests and single-machine servers.
 
-pub mod driver;
 pub mod aggregate;
+pub mod driver;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
 mod error;

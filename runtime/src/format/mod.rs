@@ -7,12 +7,16 @@
 //! one by one, and encodes rows of Arrow arrays into payloads.
 //!
 //! Implemented: JSON (and JSON_SR, without Schema Registry framing on write), DELIMITED,
-//! KAFKA and NONE. AVRO and PROTOBUF give [`RuntimeError::FormatNotSupported`].
+//! KAFKA, NONE and AVRO (with a [`registry::SchemaRegistry`]). PROTOBUF gives
+//! [`RuntimeError::FormatNotSupported`].
 
+mod avro;
 mod builder;
 mod delimited;
 mod json;
 mod kafka;
+mod protobuf;
+pub mod registry;
 mod scalar;
 
 use std::fmt;
@@ -92,6 +96,8 @@ pub struct Codec {
     /// Whether a single column is written bare rather than as a one-field object/record.
     unwrapped: bool,
     columns: Vec<ColumnSpec>,
+    /// AVRO's writer schema and registry; `None` for other formats.
+    avro: Option<avro::AvroState>,
 }
 
 impl Codec {
@@ -132,8 +138,21 @@ impl Codec {
             );
         }
         let unwrapped = match kind {
-            FormatKind::Avro | FormatKind::Protobuf | FormatKind::ProtobufNoSr => {
-                return Err(RuntimeError::FormatNotSupported(kind))
+            FormatKind::Protobuf | FormatKind::ProtobufNoSr => {
+                if wrap == Some(false) {
+                    return schema_err(format!(
+                        "Format '{kind}' does not support 'WRAP_SINGLE_VALUE' set to 'false'."
+                    ));
+                }
+                for c in &specs {
+                    protobuf::check_type(kind, &c.ty).map_err(|reason| {
+                        RuntimeError::FormatSchema {
+                            reason: format!("column `{}`: {reason}", c.name),
+                        }
+                    })?;
+                }
+                // Single keys and values are always messages in PROTOBUF.
+                false
             }
             FormatKind::None => {
                 if !specs.is_empty() {
@@ -144,9 +163,13 @@ impl Codec {
                 }
                 false
             }
-            FormatKind::Json | FormatKind::JsonSr => {
+            FormatKind::Json | FormatKind::JsonSr | FormatKind::Avro => {
                 for c in &specs {
-                    json::check_type(&c.ty).map_err(|reason| RuntimeError::FormatSchema {
+                    let checked = match kind {
+                        FormatKind::Avro => avro::check_type(&c.ty),
+                        _ => json::check_type(&c.ty),
+                    };
+                    checked.map_err(|reason| RuntimeError::FormatSchema {
                         reason: format!("column `{}`: {reason}", c.name),
                     })?;
                 }
@@ -203,13 +226,41 @@ impl Codec {
                 spec.delimiter
             ));
         }
+        let avro = match kind {
+            FormatKind::Avro => Some(avro::AvroState::new(&specs, unwrapped)?),
+            _ => None,
+        };
         Ok(Codec {
             kind,
             part,
             delimiter: spec.delimiter,
             unwrapped,
             columns: specs,
+            avro,
         })
+    }
+
+    /// Uses `registry` for AVRO schemas, registering the writer schema under
+    /// `<topic>-key` / `<topic>-value`. Without this, AVRO codecs share one in-memory
+    /// registry per process ([`registry::default_registry`]) and register under a subject
+    /// named after the record, which is enough for everything one process writes and reads:
+    /// readers find schemas by the id in the payload. Other formats ignore it.
+    pub fn with_registry(
+        mut self,
+        registry: Arc<dyn registry::SchemaRegistry>,
+        topic: &str,
+    ) -> Codec {
+        if let Some(state) = &mut self.avro {
+            state.set_registry(registry, topic);
+        }
+        self
+    }
+
+    /// The Avro schema AVRO writes, as JSON text; `None` for other formats.
+    pub fn avro_schema(&self) -> Option<String> {
+        self.avro
+            .as_ref()
+            .and_then(|s| serde_json::to_string(s.schema()).ok())
     }
 
     pub fn kind(&self) -> FormatKind {
@@ -256,6 +307,8 @@ impl Codec {
         let mut row_decoder = match self.kind {
             FormatKind::Delimited => RowDecoder::Delimited(delimited::Decoder::new(self)),
             FormatKind::Kafka => RowDecoder::Kafka,
+            FormatKind::Avro => RowDecoder::Avro(avro::Decoder::new()),
+            FormatKind::Protobuf | FormatKind::ProtobufNoSr => RowDecoder::Protobuf,
             _ => RowDecoder::Json,
         };
         for (row, payload) in payloads.iter().enumerate() {
@@ -269,6 +322,8 @@ impl Codec {
                 RowDecoder::Delimited(d) => d.decode_row(self, bytes, &mut builders),
                 RowDecoder::Kafka => kafka::decode_row(bytes, &mut builders[0])
                     .map_err(|f| f.in_column(&self.columns[0].name)),
+                RowDecoder::Avro(d) => d.decode_row(self, bytes, &mut builders),
+                RowDecoder::Protobuf => protobuf::decode_row(self, bytes, &mut builders),
             };
             match result {
                 Ok(()) => errors.push(None),
@@ -331,6 +386,11 @@ impl Codec {
         }
         let mut out = Vec::with_capacity(rows.len());
         let mut delimited = delimited::Encoder::new(self.delimiter);
+        // Registered once per batch rather than per row.
+        let avro_id = match &self.avro {
+            Some(state) => Some(state.writer_id(self.part)?),
+            None => None,
+        };
         for row in rows {
             // A key whose columns are all null is a null key (a row keyed by a null),
             // whatever the format would otherwise write for null columns.
@@ -341,6 +401,13 @@ impl Codec {
             let payload = match self.kind {
                 FormatKind::Delimited => delimited.encode_row(&cast, row).map(Some),
                 FormatKind::Kafka => kafka::encode_value(&cast[0], row),
+                FormatKind::Avro => match avro_id {
+                    Some(id) => avro::encode_row(self, id, &cast, row),
+                    None => Err("no Avro schema for this codec".to_string()),
+                },
+                FormatKind::Protobuf | FormatKind::ProtobufNoSr => {
+                    protobuf::encode_row(self, &cast, row)
+                }
                 _ => json::encode_row(self, &cast, row),
             };
             out.push(payload.map_err(|r| self.encode_err(r))?);
@@ -351,7 +418,8 @@ impl Codec {
     /// The payload ksqlDB's test driver produces for a test record's `key` or `value`
     /// written as JSON: JSON text for JSON (JSON `null` is a null payload), the string's
     /// bytes for DELIMITED, the Kafka serializer's bytes of the single column for KAFKA
-    /// (BYTES given as base64), nothing for NONE.
+    /// (BYTES given as base64), nothing for NONE, and for AVRO the value read as JSON reads
+    /// it, written in Avro with this codec's schema.
     pub fn json_to_payload(&self, value: &serde_json::Value) -> Result<Option<Vec<u8>>> {
         let keyless = self.part == Part::Key && self.columns.is_empty();
         if value.is_null() || self.kind == FormatKind::None || keyless {
@@ -368,6 +436,10 @@ impl Codec {
                     .map_err(|r| self.encode_err(format!("column `{}`: {r}", c.name))),
                 None => Ok(None),
             },
+            FormatKind::Avro => avro::json_to_payload(self, value),
+            FormatKind::Protobuf | FormatKind::ProtobufNoSr => {
+                protobuf::json_to_payload(self, value)
+            }
             _ => serde_json::to_vec(value)
                 .map(Some)
                 .map_err(|e| self.encode_err(e.to_string())),
@@ -376,8 +448,8 @@ impl Codec {
 
     /// A payload as a test record's `key` or `value` is written, to compare with expected
     /// records: parsed JSON for JSON, a JSON string of the text for DELIMITED, a number or
-    /// string per the column's type for KAFKA (BYTES as base64); `null` for a null payload
-    /// and for NONE.
+    /// string per the column's type for KAFKA (BYTES as base64), AVRO decoded and shown as
+    /// JSON would write it; `null` for a null payload and for NONE.
     pub fn payload_to_json(&self, payload: Option<&[u8]>) -> Result<serde_json::Value> {
         let Some(bytes) = payload else {
             return Ok(serde_json::Value::Null);
@@ -392,6 +464,10 @@ impl Codec {
                     .map_err(|f| self.decode_err(f.in_column(&c.name).to_string())),
                 None => Ok(serde_json::Value::Null),
             },
+            FormatKind::Avro => avro::payload_to_json(self, bytes),
+            FormatKind::Protobuf | FormatKind::ProtobufNoSr => {
+                protobuf::payload_to_json(self, bytes)
+            }
             _ => serde_json::from_slice(json::strip_sr_framing(self.kind, bytes))
                 .map_err(|e| self.decode_err(format!("invalid JSON: {e}"))),
         }
@@ -418,6 +494,8 @@ enum RowDecoder {
     Json,
     Delimited(delimited::Decoder),
     Kafka,
+    Avro(avro::Decoder),
+    Protobuf,
 }
 
 /// Decodes `payloads` with a one-off [`Codec`] (no `CREATE TYPE` names); build a codec once
