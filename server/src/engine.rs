@@ -88,6 +88,11 @@ pub struct Engine {
     transient_seq: AtomicU64,
     /// Turns true at shutdown so push queries end and their HTTP responses complete.
     stopping: watch::Sender<bool>,
+    /// The Kafka topic every accepted DDL and persistent-query statement is appended to
+    /// before it takes effect, so a restarted server rebuilds its catalog and queries.
+    command_topic: Option<String>,
+    /// Set while the command log is replayed: replayed statements are not appended again.
+    replaying: std::sync::atomic::AtomicBool,
 }
 
 impl Engine {
@@ -103,7 +108,120 @@ impl Engine {
             task_config: TaskConfig::new(bootstrap),
             transient_seq: AtomicU64::new(0),
             stopping: watch::channel(false).0,
+            command_topic: None,
+            replaying: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// An engine whose statements are durable: recorded in `command_topic` and replayed by
+    /// [`Engine::recover`] when the server starts again.
+    pub fn with_command_log(
+        bootstrap: &str,
+        command_topic: &str,
+    ) -> Result<Arc<Engine>, ServerError> {
+        let producer: FutureProducer = producer_config(bootstrap)
+            .create()
+            .map_err(|e| ServerError::Runtime(e.into()))?;
+        Ok(Arc::new(Engine {
+            bootstrap: bootstrap.to_string(),
+            session: Mutex::new(Session::new()),
+            queries: Mutex::new(BTreeMap::new()),
+            producer,
+            task_config: TaskConfig::new(bootstrap),
+            transient_seq: AtomicU64::new(0),
+            stopping: watch::channel(false).0,
+            command_topic: Some(command_topic.to_string()),
+            replaying: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    async fn append_command(&self, text: &str) -> Result<(), StatementError> {
+        let Some(topic) = &self.command_topic else {
+            return Ok(());
+        };
+        if self.replaying.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        let rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(text.as_bytes());
+        self.producer
+            .send(rec, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| StatementError::Runtime(e.into()))?;
+        Ok(())
+    }
+
+    /// Replays the command log: streams, tables, types and persistent queries come back,
+    /// and the queries resume from their committed offsets (their consumer groups are
+    /// named after their ids, which replay in the same order gives again). Returns how
+    /// many statements were replayed; a statement that fails again is logged and skipped.
+    pub async fn recover(&self) -> Result<usize, ServerError> {
+        use brook_runtime::rdkafka::consumer::{BaseConsumer, Consumer};
+        use brook_runtime::rdkafka::message::Message;
+        use brook_runtime::rdkafka::{Offset, TopicPartitionList};
+        let Some(topic) = self.command_topic.clone() else {
+            return Ok(0);
+        };
+        create_topic(&self.bootstrap, &topic, 1, 1).await?;
+        let bootstrap = self.bootstrap.clone();
+        let t = topic.clone();
+        // Read the whole log (up to its end now) on a blocking thread.
+        let texts = tokio::task::spawn_blocking(move || -> Result<Vec<String>, RuntimeError> {
+            let consumer: BaseConsumer = brook_runtime::kafka::client_config(&bootstrap)
+                .set("group.id", "_brook_command_reader")
+                .set("enable.auto.commit", "false")
+                .create()?;
+            let (_, high) = consumer.fetch_watermarks(&t, 0, Duration::from_secs(30))?;
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&t, 0, Offset::Beginning)?;
+            consumer.assign(&tpl)?;
+            let mut out = Vec::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let mut next = 0;
+            while next < high && std::time::Instant::now() < deadline {
+                if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                    let m = m?;
+                    next = m.offset() + 1;
+                    if let Some(p) = m.payload() {
+                        out.push(String::from_utf8_lossy(p).to_string());
+                    }
+                }
+            }
+            if next < high {
+                return Err(RuntimeError::Broker(format!(
+                    "the command log {t} could not be read to its end ({next} of {high})"
+                )));
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| ServerError::Runtime(RuntimeError::Broker(e.to_string())))??;
+        self.replaying
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut replayed = 0;
+        for text in &texts {
+            let stmts = match brook_sql::parse(text) {
+                Ok(s) => s,
+                Err(e) => {
+                    error!(statement = %text, error = %e, "command log entry does not parse; skipped");
+                    continue;
+                }
+            };
+            for ps in stmts {
+                if let brook_sql::Statement::Terminate(brook_sql::QueryTarget::Query(id)) =
+                    &ps.statement
+                {
+                    self.stop_query(&id.value).await;
+                } else if let Err(e) = self.execute_one(&ps).await {
+                    error!(statement = %ps.text, error = %e, "command log entry failed on replay; skipped");
+                    continue;
+                }
+                replayed += 1;
+            }
+        }
+        self.replaying
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        info!(statements = replayed, topic = %topic, "command log replayed");
+        Ok(replayed)
     }
 
     /// Runs every statement of `sql` in order, stopping at the first error.
@@ -131,6 +249,22 @@ impl Engine {
         let mut session = self.session.lock().await;
         let before = session.catalog.clone();
         let action = session.plan(ps, &|t: &str| partitions.get(t).copied())?;
+        // A statement that changes the catalog or starts a query is recorded before it takes
+        // effect; one that failed planning never is.
+        let durable = match &action {
+            Action::CreateSource { .. } | Action::StartQuery(_) | Action::Drop(_) => true,
+            Action::None => matches!(
+                ps.statement,
+                brook_sql::Statement::CreateType { .. } | brook_sql::Statement::DropType { .. }
+            ),
+            Action::Insert { .. } => false,
+        };
+        if durable {
+            if let Err(e) = self.append_command(&format!("{};", ps.text)).await {
+                session.catalog = before;
+                return Err(e);
+            }
+        }
         let result = self
             .carry_out(&mut session, action, &partitions, &ps.text)
             .await;
@@ -210,7 +344,7 @@ impl Engine {
                     .map(|(id, _)| id.clone())
                     .collect();
                 for id in ids {
-                    self.terminate(&id).await;
+                    self.stop_query(&id).await;
                 }
                 Ok(Executed::Dropped(name))
             }
@@ -242,8 +376,21 @@ impl Engine {
         );
     }
 
-    /// Stops a query and waits for its last commit.
+    /// TERMINATE: stops a query for good (recorded in the command log, so a restarted
+    /// server does not bring it back).
     pub async fn terminate(&self, id: &str) -> bool {
+        if !self.queries.lock().await.contains_key(id) {
+            return false;
+        }
+        if let Err(e) = self.append_command(&format!("TERMINATE {id};")).await {
+            error!(query = %id, error = %e, "cannot record TERMINATE in the command log");
+            return false;
+        }
+        self.stop_query(id).await
+    }
+
+    /// Stops a query and waits for its last commit.
+    async fn stop_query(&self, id: &str) -> bool {
         let Some(q) = self.queries.lock().await.remove(id) else {
             return false;
         };
@@ -354,7 +501,7 @@ impl Engine {
         let _ = self.stopping.send(true);
         let ids: Vec<String> = self.queries.lock().await.keys().cloned().collect();
         for id in ids {
-            self.terminate(&id).await;
+            self.stop_query(&id).await;
         }
     }
 }

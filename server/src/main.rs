@@ -31,6 +31,15 @@ struct Args {
     #[arg(long, env = "BROOK_BROKER_LISTEN", default_value = "127.0.0.1:9092")]
     broker_listen: SocketAddr,
 
+    /// The Kafka topic that records every stream, table, type and persistent query, so a
+    /// restarted server restores them.
+    #[arg(
+        long,
+        env = "BROOK_COMMAND_TOPIC",
+        default_value = "_brook_command_topic"
+    )]
+    command_topic: String,
+
     /// Keep the embedded broker's log in memory instead of on disk (lost on exit).
     #[arg(long)]
     broker_in_memory: bool,
@@ -76,7 +85,8 @@ async fn run(args: Args) -> Result<(), ServerError> {
         None => start_embedded(&args, &mut _broker).await?,
     };
     check_kafka(&bootstrap, Duration::from_secs(30)).await?;
-    let engine = Engine::new(&bootstrap)?;
+    let engine = Engine::with_command_log(&bootstrap, &args.command_topic)?;
+    engine.recover().await?;
     let info = rest::ServerInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
         kafka_cluster_id: rest::kafka_cluster_id(&bootstrap).await,
