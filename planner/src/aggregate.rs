@@ -73,7 +73,8 @@ pub struct AggregatePlan {
     pub retract_by: Option<Vec<usize>>,
 }
 
-/// A time window (tumbling when `advance_ms == size_ms`).
+/// A time window (tumbling when `advance_ms == size_ms`), or a session window when
+/// `advance_ms` is 0 (then `size_ms` is the inactivity gap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowPlan {
     pub size_ms: i64,
@@ -83,8 +84,14 @@ pub struct WindowPlan {
 }
 
 impl WindowPlan {
+    pub fn is_session(&self) -> bool {
+        self.advance_ms == 0
+    }
+
     pub fn window_type(&self) -> crate::catalog::WindowType {
-        if self.size_ms == self.advance_ms {
+        if self.is_session() {
+            crate::catalog::WindowType::Session
+        } else if self.size_ms == self.advance_ms {
             crate::catalog::WindowType::Tumbling {
                 size_ms: self.size_ms as u64,
             }
@@ -333,11 +340,11 @@ pub fn plan_aggregate(
                         grace_ms,
                     })
                 }
-                brook_sql::WindowKind::Session { .. } => {
-                    return Err(PlanError::Unsupported(
-                        "SESSION windows are not supported yet".into(),
-                    ))
-                }
+                brook_sql::WindowKind::Session { gap } => Some(WindowPlan {
+                    size_ms: gap.millis() as i64,
+                    advance_ms: 0,
+                    grace_ms,
+                }),
             }
         }
     };

@@ -15,6 +15,9 @@ use datafusion::common::ScalarValue;
 use crate::error::{Result, RuntimeError};
 use crate::operator::Operator;
 
+/// A session's (start, end).
+type Span = (i64, i64);
+
 /// The column that marks an output row as a tombstone (the key's row is gone).
 pub const TOMBSTONE: &str = "__TOMBSTONE";
 
@@ -119,6 +122,43 @@ impl Acc {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Folds another accumulator of the same call into this one (sessions merging).
+    fn merge(&mut self, other: &Acc, call: &AggCall) -> Result<()> {
+        match (self, other) {
+            (Acc::Count(a), Acc::Count(b)) => *a += b,
+            (Acc::Sum(a), Acc::Sum(b)) => {
+                if !b.is_null() {
+                    *a = a.add(b).map_err(eval_err)?;
+                }
+            }
+            (Acc::Avg(s1, n1), Acc::Avg(s2, n2)) => {
+                *s1 += s2;
+                *n1 += n2;
+            }
+            (Acc::MinMax(a), Acc::MinMax(b)) => {
+                let replace = !b.is_null()
+                    && (a.is_null()
+                        || match b.partial_cmp(a) {
+                            Some(std::cmp::Ordering::Less) => call.kind == AggKind::Min,
+                            Some(std::cmp::Ordering::Greater) => call.kind == AggKind::Max,
+                            _ => false,
+                        });
+                if replace {
+                    *a = b.clone();
+                }
+            }
+            (Acc::ByOffset(a), Acc::ByOffset(b)) => {
+                // Sessions merge oldest first.
+                if !b.is_null() && (call.kind == AggKind::LatestByOffset || a.is_null()) {
+                    *a = b.clone();
+                }
+            }
+            (Acc::Values(a), Acc::Values(b)) => a.extend(b.iter().cloned()),
+            _ => return Err(RuntimeError::Eval("aggregate states do not match".into())),
         }
         Ok(())
     }
@@ -290,6 +330,8 @@ pub struct AggregateOperator {
     stream_time: i64,
     /// Over a table: each source key's current row (that passed WHERE), to retract.
     previous: HashMap<Vec<ScalarValue>, RecordBatch>,
+    /// Session windows: each group's open sessions as (start, end).
+    sessions: HashMap<Vec<ScalarValue>, Vec<(i64, i64)>>,
 }
 
 impl AggregateOperator {
@@ -313,6 +355,7 @@ impl AggregateOperator {
             state: HashMap::new(),
             stream_time: i64::MIN,
             previous: HashMap::new(),
+            sessions: HashMap::new(),
         })
     }
 
@@ -324,6 +367,20 @@ impl AggregateOperator {
         window: Option<(i64, i64)>,
         out: &mut Vec<RecordBatch>,
     ) -> Result<()> {
+        self.emit(batch, row, keys, window, None, out)
+    }
+
+    /// Emits a group's row; `retired` (a merged-away session, with its own timestamp)
+    /// emits its tombstone instead.
+    fn emit(
+        &mut self,
+        batch: &RecordBatch,
+        row: usize,
+        keys: &[ScalarValue],
+        window: Option<(i64, i64)>,
+        retired: Option<i64>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
         let Some(group) = self.state.get_mut(keys) else {
             return Ok(());
         };
@@ -331,6 +388,9 @@ impl AggregateOperator {
             .iter()
             .map(|c| c.slice(row, 1))
             .collect();
+        if let Some(ts) = retired {
+            cols[0] = Arc::new(arrow::array::Int64Array::from(vec![ts]));
+        }
         if let Some((start, end)) = window {
             cols.push(Arc::new(arrow::array::Int64Array::from(vec![start])));
             cols.push(Arc::new(arrow::array::Int64Array::from(vec![end])));
@@ -365,6 +425,10 @@ impl AggregateOperator {
                     .is_some_and(|b| !b.is_null(0) && b.value(0))
             }
         };
+        if retired.is_some() && !group.emitted {
+            return Ok(());
+        }
+        let passes = passes && retired.is_none();
         if !passes && !group.emitted {
             return Ok(());
         }
@@ -462,6 +526,80 @@ impl AggregateOperator {
     }
 }
 
+impl AggregateOperator {
+    /// Session windows (Kafka Streams' rules): the row's session absorbs every session of
+    /// its group within the gap; each absorbed session leaves as a tombstone first.
+    #[allow(clippy::too_many_arguments)]
+    fn session_row(
+        &mut self,
+        batch: &RecordBatch,
+        row: usize,
+        keys: Vec<ScalarValue>,
+        ts: i64,
+        w: brook_planner::aggregate::WindowPlan,
+        arg_cols: &[Option<ArrayRef>],
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        let gap = w.size_ms;
+        // Sessions that ended longer ago than gap + grace have expired from the store.
+        let expiry = self.stream_time.saturating_sub(w.grace_ms + gap);
+        let all = self.sessions.get(&keys).cloned().unwrap_or_default();
+        let (list, expired): (Vec<Span>, Vec<Span>) =
+            all.into_iter().partition(|(_, e)| *e >= expiry);
+        for (s, _) in expired {
+            let mut k = keys.clone();
+            k.push(ScalarValue::Int64(Some(s)));
+            self.state.remove(&k);
+        }
+        let (mut merging, keep): (Vec<Span>, Vec<Span>) = list
+            .into_iter()
+            .partition(|(s, e)| *e + gap >= ts && *s - gap <= ts);
+        let start = merging.iter().map(|m| m.0).min().unwrap_or(ts).min(ts);
+        let end = merging.iter().map(|m| m.1).max().unwrap_or(ts).max(ts);
+        if end < expiry {
+            // Late: its session closed a grace period ago.
+            return Ok(());
+        }
+        let aggs = self.plan.aggs.clone();
+        let mut accs = aggs
+            .iter()
+            .zip(&self.agg_types)
+            .map(|(a, dt)| Acc::new(a, dt, false))
+            .collect::<Result<Vec<_>>>()?;
+        merging.sort();
+        for (s, e) in &merging {
+            let mut k = keys.clone();
+            k.push(ScalarValue::Int64(Some(*s)));
+            self.emit(batch, row, &k, Some((*s, *e)), Some(*e), out)?;
+            if let Some(g) = self.state.remove(&k) {
+                for ((a, b), call) in accs.iter_mut().zip(&g.accs).zip(&aggs) {
+                    a.merge(b, call)?;
+                }
+            }
+        }
+        for ((acc, call), arg) in accs.iter_mut().zip(&aggs).zip(arg_cols) {
+            let v = match arg {
+                Some(a) => Some(ScalarValue::try_from_array(a, row).map_err(eval_err)?),
+                None => None,
+            };
+            acc.update(call, v)?;
+        }
+        let mut k = keys.clone();
+        k.push(ScalarValue::Int64(Some(start)));
+        self.state.insert(
+            k.clone(),
+            Group {
+                accs,
+                emitted: false,
+            },
+        );
+        let mut list = keep;
+        list.push((start, end));
+        self.sessions.insert(keys, list);
+        self.emit(batch, row, &k, Some((start, end)), None, out)
+    }
+}
+
 impl Operator for AggregateOperator {
     fn name(&self) -> &'static str {
         "Aggregate"
@@ -540,6 +678,10 @@ impl Operator for AggregateOperator {
             self.stream_time = self.stream_time.max(ts);
             // The windows this row falls in (one for tumbling, size/advance for hopping),
             // oldest first, less those already closed.
+            if let Some(w) = self.plan.window.filter(|w| w.is_session()) {
+                self.session_row(&batch, row, keys, ts, w, &arg_cols, out)?;
+                continue;
+            }
             let windows: Vec<Option<(i64, i64)>> = match self.plan.window {
                 None => vec![None],
                 Some(w) => {
