@@ -150,6 +150,7 @@ pub fn run_case(test: &Value, fmt: Option<&str>, cfg: Option<&str>) -> Outcome {
         if let Some(name) = t["name"].as_str() {
             let partitions = t["partitions"].as_i64().unwrap_or(1) as i32;
             driver.create_topic(name, partitions);
+            register_schemas(&driver, name, t);
         }
     }
     let expected_error = test.get("expectedException");
@@ -169,6 +170,20 @@ pub fn run_case(test: &Value, fmt: Option<&str>, cfg: Option<&str>) -> Outcome {
         let key = match to_payload(source.as_ref(), true, &input["key"]) {
             Ok(k) => k,
             Err(e) => return Outcome::Fail(format!("input key {}: {e}", input["key"])),
+        };
+        // A windowed input key carries its window, as Kafka Streams writes it.
+        let key = match (source.as_ref().and_then(|s| s.window), input.get("window")) {
+            (Some(w), Some(win)) => {
+                let start = win["start"].as_i64().unwrap_or(0);
+                let end = win["end"].as_i64().unwrap_or(0);
+                let mut k = key.unwrap_or_default();
+                if w == brook_planner::catalog::WindowType::Session {
+                    k.extend_from_slice(&end.to_be_bytes());
+                }
+                k.extend_from_slice(&start.to_be_bytes());
+                Some(k)
+            }
+            _ => key,
         };
         let value = match to_payload(source.as_ref(), false, &input["value"]) {
             Ok(v) => v,
@@ -307,6 +322,29 @@ pub fn run_case(test: &Value, fmt: Option<&str>, cfg: Option<&str>) -> Outcome {
         }
     }
     Outcome::Pass
+}
+
+/// Registers a test topic's `keySchema` / `valueSchema` under `<topic>-key` /
+/// `<topic>-value`, as ksqlDB's test driver does before running the statements. Only Avro
+/// schemas are known to the registry; others (JSON_SR, PROTOBUF) are left out.
+fn register_schemas(driver: &Driver, topic: &str, t: &Value) {
+    let registry = driver.registry();
+    for (schema, fmt, p) in [
+        ("keySchema", "keyFormat", format::Part::Key),
+        ("valueSchema", "valueFormat", format::Part::Value),
+    ] {
+        let Some(schema) = t.get(schema).filter(|s| !s.is_null()) else {
+            continue;
+        };
+        let avro = t[fmt]
+            .as_str()
+            .is_none_or(|f| f.eq_ignore_ascii_case("AVRO"));
+        if avro {
+            let subject = format::registry::subject(topic, p);
+            // A schema Avro cannot read belongs to another format: nothing to register.
+            let _ = format::registry::register_json(registry.as_ref(), &subject, schema);
+        }
+    }
 }
 
 fn split_window<'a>(

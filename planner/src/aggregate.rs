@@ -373,6 +373,23 @@ pub fn plan_aggregate(
         None => None,
         Some(w) => Some(physical(&scope.compile(w)?.expr, &input_schema)?),
     };
+    // Window bounds exist only on the aggregate's output.
+    let bounds = |e: &SqlExpr| {
+        let t = e.to_string();
+        [crate::schema::WINDOWSTART, crate::schema::WINDOWEND]
+            .into_iter()
+            .find(|b| {
+                t.split(|c: char| !c.is_alphanumeric() && c != '_')
+                    .any(|w| w == *b)
+            })
+    };
+    for e in q.group_by.iter().chain(q.having.iter()) {
+        if let Some(b) = bounds(e) {
+            return Err(PlanError::Invalid(format!(
+                "Window bounds column {b} can only be used in the SELECT clause of windowed aggregations and can not be passed to aggregate functions."
+            )));
+        }
+    }
     let mut groups = Vec::new();
     let mut group_types = Vec::new();
     let mut group_exprs = Vec::new();

@@ -36,6 +36,8 @@ pub struct StatelessPlan {
     pub projections: Vec<Projection>,
     pub output: LogicalSchema,
     pub kind: SourceKind,
+    /// The source's windowing: rows carry WINDOWSTART/WINDOWEND and so do the results.
+    pub window: Option<crate::catalog::WindowType>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,12 +181,22 @@ pub fn plan_stateless(
     catalog: &Catalog,
     target: Target,
 ) -> Result<StatelessPlan, PlanError> {
-    if !q.joins.is_empty() || q.window.is_some() || !q.group_by.is_empty() || q.having.is_some() {
-        return Err(PlanError::Unsupported(
-            "joins, windows and aggregations are not supported yet".into(),
+    if !q.joins.is_empty() {
+        return Err(PlanError::Unsupported("joins are not supported yet".into()));
+    }
+    if q.window.is_some() {
+        return Err(PlanError::Invalid(
+            "WINDOW clause requires a GROUP BY clause.".into(),
         ));
     }
     let source = catalog.source(&q.from.name.value)?;
+    if source.kind == brook_sql::SourceKind::Table && source.window.is_some() {
+        if let Target::Sink(_) = target {
+            return Err(PlanError::Invalid(
+                "KSQL does not support persistent queries on windowed tables.".into(),
+            ));
+        }
+    }
     let alias = q.from.alias.as_ref().map(|a| a.value.as_str());
     let scope = scope_for(source, alias, catalog);
     let input_schema = source.schema.row_schema(source.window.is_some(), catalog)?;
@@ -540,6 +552,7 @@ pub fn plan_stateless(
         projections,
         output,
         kind: source.kind,
+        window: source.window,
     })
 }
 

@@ -52,8 +52,19 @@ pub struct Driver {
 }
 
 impl Driver {
+    /// A driver whose schema subjects are its own (ids are shared with the process-wide
+    /// registry the pipelines' codecs use), so one test's registered schemas never leak into
+    /// another's inference.
     pub fn new() -> Self {
-        Driver::default()
+        let mut driver = Driver::default();
+        driver.session.registry =
+            std::sync::Arc::new(crate::format::registry::ScopedRegistry::new());
+        driver
+    }
+
+    /// The registry this driver's statements infer columns from.
+    pub fn registry(&self) -> std::sync::Arc<dyn crate::format::registry::SchemaRegistry> {
+        std::sync::Arc::clone(&self.session.registry)
     }
 
     pub fn catalog(&self) -> &brook_planner::catalog::Catalog {

@@ -57,7 +57,7 @@ impl FilterProject {
     fn build(plan: StatelessPlan, types: &dyn TypeRegistry, table: bool) -> Result<Self> {
         let mut output_schema = plan
             .output
-            .row_schema(false, types)
+            .row_schema(plan.window.is_some(), types)
             .map_err(|e| RuntimeError::Plan(e.to_string()))?;
         if table {
             let mut fields: Vec<arrow::datatypes::FieldRef> =
@@ -130,14 +130,15 @@ impl Operator for FilterProject {
             return Ok(());
         }
         let rows = batch.num_rows();
-        let mut columns: Vec<ArrayRef> = batch.columns()[..3].to_vec();
+        let pseudo = if self.plan.window.is_some() { 5 } else { 3 };
+        let mut columns: Vec<ArrayRef> = batch.columns()[..pseudo].to_vec();
         for (i, p) in self.plan.projections.iter().enumerate() {
             let array = p
                 .expr
                 .evaluate(&batch)
                 .and_then(|v| v.into_array(rows))
                 .map_err(eval_err)?;
-            let want = self.output_schema.field(3 + i).data_type();
+            let want = self.output_schema.field(pseudo + i).data_type();
             let array = if array.data_type() == want {
                 array
             } else {

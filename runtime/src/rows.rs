@@ -36,11 +36,27 @@ pub struct DecodedRows {
 pub fn decode_records(source: &Source, records: &[Record], types: &Catalog) -> Result<DecodedRows> {
     let schema = source
         .schema
-        .row_schema(false, types)
+        .row_schema(source.window.is_some(), types)
         .map_err(|e| RuntimeError::Plan(e.to_string()))?;
     let keys: Vec<Column> = source.schema.key_columns().cloned().collect();
     let values: Vec<Column> = source.schema.value_columns().cloned().collect();
-    let key_payloads: Vec<Option<&[u8]>> = records.iter().map(|r| r.key.as_deref()).collect();
+    // A windowed source's keys end with their window (Kafka Streams' layout).
+    let mut bounds: Vec<(i64, i64)> = Vec::new();
+    let key_payloads: Vec<Option<&[u8]>> = records
+        .iter()
+        .map(|r| match (source.window, r.key.as_deref()) {
+            (Some(w), Some(k)) => {
+                let (k, b) = split_windowed_key(w, k);
+                bounds.push(b);
+                Some(k)
+            }
+            (Some(_), None) => {
+                bounds.push((0, 0));
+                None
+            }
+            (None, k) => k,
+        })
+        .collect();
     let value_payloads: Vec<Option<&[u8]>> = records.iter().map(|r| r.value.as_deref()).collect();
     let k =
         format::Codec::new(&source.key_format, Part::Key, &keys, types)?.decode(&key_payloads)?;
@@ -67,6 +83,14 @@ pub fn decode_records(source: &Source, records: &[Record], types: &Catalog) -> R
             records.iter().map(|r| r.offset),
         )),
     ];
+    if source.window.is_some() {
+        cols.push(Arc::new(Int64Array::from_iter_values(
+            bounds.iter().map(|b| b.0),
+        )));
+        cols.push(Arc::new(Int64Array::from_iter_values(
+            bounds.iter().map(|b| b.1),
+        )));
+    }
     for c in &source.schema.columns {
         let dt = brook_planner::types::arrow_type(&c.ty, types)
             .map_err(|e| RuntimeError::Plan(e.to_string()))?;
@@ -316,4 +340,24 @@ pub fn encode_batch(sink: &Source, batch: &RecordBatch) -> Result<Vec<EncodedRow
             (k, if dead { None } else { v }, ts.value(i))
         })
         .collect())
+}
+
+/// Splits a windowed key into the key and its window (start, end): time windows append the
+/// start, session windows the end then the start, each 8 bytes big-endian.
+pub fn split_windowed_key(w: brook_planner::catalog::WindowType, k: &[u8]) -> (&[u8], (i64, i64)) {
+    use brook_planner::catalog::WindowType;
+    let be = |b: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        i64::from_be_bytes(a)
+    };
+    let n = k.len();
+    match w {
+        WindowType::Session if n >= 16 => (&k[..n - 16], (be(&k[n - 8..]), be(&k[n - 16..n - 8]))),
+        WindowType::Tumbling { size_ms } | WindowType::Hopping { size_ms } if n >= 8 => {
+            let start = be(&k[n - 8..]);
+            (&k[..n - 8], (start, start + size_ms as i64))
+        }
+        _ => (k, (0, 0)),
+    }
 }

@@ -9,14 +9,20 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, Int32Array, Int64Array, RecordBatch};
 use arrow::datatypes::DataType;
 use brook_planner::aggregate::{is_aggregation, plan_aggregate, AggregatePlan};
-use brook_planner::catalog::{plan_create_source, prop_int, prop_text, Catalog, Defaults, Source};
+use brook_planner::catalog::{
+    formats, plan_create_source, prop_int, prop_text, Catalog, Defaults, Source,
+};
+use brook_planner::format::FormatKind;
 use brook_planner::query::{plan_stateless, StatelessPlan, Target};
 use brook_planner::schema::{Column, LogicalSchema, Namespace};
 use brook_planner::types::NoTypes;
 use brook_planner::PlanError;
-use brook_sql::{ParsedStatement, Properties, SourceKind, Statement};
+use brook_sql::{
+    ColumnConstraint, ParsedStatement, Properties, SourceKind, Statement, TableElement,
+};
 
 use crate::error::RuntimeError;
+use crate::format::registry::{default_registry, SchemaRegistry};
 use crate::format::{self, Part};
 use crate::rows::{encode_batch, row_timestamp, EncodedRow};
 
@@ -61,7 +67,7 @@ impl QueryPlan {
 
     pub fn window(&self) -> Option<brook_planner::catalog::WindowType> {
         match self {
-            QueryPlan::Stateless(_) => None,
+            QueryPlan::Stateless(p) => p.window,
             QueryPlan::Aggregate(p) => p.window.map(|w| w.window_type()),
         }
     }
@@ -95,13 +101,46 @@ pub enum Action {
     Drop(String),
 }
 
+/// Drops the quotes from struct field names at any depth.
+fn unquote_fields(ty: &mut brook_sql::Type) {
+    use brook_sql::Type;
+    match ty {
+        Type::Struct(fields) => {
+            for f in fields {
+                f.name.quote_style = None;
+                unquote_fields(&mut f.ty);
+            }
+        }
+        Type::Array(t) => unquote_fields(t),
+        Type::Map(k, v) => {
+            unquote_fields(k);
+            unquote_fields(v);
+        }
+        _ => {}
+    }
+}
+
 /// The catalog and session settings.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Session {
     pub catalog: Catalog,
     pub defaults: Defaults,
     pub properties: BTreeMap<String, String>,
     query_seq: usize,
+    /// Where `CREATE STREAM/TABLE` without columns finds the topic's schemas.
+    pub registry: Arc<dyn SchemaRegistry>,
+}
+
+impl Default for Session {
+    fn default() -> Self {
+        Session {
+            catalog: Catalog::default(),
+            defaults: Defaults::default(),
+            properties: BTreeMap::new(),
+            query_seq: 0,
+            registry: default_registry(),
+        }
+    }
 }
 
 impl Session {
@@ -122,6 +161,93 @@ impl Session {
             _ => {}
         }
         self.properties.insert(name.to_string(), value.to_string());
+    }
+
+    /// The columns a `CREATE STREAM/TABLE` leaves out, taken from the schemas registered for
+    /// its topic when its formats have schemas (as ksqlDB infers them): value columns when
+    /// none are given, key columns when no key is given. `None` when nothing is inferred.
+    fn infer_elements(
+        &self,
+        kind: SourceKind,
+        elements: &[TableElement],
+        props: &Properties,
+    ) -> Result<Option<Vec<TableElement>>, StatementError> {
+        let Some(topic) = prop_text(props, "KAFKA_TOPIC") else {
+            return Ok(None);
+        };
+        // Bad formats are reported by the planner with its own wording.
+        let Ok((key_format, value_format)) = formats(props, &self.defaults) else {
+            return Ok(None);
+        };
+        let is_key = |e: &TableElement| {
+            matches!(
+                e.constraint,
+                Some(ColumnConstraint::Key) | Some(ColumnConstraint::PrimaryKey)
+            )
+        };
+        let lookup = |part: Part, unwrapped: bool, single: &str| -> Result<_, StatementError> {
+            let subject = format::registry::subject(&topic, part);
+            let latest = self
+                .registry
+                .latest(&subject)
+                .map_err(|e| PlanError::Invalid(e.to_string()))?;
+            let Some((_, schema)) = latest else {
+                return Ok(Vec::new());
+            };
+            format::registry::ksql_columns(&schema, unwrapped, single).map_err(|reason| {
+                StatementError::Plan(PlanError::Invalid(format!(
+                    "Unable to verify if the schema for topic: {topic} is compatible with ksqlDB: {reason}"
+                )))
+            })
+        };
+        let keys = if value_format.kind == FormatKind::Avro || key_format.kind == FormatKind::Avro {
+            if key_format.kind == FormatKind::Avro && !elements.iter().any(is_key) {
+                lookup(Part::Key, true, "ROWKEY")?
+            } else {
+                Vec::new()
+            }
+        } else {
+            Vec::new()
+        };
+        let values = if value_format.kind == FormatKind::Avro && elements.iter().all(is_key) {
+            lookup(
+                Part::Value,
+                value_format.wrap_single_value == Some(false),
+                "ROWVAL",
+            )?
+        } else {
+            Vec::new()
+        };
+        if keys.is_empty() && values.is_empty() {
+            return Ok(None);
+        }
+        let constraint = match kind {
+            SourceKind::Stream => "KEY",
+            SourceKind::Table => "PRIMARY KEY",
+        };
+        let mut decls: Vec<String> = keys
+            .iter()
+            .map(|(n, t)| format!("`{n}` {t} {constraint}"))
+            .collect();
+        decls.extend(elements.iter().map(|e| e.to_string()));
+        decls.extend(values.iter().map(|(n, t)| format!("`{n}` {t}")));
+        // The declarations go through the parser so that inferred types are exactly the
+        // ones a written column list would give.
+        let sql = format!(
+            "CREATE STREAM X ({}) WITH (KAFKA_TOPIC='x');",
+            decls.join(", ")
+        );
+        match brook_sql::parse_one(&sql)? {
+            Statement::CreateSource { mut elements, .. } => {
+                // Field names were quoted only to survive the parser; as columns they are
+                // the plain upper-cased names ksqlDB infers.
+                for e in &mut elements {
+                    unquote_fields(&mut e.ty);
+                }
+                Ok(Some(elements))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Checks and plans a statement, updating the catalog; what must happen outside the
@@ -163,12 +289,13 @@ impl Session {
                         .into());
                     }
                 }
+                let inferred = self.infer_elements(*kind, elements, properties)?;
                 let src = plan_create_source(
                     &self.catalog,
                     &self.defaults,
                     *kind,
                     &name,
-                    elements,
+                    inferred.as_deref().unwrap_or(elements),
                     properties,
                     *source,
                     &ps.text,

@@ -111,6 +111,136 @@ pub fn default_registry() -> Arc<dyn SchemaRegistry> {
     Arc::clone(registry) as Arc<dyn SchemaRegistry>
 }
 
+/// A registry whose subjects belong to one owner (a driver, a test) while ids and schemas
+/// are the process-wide registry's: codecs built without a registry find by id whatever
+/// this one registers, yet one owner's `<topic>-value` never shadows another's.
+#[derive(Debug)]
+pub struct ScopedRegistry {
+    shared: Arc<dyn SchemaRegistry>,
+    subjects: Mutex<HashMap<String, Vec<u32>>>,
+}
+
+impl ScopedRegistry {
+    pub fn new() -> Self {
+        ScopedRegistry {
+            shared: default_registry(),
+            subjects: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Default for ScopedRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SchemaRegistry for ScopedRegistry {
+    fn register(&self, subject: &str, schema: &Schema) -> Result<u32> {
+        // The shared subject is never looked up; it only gives the schema an id there.
+        let id = self.shared.register("brook-scoped", schema)?;
+        // Consistent after a panic for the same reason as `InMemoryRegistry::lock`.
+        let mut subjects = self.subjects.lock().unwrap_or_else(|e| e.into_inner());
+        let versions = subjects.entry(subject.to_string()).or_default();
+        if versions.last() != Some(&id) {
+            versions.push(id);
+        }
+        Ok(id)
+    }
+
+    fn schema_by_id(&self, id: u32) -> Result<Option<Arc<Schema>>> {
+        self.shared.schema_by_id(id)
+    }
+
+    fn latest(&self, subject: &str) -> Result<Option<(u32, Arc<Schema>)>> {
+        let id = {
+            let subjects = self.subjects.lock().unwrap_or_else(|e| e.into_inner());
+            subjects.get(subject).and_then(|v| v.last()).copied()
+        };
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        Ok(self.shared.schema_by_id(id)?.map(|s| (id, s)))
+    }
+}
+
+/// Registers an Avro schema given as JSON (as tests and REST clients give them) under
+/// `subject`.
+pub fn register_json(
+    registry: &dyn SchemaRegistry,
+    subject: &str,
+    schema: &serde_json::Value,
+) -> Result<u32> {
+    let schema = Schema::parse(schema).map_err(|e| RuntimeError::FormatSchema {
+        reason: format!("cannot register a schema under `{subject}`: {e}"),
+    })?;
+    registry.register(subject, &schema)
+}
+
+/// The ksqlDB type of an Avro schema, as SQL text (`STRUCT<`F1` INT>`), the way ksqlDB infers
+/// columns from a registered schema: names upper-cased, unions with null as the other
+/// branch, enums as STRING, fixed as BYTES.
+pub fn ksql_type(schema: &Schema) -> std::result::Result<String, String> {
+    Ok(match schema {
+        Schema::Boolean => "BOOLEAN".into(),
+        Schema::Int => "INT".into(),
+        Schema::Long => "BIGINT".into(),
+        Schema::Float | Schema::Double => "DOUBLE".into(),
+        Schema::String | Schema::Enum(_) | Schema::Uuid => "STRING".into(),
+        Schema::Bytes | Schema::Fixed(_) => "BYTES".into(),
+        Schema::Decimal(d) => format!("DECIMAL({}, {})", d.precision, d.scale),
+        Schema::Date => "DATE".into(),
+        Schema::TimeMillis => "TIME".into(),
+        Schema::TimestampMillis => "TIMESTAMP".into(),
+        Schema::Array(a) => format!("ARRAY<{}>", ksql_type(&a.items)?),
+        Schema::Map(m) => format!("MAP<STRING, {}>", ksql_type(&m.types)?),
+        Schema::Record(r) => {
+            let fields = r
+                .fields
+                .iter()
+                .map(|f| {
+                    Ok(format!(
+                        "`{}` {}",
+                        f.name.to_uppercase(),
+                        ksql_type(&f.schema)?
+                    ))
+                })
+                .collect::<std::result::Result<Vec<_>, String>>()?;
+            format!("STRUCT<{}>", fields.join(", "))
+        }
+        Schema::Union(u) => {
+            let non_null: Vec<&Schema> = u
+                .variants()
+                .iter()
+                .filter(|v| !matches!(v, Schema::Null))
+                .collect();
+            match non_null.as_slice() {
+                [one] => ksql_type(one)?,
+                _ => return Err("unions other than with null are not supported".into()),
+            }
+        }
+        other => return Err(format!("Avro type {other:?} is not supported")),
+    })
+}
+
+/// Column declarations (`` `C1` INT, `C2` STRING ``) inferred from a registered schema: a
+/// record's fields, or the single column `single` when the schema is not a record or
+/// `unwrapped` says the record is the column.
+pub fn ksql_columns(
+    schema: &Schema,
+    unwrapped: bool,
+    single: &str,
+) -> std::result::Result<Vec<(String, String)>, String> {
+    match schema {
+        Schema::Record(r) if !unwrapped => r
+            .fields
+            .iter()
+            .map(|f| Ok((f.name.to_uppercase(), ksql_type(&f.schema)?)))
+            .collect(),
+        other => Ok(vec![(single.to_string(), ksql_type(other)?)]),
+    }
+}
+
 /// The subject a topic's key or value schema is registered under (Confluent's
 /// `TopicNameStrategy`).
 pub fn subject(topic: &str, part: super::Part) -> String {
@@ -157,6 +287,44 @@ mod tests {
         let a = r.register("s", &d(2)).unwrap();
         let b = r.register("s", &d(3)).unwrap();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn scoped_registries_share_ids_but_not_subjects() {
+        let a = ScopedRegistry::new();
+        let b = ScopedRegistry::new();
+        let s = schema(r#"{"type":"record","name":"r","fields":[{"name":"x","type":"int"}]}"#);
+        let id = a.register("scoped-t-value", &s).unwrap();
+        assert!(b.latest("scoped-t-value").unwrap().is_none());
+        assert_eq!(
+            default_registry().schema_by_id(id).unwrap().as_deref(),
+            Some(&s)
+        );
+    }
+
+    #[test]
+    fn columns_are_inferred_as_ksqldb_does() {
+        let s = schema(
+            r#"{"type":"record","name":"r","fields":[
+                {"name":"c1","type":["null","long"]},
+                {"name":"c2","type":{"type":"map","values":{"type":"enum","name":"e","symbols":["A"]}}},
+                {"name":"c3","type":{"type":"record","name":"n","fields":[{"name":"f1","type":"float"}]}},
+                {"name":"c4","type":{"type":"bytes","logicalType":"decimal","precision":4,"scale":2}}]}"#,
+        );
+        let cols = ksql_columns(&s, false, "ROWVAL").unwrap();
+        let want = [
+            ("C1", "BIGINT"),
+            ("C2", "MAP<STRING, STRING>"),
+            ("C3", "STRUCT<`F1` DOUBLE>"),
+            ("C4", "DECIMAL(4, 2)"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect();
+        assert_eq!(cols, want);
+        let single = ksql_columns(&schema(r#""int""#), true, "ROWKEY").unwrap();
+        assert_eq!(single, vec![("ROWKEY".to_string(), "INT".to_string())]);
     }
 
     #[test]
