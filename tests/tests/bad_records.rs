@@ -1,0 +1,77 @@
+//! Records that do not decode are logged, counted and skipped; the query keeps running and
+//! every good record is delivered.
+
+use std::time::Duration;
+
+use brook_runtime::kafka::{consumer_config, producer_config};
+use brook_runtime::rdkafka::consumer::{Consumer, StreamConsumer};
+use brook_runtime::rdkafka::producer::{FutureProducer, FutureRecord};
+use brook_server::engine::Engine;
+
+const GOOD: usize = 2_000;
+const BAD: usize = 1_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_records_are_skipped_and_counted() {
+    let broker = brook_tests::broker().await;
+    let bootstrap = broker.bootstrap_servers();
+    let engine = Engine::new(&bootstrap).expect("engine");
+    engine
+        .execute(
+            "CREATE STREAM readings (id STRING KEY, v INT) WITH (KAFKA_TOPIC='readings', \
+             VALUE_FORMAT='JSON', PARTITIONS=2);
+             CREATE STREAM copies AS SELECT id, v FROM readings;",
+        )
+        .await
+        .expect("statements");
+    let producer: FutureProducer = producer_config(&bootstrap).create().expect("producer");
+    for i in 0..GOOD + BAD {
+        let key = format!("k{}", i % 10);
+        // Every third record is not JSON, or not an INT where one is due.
+        let value = if i % 3 == 2 && i / 3 < BAD {
+            if i % 2 == 0 {
+                "{not json".to_string()
+            } else {
+                "{\"v\": \"not a number\"}".to_string()
+            }
+        } else {
+            format!("{{\"v\": {i}}}")
+        };
+        producer
+            .send(
+                FutureRecord::to("readings").key(&key).payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+    let consumer: StreamConsumer = consumer_config(&bootstrap, "copies-reader")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&["COPIES"]).expect("subscribe");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut got = 0;
+    while got < GOOD {
+        tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {got} of {GOOD} good records came through"))
+            .expect("consume");
+        got += 1;
+    }
+    let extra = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await;
+    assert!(extra.is_err(), "a bad record produced output");
+    let mut errors = 0;
+    for _ in 0..100 {
+        let q = engine.queries().await;
+        assert_eq!(q.len(), 1);
+        assert!(q[0].running, "the query stopped");
+        errors = q[0].stats.errors;
+        if errors == BAD as u64 && q[0].stats.records_in == (GOOD + BAD) as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(errors, BAD as u64, "each bad record is counted once");
+    engine.shutdown().await;
+}
