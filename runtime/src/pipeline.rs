@@ -108,6 +108,11 @@ impl Pipeline {
         }
         for b in out {
             for (key, value, timestamp) in encode_batch(&self.sink, &b)? {
+                // Kafka takes no negative timestamps: such a result is dropped, as
+                // ksqlDB's producer would fail it.
+                if timestamp < 0 {
+                    continue;
+                }
                 done.outputs.push(Output {
                     key,
                     value: if null_values && !self.deletes {

@@ -226,9 +226,18 @@ pub fn row_timestamp(source: &Source, batch: &RecordBatch, row: usize) -> Result
                 .downcast_ref::<arrow::array::StringArray>()
                 .map(|a| a.value(row).to_string())
                 .unwrap_or_default();
-            Err(RuntimeError::Plan(format!(
-                "TIMESTAMP_FORMAT parsing is not supported yet ({s:?} with format {fmt:?})"
-            )))
+            let Some(pattern) = fmt else {
+                return Err(RuntimeError::Plan(format!(
+                    "the TIMESTAMP column {col} is a STRING: give its TIMESTAMP_FORMAT"
+                )));
+            };
+            brook_planner::functions::parse_timestamp(pattern, &s)
+                .map(Some)
+                .map_err(|e| {
+                    RuntimeError::Plan(format!(
+                        "TIMESTAMP column {col}: cannot parse {s:?} with '{pattern}': {e}"
+                    ))
+                })
         }
         other => Err(RuntimeError::Plan(format!(
             "TIMESTAMP column {col} has unsupported type {other}"
@@ -292,6 +301,14 @@ pub fn encode_batch(sink: &Source, batch: &RecordBatch) -> Result<Vec<EncodedRow
         .as_any()
         .downcast_ref::<Int64Array>()
         .ok_or_else(|| RuntimeError::Plan("ROWTIME must be BIGINT".into()))?;
+    // A sink's TIMESTAMP column, when given, sets its records' timestamps.
+    let sink_ts: Vec<Option<i64>> = if sink.timestamp.is_some() {
+        (0..rows)
+            .map(|i| row_timestamp(sink, batch, i).ok().flatten())
+            .collect()
+    } else {
+        Vec::new()
+    };
     // Windowed keys carry their window as Kafka Streams writes it: the key, then the
     // window start (and for sessions the end first), each 8 bytes big-endian.
     if sink.window.is_some() {
@@ -337,7 +354,11 @@ pub fn encode_batch(sink: &Source, batch: &RecordBatch) -> Result<Vec<EncodedRow
         .enumerate()
         .map(|(i, (k, v))| {
             let dead = tombstones.as_ref().is_some_and(|t| t.value(i));
-            (k, if dead { None } else { v }, ts.value(i))
+            (
+                k,
+                if dead { None } else { v },
+                sink_ts.get(i).copied().flatten().unwrap_or(ts.value(i)),
+            )
         })
         .collect())
 }

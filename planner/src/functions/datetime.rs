@@ -4,7 +4,7 @@
 //! that cannot be parsed or formatted gives NULL for that expression rather than failing
 //! the record.
 
-mod pattern;
+pub(crate) mod pattern;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -53,3 +53,10 @@ pub fn call(scope: &Scope, name: &str, mut args: Vec<Typed>) -> Result<Typed, Pl
 }
 
 type Family = fn(&Scope, &str, &mut Vec<Typed>) -> Lookup;
+
+/// Parses `text` with a Java DateTimeFormatter pattern (as TIMESTAMP_FORMAT gives it) into
+/// epoch milliseconds; UTC unless the text names a zone.
+pub fn parse_timestamp(pattern: &str, text: &str) -> Result<i64, String> {
+    let zone = datetime::pattern::Zone::parse("UTC").ok_or("the UTC zone is unknown")?;
+    datetime::pattern::parse_timestamp(pattern, text, zone)
+}
