@@ -9,6 +9,7 @@ mod error;
 pub mod expr;
 pub mod format;
 pub mod functions;
+pub mod join;
 pub mod query;
 pub mod schema;
 pub mod types;

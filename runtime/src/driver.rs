@@ -126,8 +126,24 @@ impl Driver {
             source_topic: topic.clone(),
             pipeline,
         });
-        // Queries start from the earliest offset: records already in the topic flow now.
+        // Queries start from the earliest offset: records already in the topic flow now
+        // (a join's table first, so stream records find the rows that came before them).
         let idx = self.queries.len() - 1;
+        if let Some(table_topic) = self.queries[idx]
+            .pipeline
+            .table
+            .as_ref()
+            .map(|t| t.topic.clone())
+        {
+            let rows: Vec<Record> = self
+                .topics
+                .get(&table_topic)
+                .map(|t| t.records.clone())
+                .unwrap_or_default();
+            for r in rows {
+                self.run_table(idx, &r);
+            }
+        }
         let existing: Vec<Record> = self
             .topics
             .get(&topic)
@@ -195,7 +211,32 @@ impl Driver {
                 if self.queries[i].source_topic == topic {
                     self.run_query(i, &rec, &mut work);
                 }
+                if self.queries[i]
+                    .pipeline
+                    .table
+                    .as_ref()
+                    .is_some_and(|t| t.topic == topic)
+                {
+                    self.run_table(i, &rec);
+                }
             }
+        }
+    }
+
+    fn run_table(&mut self, idx: usize, rec: &Record) {
+        if let Err(e) = self.queries[idx]
+            .pipeline
+            .process_table(std::slice::from_ref(rec))
+            .and_then(|p| match p.errors.first() {
+                Some((_, e)) => Err(crate::error::RuntimeError::Plan(e.clone())),
+                None => Ok(()),
+            })
+        {
+            let q = &self.queries[idx];
+            self.processing_log.push(format!(
+                "query {}: table record partition {} offset {}: {e}",
+                q.pipeline.id, rec.partition, rec.offset
+            ));
         }
     }
 

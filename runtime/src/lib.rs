@@ -7,6 +7,7 @@ pub mod driver;
 pub mod embedded;
 mod error;
 pub mod format;
+pub mod join;
 pub mod kafka;
 pub mod operator;
 pub mod pipeline;

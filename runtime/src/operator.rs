@@ -263,3 +263,16 @@ fn explode(tfs: &[TableFunction], batch: &RecordBatch) -> Result<RecordBatch> {
         &RecordBatchOptions::new().with_row_count(Some(counts.iter().sum())),
     )?)
 }
+
+/// An operator that passes nothing on (for pipelines whose work is done elsewhere).
+pub struct Nothing;
+
+impl Operator for Nothing {
+    fn name(&self) -> &'static str {
+        "Nothing"
+    }
+
+    fn process(&mut self, _batch: RecordBatch, _out: &mut Vec<RecordBatch>) -> Result<()> {
+        Ok(())
+    }
+}

@@ -5,6 +5,7 @@ use brook_planner::catalog::{Catalog, Source};
 
 use crate::aggregate::AggregateOperator;
 use crate::error::Result;
+use crate::join::JoinOperator;
 use crate::operator::{FilterProject, Operator};
 use crate::rows::{decode_records, encode_batch, Record};
 use crate::session::{QueryPlan, QuerySpec};
@@ -29,7 +30,10 @@ pub struct Pipeline {
     pub id: String,
     pub source: Source,
     pub sink: Source,
+    /// A join's second input (the table of a stream–table join).
+    pub table: Option<Source>,
     operator: Box<dyn Operator>,
+    join: Option<JoinOperator>,
     /// A record without a value never passes a filter.
     filters: bool,
     /// Records without a value delete their key's row (an aggregation over a table).
@@ -41,6 +45,20 @@ impl Pipeline {
     pub fn new(spec: QuerySpec, types: &Catalog) -> Result<Pipeline> {
         // An aggregation skips records without a value, as a filter would.
         let deletes = matches!(&spec.plan, QueryPlan::Aggregate(p) if p.retract_by.is_some());
+        if let QueryPlan::Join(p) = spec.plan {
+            let table = Some(p.table.clone());
+            return Ok(Pipeline {
+                id: spec.id,
+                source: spec.input,
+                sink: spec.sink,
+                table,
+                operator: Box::new(crate::operator::Nothing),
+                join: Some(JoinOperator::new(*p, types)?),
+                filters: true,
+                deletes: false,
+                types: types.clone(),
+            });
+        }
         let (filters, operator): (bool, Box<dyn Operator>) = match spec.plan {
             // Over a table, a deleted row (no value) is forwarded as a deletion, whatever
             // the filter says, and a row the filter drops becomes a deletion too.
@@ -54,12 +72,15 @@ impl Pipeline {
                 let table = p.retract_by.is_some();
                 (!table, Box::new(AggregateOperator::new(p, types)?))
             }
+            QueryPlan::Join(_) => unreachable_join()?,
         };
         Ok(Pipeline {
             id: spec.id,
             source: spec.input,
             sink: spec.sink,
+            table: None,
             operator,
+            join: None,
             filters,
             deletes,
             types: types.clone(),
@@ -101,7 +122,9 @@ impl Pipeline {
             return Ok(());
         };
         let mut out = Vec::new();
-        if null_values && self.deletes {
+        if let Some(j) = &mut self.join {
+            j.stream_rows(&batch, &mut out)?;
+        } else if null_values && self.deletes {
             self.operator.process_deletes(batch, &mut out)?;
         } else {
             self.operator.process(batch, &mut out)?;
@@ -125,5 +148,38 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+}
+
+fn unreachable_join() -> Result<(bool, Box<dyn Operator>)> {
+    Err(crate::error::RuntimeError::Plan(
+        "a join plan reached the single-input path".into(),
+    ))
+}
+
+impl Pipeline {
+    /// Processes records of the join's table topic: they update the table's state and
+    /// produce nothing (a stream–table join emits on stream records only).
+    pub fn process_table(&mut self, records: &[Record]) -> Result<Processed> {
+        let mut done = Processed::default();
+        let (Some(table), Some(join)) = (&self.table, &mut self.join) else {
+            return Ok(done);
+        };
+        let mut start = 0;
+        while start < records.len() {
+            let deleted = records[start].value.is_none();
+            let mut end = start + 1;
+            while end < records.len() && records[end].value.is_none() == deleted {
+                end += 1;
+            }
+            let decoded = decode_records(table, &records[start..end], &self.types)?;
+            done.errors
+                .extend(decoded.errors.into_iter().map(|(i, e)| (i + start, e)));
+            if let Some(batch) = decoded.batch {
+                join.table_rows(&batch, deleted)?;
+            }
+            start = end;
+        }
+        Ok(done)
     }
 }

@@ -55,6 +55,7 @@ pub struct QuerySpec {
 pub enum QueryPlan {
     Stateless(StatelessPlan),
     Aggregate(AggregatePlan),
+    Join(Box<brook_planner::join::JoinPlan>),
 }
 
 impl QueryPlan {
@@ -62,6 +63,7 @@ impl QueryPlan {
         match self {
             QueryPlan::Stateless(p) => &p.output,
             QueryPlan::Aggregate(p) => &p.output,
+            QueryPlan::Join(p) => &p.output,
         }
     }
 
@@ -69,6 +71,7 @@ impl QueryPlan {
         match self {
             QueryPlan::Stateless(p) => p.window,
             QueryPlan::Aggregate(p) => p.window.map(|w| w.window_type()),
+            QueryPlan::Join(_) => None,
         }
     }
 
@@ -76,6 +79,7 @@ impl QueryPlan {
         match self {
             QueryPlan::Stateless(p) => &p.source,
             QueryPlan::Aggregate(p) => &p.source,
+            QueryPlan::Join(p) => &p.stream.name,
         }
     }
 }
@@ -328,7 +332,22 @@ impl Session {
                     ))
                     .into());
                 }
-                let plan = if is_aggregation(query) {
+                let plan = if !query.joins.is_empty() {
+                    if is_aggregation(query) {
+                        return Err(PlanError::Unsupported(
+                            "aggregating a join is not supported yet".into(),
+                        )
+                        .into());
+                    }
+                    let p = brook_planner::join::plan_join(query, &self.catalog, &name)?;
+                    if *kind == SourceKind::Table {
+                        return Err(PlanError::Invalid(
+                            "Invalid result type. Your SELECT query produces a STREAM. Please use CREATE STREAM AS SELECT statement instead.".into(),
+                        )
+                        .into());
+                    }
+                    QueryPlan::Join(Box::new(p))
+                } else if is_aggregation(query) {
                     if *kind == SourceKind::Stream {
                         return Err(PlanError::Invalid(
                             "Invalid result type. Your SELECT query produces a TABLE. Please use CREATE TABLE AS SELECT statement instead.".into(),
