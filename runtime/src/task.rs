@@ -97,7 +97,13 @@ pub async fn run(
     let producer: FutureProducer = producer_config(&config.bootstrap_servers).create()?;
     let input = pipeline.source.topic.clone();
     let sink = pipeline.sink.topic.clone();
-    consumer.subscribe(&[&input])?;
+    // A join also reads its table's topic; its records update state, in arrival order.
+    let table_topic = pipeline.table.as_ref().map(|t| t.topic.clone());
+    match &table_topic {
+        Some(t) => consumer.subscribe(&[&input, t])?,
+        None => consumer.subscribe(&[&input])?,
+    }
+    let is_table = |m: &BorrowedMessage<'_>| table_topic.as_deref() == Some(m.topic());
     let mut totals = TaskStats::default();
     loop {
         let first = tokio::select! {
@@ -112,12 +118,16 @@ pub async fn run(
                 continue;
             }
         };
+        let mut sides = vec![is_table(&first)];
         let mut batch = vec![to_record(&first)];
         drop(first);
         let deadline = tokio::time::Instant::now() + config.linger;
         while batch.len() < config.max_batch {
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(to_record(&m)),
+                Ok(Ok(m)) => {
+                    sides.push(is_table(&m));
+                    batch.push(to_record(&m));
+                }
                 Ok(Err(e)) => {
                     warn!(query = %pipeline.id, error = %e, "consume failed");
                     break;
@@ -125,13 +135,33 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        let processed = pipeline.process(&batch)?;
+        // Runs of stream and table records, in order (there are no table records unless
+        // the query is a join).
+        let mut processed = crate::pipeline::Processed::default();
+        let mut start = 0;
+        while start < batch.len() {
+            let table = sides[start];
+            let mut end = start + 1;
+            while end < batch.len() && sides[end] == table {
+                end += 1;
+            }
+            let part = if table {
+                pipeline.process_table(&batch[start..end])?
+            } else {
+                pipeline.process(&batch[start..end])?
+            };
+            processed
+                .errors
+                .extend(part.errors.into_iter().map(|(i, e)| (i + start, e)));
+            processed.outputs.extend(part.outputs);
+            start = end;
+        }
         for (i, e) in &processed.errors {
             let r = &batch[*i];
             // The processing log: the record is skipped, the query goes on.
             warn!(
                 query = %pipeline.id,
-                topic = %input,
+                topic = %(if sides[*i] { table_topic.as_deref().unwrap_or("") } else { input.as_str() }),
                 partition = r.partition,
                 offset = r.offset,
                 "record skipped: {e}"
@@ -174,14 +204,18 @@ pub async fn run(
             delivered(d).await?;
             produced += 1;
         }
-        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-        for r in &batch {
-            let e = next.entry(r.partition).or_insert(r.offset + 1);
+        let mut next: BTreeMap<(bool, i32), i64> = BTreeMap::new();
+        for (r, table) in batch.iter().zip(&sides) {
+            let e = next.entry((*table, r.partition)).or_insert(r.offset + 1);
             *e = (*e).max(r.offset + 1);
         }
         let mut tpl = TopicPartitionList::new();
-        for (p, o) in next {
-            tpl.add_partition_offset(&input, p, Offset::Offset(o))?;
+        for ((table, p), o) in next {
+            let topic = match (&table_topic, table) {
+                (Some(t), true) => t.as_str(),
+                _ => input.as_str(),
+            };
+            tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
         }
         consumer.commit(&tpl, CommitMode::Async)?;
         totals.records_in += batch.len() as u64;

@@ -304,15 +304,6 @@ impl Engine {
                 }
                 Ok(Executed::SourceCreated(source.name))
             }
-            Action::StartQuery(spec)
-                if matches!(spec.plan, brook_runtime::session::QueryPlan::Join(_)) =>
-            {
-                // The Kafka task reads one topic; joins run in the deterministic driver only.
-                Err(PlanError::Unsupported(
-                    "joins do not run over Kafka yet (only in the deterministic driver)".into(),
-                )
-                .into())
-            }
             Action::StartQuery(spec) => {
                 if let Some(p) = spec.sink_partitions {
                     if !partitions.contains_key(&spec.sink.topic) {

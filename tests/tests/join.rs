@@ -1,0 +1,74 @@
+//! A stream–table join over Kafka: orders enriched with their customer's current row.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use brook_runtime::kafka::{consumer_config, producer_config};
+use brook_runtime::rdkafka::consumer::{Consumer, StreamConsumer};
+use brook_runtime::rdkafka::message::Message;
+use brook_runtime::rdkafka::producer::{FutureProducer, FutureRecord};
+use brook_server::engine::Engine;
+
+async fn send(p: &FutureProducer, topic: &str, key: &str, value: &str) {
+    p.send(
+        FutureRecord::to(topic).key(key).payload(value),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|(e, _)| e)
+    .expect("delivered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_join_customers() {
+    let broker = brook_tests::broker().await;
+    let bootstrap = broker.bootstrap_servers();
+    let engine = Engine::new(&bootstrap).expect("engine");
+    engine
+        .execute(
+            "CREATE TABLE customers (id STRING PRIMARY KEY, name STRING) \
+               WITH (KAFKA_TOPIC='customers', VALUE_FORMAT='JSON', PARTITIONS=1);
+             CREATE STREAM orders (orderId STRING KEY, customerId STRING, total DOUBLE) \
+               WITH (KAFKA_TOPIC='orders', VALUE_FORMAT='JSON', PARTITIONS=1);
+             CREATE STREAM enriched AS SELECT o.customerId AS cid, o.orderId, c.name, o.total \
+               FROM orders o LEFT JOIN customers c ON o.customerId = c.id;",
+        )
+        .await
+        .expect("statements");
+    let p: FutureProducer = producer_config(&bootstrap).create().expect("producer");
+    send(&p, "customers", "c1", r#"{"name":"Alice"}"#).await;
+    send(&p, "customers", "c2", r#"{"name":"Bob"}"#).await;
+    // Let the table rows arrive before the orders that look them up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    send(&p, "orders", "o1", r#"{"customerId":"c1","total":10.0}"#).await;
+    send(&p, "orders", "o2", r#"{"customerId":"c2","total":20.0}"#).await;
+    send(&p, "orders", "o3", r#"{"customerId":"c9","total":30.0}"#).await;
+
+    let consumer: StreamConsumer = consumer_config(&bootstrap, "enriched-reader")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&["ENRICHED"]).expect("subscribe");
+    let mut got = HashMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while got.len() < 3 {
+        let m = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} joined rows: {got:?}", got.len()))
+            .expect("consume");
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+        let v: serde_json::Value =
+            serde_json::from_slice(m.payload().expect("value")).expect("JSON");
+        got.insert(
+            v["ORDERID"].as_str().unwrap_or_default().to_string(),
+            (key, v["NAME"].clone()),
+        );
+    }
+    assert_eq!(got["o1"], ("c1".to_string(), serde_json::json!("Alice")));
+    assert_eq!(got["o2"], ("c2".to_string(), serde_json::json!("Bob")));
+    assert_eq!(
+        got["o3"],
+        ("c9".to_string(), serde_json::Value::Null),
+        "LEFT JOIN pads"
+    );
+    engine.shutdown().await;
+}
