@@ -39,6 +39,7 @@ pub enum AggKind {
     CountDistinct,
     StddevSamp,
     Attr,
+    Histogram,
 }
 
 /// One aggregate call: its kind, argument and ksqlDB types.
@@ -130,6 +131,7 @@ fn agg_kind(name: &str, args: &[SqlExpr]) -> Option<AggKind> {
         "COUNT_DISTINCT" => AggKind::CountDistinct,
         "STDDEV_SAMP" | "STDDEV_SAMPLE" => AggKind::StddevSamp,
         "ATTR" => AggKind::Attr,
+        "HISTOGRAM" => AggKind::Histogram,
         _ => return None,
     })
 }
@@ -524,6 +526,7 @@ pub fn plan_aggregate(
         let result_type = match kind {
             AggKind::CountRows | AggKind::Count | AggKind::CountDistinct => Type::Bigint,
             AggKind::Avg | AggKind::StddevSamp => Type::Double,
+            AggKind::Histogram => Type::Map(Box::new(Type::String), Box::new(Type::Bigint)),
             AggKind::CollectList | AggKind::CollectSet | AggKind::TopK | AggKind::TopKDistinct => {
                 Type::Array(Box::new(arg_type.clone().unwrap_or(Type::String)))
             }

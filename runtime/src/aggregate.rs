@@ -273,6 +273,34 @@ impl Acc {
                 AggKind::EarliestByOffset => list(vals.iter().take(n).cloned().collect()),
                 AggKind::LatestByOffset => list(vals[vals.len().saturating_sub(n)..].to_vec()),
                 AggKind::CountDistinct => Ok(ScalarValue::Int64(Some(distinct(vals).len() as i64))),
+                AggKind::Histogram => {
+                    // Counts per distinct value, in first-seen order, keys as text.
+                    let mut counts: Vec<(String, i64)> = Vec::new();
+                    for v in vals.iter().filter(|v| !v.is_null()) {
+                        let k = v.to_string();
+                        match counts.iter_mut().find(|(x, _)| *x == k) {
+                            Some((_, n)) => *n += 1,
+                            None => counts.push((k, 1)),
+                        }
+                    }
+                    let mut b = arrow::array::MapBuilder::new(
+                        None,
+                        arrow::array::StringBuilder::new(),
+                        arrow::array::Int64Builder::new(),
+                    );
+                    for (k, n) in counts {
+                        b.keys().append_value(k);
+                        b.values().append_value(n);
+                    }
+                    b.append(true)?;
+                    let map = b.finish();
+                    let map = if map.data_type() == dt {
+                        Arc::new(map) as ArrayRef
+                    } else {
+                        cast(&map, dt)?
+                    };
+                    ScalarValue::try_from_array(&map, 0).map_err(eval_err)
+                }
                 AggKind::Attr => {
                     let d = distinct(vals);
                     Ok(if d.len() == 1 {
