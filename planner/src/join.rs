@@ -24,6 +24,8 @@ pub struct JoinPlan {
     pub stream: Source,
     pub table: Source,
     pub left_outer: bool,
+    /// Both inputs are tables (a primary-key join): either side's changes emit.
+    pub tables: bool,
     /// The stream side's join expression, over the stream's row schema.
     pub stream_key: Arc<dyn PhysicalExpr>,
     /// The table's key column's index in the table's row schema.
@@ -93,7 +95,7 @@ pub fn plan_join(q: &Query, catalog: &Catalog, sink: &str) -> Result<JoinPlan, P
         .map(|a| a.value.clone())
         .unwrap_or(right.name.clone());
     match (left.kind, right.kind) {
-        (SourceKind::Stream, SourceKind::Table) => {}
+        (SourceKind::Stream, SourceKind::Table) | (SourceKind::Table, SourceKind::Table) => {}
         (SourceKind::Table, SourceKind::Stream) => {
             return Err(PlanError::Invalid(format!(
                 "Invalid join order: table-stream joins are not supported; only stream-table joins. Got {} {} {}.",
@@ -104,13 +106,19 @@ pub fn plan_join(q: &Query, catalog: &Catalog, sink: &str) -> Result<JoinPlan, P
         }
         _ => {
             return Err(PlanError::Unsupported(
-                "stream-stream and table-table joins are not supported yet".into(),
+                "stream-stream joins are not supported yet".into(),
             ))
         }
     }
+    let tables = left.kind == SourceKind::Table;
     let left_outer = match join.kind {
         JoinKind::Inner => false,
         JoinKind::Left => true,
+        JoinKind::Full if tables => {
+            return Err(PlanError::Unsupported(
+                "FULL OUTER table-table joins are not supported yet".into(),
+            ))
+        }
         _ => {
             return Err(PlanError::Invalid(format!(
             "Invalid join type: full-outer join not supported for stream-table join. Got {} {} {}.",
@@ -192,12 +200,33 @@ pub fn plan_join(q: &Query, catalog: &Catalog, sink: &str) -> Result<JoinPlan, P
                 other => other.to_string(),
             }
         };
-        return Err(PlanError::Invalid(format!(
-            "Invalid join condition: stream-table joins require to join on the table's primary key. Got {} = {}.",
-            qualify(a),
-            qualify(b)
-        )));
+        return Err(PlanError::Invalid(if tables {
+            format!(
+                "Invalid join condition: table-table joins require to join on the primary key of the right input table. Got {} = {}.",
+                qualify(a),
+                qualify(b)
+            )
+        } else {
+            format!(
+                "Invalid join condition: stream-table joins require to join on the table's primary key. Got {} = {}.",
+                qualify(a),
+                qualify(b)
+            )
+        }));
     };
+    if tables {
+        let left_key = left.schema.key_columns().next().map(|c| c.name.clone());
+        let is_left_pk = match (strip(stream_side), &left_key) {
+            (SqlExpr::Identifier(i), Some(k)) => i.value == *k,
+            (SqlExpr::CompoundIdentifier(p), Some(k)) if p.len() == 2 => p[1].value == *k,
+            _ => false,
+        };
+        if !is_left_pk {
+            return Err(PlanError::Unsupported(
+                "foreign-key table-table joins are not supported yet".into(),
+            ));
+        }
+    }
     let left_scope = scope_for(&left, Some(&la), catalog);
     let left_schema = left.schema.row_schema(left.window.is_some(), catalog)?;
     let sk = left_scope.compile(stream_side)?;
@@ -333,6 +362,7 @@ pub fn plan_join(q: &Query, catalog: &Catalog, sink: &str) -> Result<JoinPlan, P
         stream: left,
         table: right,
         left_outer,
+        tables,
         stream_key,
         table_key,
         joined_schema,

@@ -140,9 +140,11 @@ impl Driver {
                 .get(&table_topic)
                 .map(|t| t.records.clone())
                 .unwrap_or_default();
+            let mut work = VecDeque::new();
             for r in rows {
-                self.run_table(idx, &r);
+                self.run_table(idx, &r, &mut work);
             }
+            self.drain(work);
         }
         let existing: Vec<Record> = self
             .topics
@@ -217,26 +219,52 @@ impl Driver {
                     .as_ref()
                     .is_some_and(|t| t.topic == topic)
                 {
-                    self.run_table(i, &rec);
+                    self.run_table(i, &rec, &mut work);
                 }
             }
         }
     }
 
-    fn run_table(&mut self, idx: usize, rec: &Record) {
-        if let Err(e) = self.queries[idx]
+    fn run_table(&mut self, idx: usize, rec: &Record, work: &mut VecDeque<(String, Record)>) {
+        let result = self.queries[idx]
             .pipeline
             .process_table(std::slice::from_ref(rec))
             .and_then(|p| match p.errors.first() {
                 Some((_, e)) => Err(crate::error::RuntimeError::Plan(e.clone())),
-                None => Ok(()),
-            })
-        {
-            let q = &self.queries[idx];
-            self.processing_log.push(format!(
-                "query {}: table record partition {} offset {}: {e}",
-                q.pipeline.id, rec.partition, rec.offset
-            ));
+                None => Ok(p.outputs),
+            });
+        match result {
+            Ok(outputs) => {
+                // A table–table join emits on its right side's changes too.
+                let sink_topic = self.queries[idx].pipeline.sink.topic.clone();
+                let partitions = self
+                    .topics
+                    .get(&sink_topic)
+                    .map(|t| t.partitions)
+                    .unwrap_or(1);
+                for o in outputs {
+                    let partition = match &o.key {
+                        Some(k) => Some(partition_for_key(k, partitions)),
+                        None => Some(rec.partition % partitions),
+                    };
+                    let r = self.append(
+                        &sink_topic,
+                        o.key,
+                        o.value,
+                        o.timestamp,
+                        Vec::new(),
+                        partition,
+                    );
+                    work.push_back((sink_topic.clone(), r));
+                }
+            }
+            Err(e) => {
+                let q = &self.queries[idx];
+                self.processing_log.push(format!(
+                    "query {}: table record partition {} offset {}: {e}",
+                    q.pipeline.id, rec.partition, rec.offset
+                ));
+            }
         }
     }
 

@@ -23,6 +23,11 @@ pub struct JoinOperator {
     plan: JoinPlan,
     output_schema: SchemaRef,
     table: HashMap<ScalarValue, RecordBatch>,
+    /// Table–table joins: the left table's current rows, by key.
+    left: HashMap<ScalarValue, RecordBatch>,
+    /// Table–table joins: keys whose joined row was emitted (and so need a tombstone).
+    emitted: std::collections::HashSet<ScalarValue>,
+    left_schema: SchemaRef,
     /// The table's row schema, for NULL padding.
     table_schema: SchemaRef,
 }
@@ -30,9 +35,24 @@ pub struct JoinOperator {
 impl JoinOperator {
     pub fn new(plan: JoinPlan, types: &dyn TypeRegistry) -> Result<Self> {
         let plan_err = |e: brook_planner::PlanError| RuntimeError::Plan(e.to_string());
-        let output_schema = plan.output.row_schema(false, types).map_err(plan_err)?;
+        let mut output_schema = plan.output.row_schema(false, types).map_err(plan_err)?;
+        if plan.tables {
+            let mut fields: Vec<arrow::datatypes::FieldRef> =
+                output_schema.fields().iter().cloned().collect();
+            fields.push(Arc::new(arrow::datatypes::Field::new(
+                crate::aggregate::TOMBSTONE,
+                arrow::datatypes::DataType::Boolean,
+                false,
+            )));
+            output_schema = Arc::new(arrow::datatypes::Schema::new(fields));
+        }
         let table_schema = plan
             .table
+            .schema
+            .row_schema(false, types)
+            .map_err(plan_err)?;
+        let left_schema = plan
+            .stream
             .schema
             .row_schema(false, types)
             .map_err(plan_err)?;
@@ -40,12 +60,21 @@ impl JoinOperator {
             plan,
             output_schema,
             table: HashMap::new(),
+            left: HashMap::new(),
+            emitted: Default::default(),
+            left_schema,
             table_schema,
         })
     }
 
-    /// Rows of the table: upserts (deletes when `deleted`).
-    pub fn table_rows(&mut self, batch: &RecordBatch, deleted: bool) -> Result<()> {
+    /// Rows of the (right) table: upserts (deletes when `deleted`). In a table–table join
+    /// they emit the key's new joined row.
+    pub fn table_rows(
+        &mut self,
+        batch: &RecordBatch,
+        deleted: bool,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
         let keys = batch.column(self.plan.table_key);
         for row in 0..batch.num_rows() {
             let k = ScalarValue::try_from_array(keys, row).map_err(eval_err)?;
@@ -55,9 +84,146 @@ impl JoinOperator {
             if deleted {
                 self.table.remove(&k);
             } else {
-                self.table.insert(k, batch.slice(row, 1));
+                self.table.insert(k.clone(), batch.slice(row, 1));
+            }
+            if self.plan.tables {
+                let trigger = batch.slice(row, 1);
+                self.emit_tables(&k, &trigger, out)?;
             }
         }
+        Ok(())
+    }
+
+    /// Rows of the left table (deletes when `deleted`), for table–table joins.
+    pub fn left_rows(
+        &mut self,
+        batch: &RecordBatch,
+        deleted: bool,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        let rows = batch.num_rows();
+        let keys = self
+            .plan
+            .stream_key
+            .evaluate(batch)
+            .and_then(|v| v.into_array(rows))
+            .map_err(eval_err)?;
+        for row in 0..rows {
+            let k = ScalarValue::try_from_array(&keys, row).map_err(eval_err)?;
+            if k.is_null() {
+                continue;
+            }
+            if deleted {
+                self.left.remove(&k);
+            } else {
+                self.left.insert(k.clone(), batch.slice(row, 1));
+            }
+            let trigger = batch.slice(row, 1);
+            self.emit_tables(&k, &trigger, out)?;
+        }
+        Ok(())
+    }
+
+    /// The joined row of a key after a change on either side, or its tombstone.
+    fn emit_tables(
+        &mut self,
+        k: &ScalarValue,
+        trigger: &RecordBatch,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        let left = self.left.get(k).cloned();
+        let right = self.table.get(k).cloned();
+        let alive = left.is_some() && (right.is_some() || self.plan.left_outer);
+        if !alive {
+            if self.emitted.remove(k) {
+                let cols = self.joined_columns(trigger, left.as_ref(), right.as_ref(), Some(k))?;
+                self.project(cols, true, out)?;
+            }
+            return Ok(());
+        }
+        self.emitted.insert(k.clone());
+        let cols = self.joined_columns(trigger, left.as_ref(), right.as_ref(), None)?;
+        self.project(cols, false, out)
+    }
+
+    /// The joined row: the trigger's pseudo columns, the left row's columns (or NULLs, with
+    /// the key filled in for tombstones), the right row's (or NULLs).
+    fn joined_columns(
+        &self,
+        trigger: &RecordBatch,
+        left: Option<&RecordBatch>,
+        right: Option<&RecordBatch>,
+        key: Option<&ScalarValue>,
+    ) -> Result<RecordBatch> {
+        let mut cols: Vec<ArrayRef> = trigger.columns()[..3].to_vec();
+        let side = |row: Option<&RecordBatch>, schema: &SchemaRef| -> Vec<ArrayRef> {
+            match row {
+                Some(r) => r.columns().to_vec(),
+                None => schema
+                    .fields()
+                    .iter()
+                    .map(|f| new_null_array(f.data_type(), 1))
+                    .collect(),
+            }
+        };
+        let mut lcols = side(left, &self.left_schema);
+        if let (None, Some(k)) = (left, key) {
+            // A tombstone still needs its key, which the projection reads from the left.
+            if let Some(i) = self
+                .plan
+                .stream
+                .schema
+                .key_columns()
+                .next()
+                .and_then(|c| self.left_schema.index_of(&c.name).ok())
+            {
+                lcols[i] = k.to_array().map_err(eval_err)?;
+            }
+        }
+        cols.extend(lcols);
+        cols.extend(side(right, &self.table_schema));
+        let cols: Vec<ArrayRef> = cols
+            .into_iter()
+            .zip(self.plan.joined_schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    cast(&c, f.data_type())
+                }
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(RecordBatch::try_new(self.plan.joined_schema.clone(), cols)?)
+    }
+
+    fn project(
+        &self,
+        joined: RecordBatch,
+        tombstone: bool,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        let mut out_cols: Vec<ArrayRef> = joined.columns()[..3].to_vec();
+        for (i, p) in self.plan.projections.iter().enumerate() {
+            let a = p
+                .expr
+                .evaluate(&joined)
+                .and_then(|v| v.into_array(1))
+                .map_err(eval_err)?;
+            let want = self.output_schema.field(3 + i).data_type();
+            out_cols.push(if a.data_type() == want {
+                a
+            } else {
+                cast(&a, want)?
+            });
+        }
+        if self.plan.tables {
+            out_cols.push(Arc::new(BooleanArray::from(vec![tombstone])));
+        }
+        out.push(RecordBatch::try_new_with_options(
+            Arc::clone(&self.output_schema),
+            out_cols,
+            &RecordBatchOptions::new().with_row_count(Some(1)),
+        )?);
         Ok(())
     }
 

@@ -47,6 +47,7 @@ impl Pipeline {
         let deletes = matches!(&spec.plan, QueryPlan::Aggregate(p) if p.retract_by.is_some());
         if let QueryPlan::Join(p) = spec.plan {
             let table = Some(p.table.clone());
+            let tables = p.tables;
             return Ok(Pipeline {
                 id: spec.id,
                 source: spec.input,
@@ -54,8 +55,9 @@ impl Pipeline {
                 table,
                 operator: Box::new(crate::operator::Nothing),
                 join: Some(JoinOperator::new(*p, types)?),
-                filters: true,
-                deletes: false,
+                // A table–table join takes deletions from both sides.
+                filters: !tables,
+                deletes: tables,
                 types: types.clone(),
             });
         }
@@ -123,7 +125,11 @@ impl Pipeline {
         };
         let mut out = Vec::new();
         if let Some(j) = &mut self.join {
-            j.stream_rows(&batch, &mut out)?;
+            if self.deletes {
+                j.left_rows(&batch, null_values, &mut out)?;
+            } else {
+                j.stream_rows(&batch, &mut out)?;
+            }
         } else if null_values && self.deletes {
             self.operator.process_deletes(batch, &mut out)?;
         } else {
@@ -176,7 +182,20 @@ impl Pipeline {
             done.errors
                 .extend(decoded.errors.into_iter().map(|(i, e)| (i + start, e)));
             if let Some(batch) = decoded.batch {
-                join.table_rows(&batch, deleted)?;
+                let mut out = Vec::new();
+                join.table_rows(&batch, deleted, &mut out)?;
+                for b in out {
+                    for (key, value, timestamp) in encode_batch(&self.sink, &b)? {
+                        if timestamp < 0 {
+                            continue;
+                        }
+                        done.outputs.push(Output {
+                            key,
+                            value,
+                            timestamp,
+                        });
+                    }
+                }
             }
             start = end;
         }

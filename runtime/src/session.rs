@@ -340,10 +340,20 @@ impl Session {
                         .into());
                     }
                     let p = brook_planner::join::plan_join(query, &self.catalog, &name)?;
-                    if *kind == SourceKind::Table {
-                        return Err(PlanError::Invalid(
-                            "Invalid result type. Your SELECT query produces a STREAM. Please use CREATE STREAM AS SELECT statement instead.".into(),
-                        )
+                    let produces = if p.tables {
+                        SourceKind::Table
+                    } else {
+                        SourceKind::Stream
+                    };
+                    if *kind != produces {
+                        let (what, use_) = if p.tables {
+                            ("TABLE", "CREATE TABLE AS SELECT")
+                        } else {
+                            ("STREAM", "CREATE STREAM AS SELECT")
+                        };
+                        return Err(PlanError::Invalid(format!(
+                            "Invalid result type. Your SELECT query produces a {what}. Please use {use_} statement instead."
+                        ))
                         .into());
                     }
                     QueryPlan::Join(Box::new(p))
