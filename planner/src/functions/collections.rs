@@ -6,7 +6,6 @@
 
 mod kernels;
 mod lambda;
-pub(crate) mod udf;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -24,9 +23,9 @@ use crate::expr::{common_type, Scope, Typed};
 use crate::types::arrow_type;
 use crate::PlanError;
 
+use super::udf::{call_batch, call_rows, exec_err};
 use super::{arity, Lookup};
 use kernels::{build_list, build_map, concat_values, list, map, range, scalars};
-use udf::{call_batch, call_rows, exec_err};
 
 pub(crate) use lambda::lambda_call;
 
@@ -198,7 +197,7 @@ fn compile(scope: &Scope, name: &str, mut args: Vec<Typed>) -> Result<Typed, Pla
                         }
                         out.push(best.unwrap_or(ScalarValue::Null));
                     }
-                    udf::scalars_to_array(&ret2, out)
+                    super::udf::scalars_to_array(&ret2, out)
                 }),
             )
         }

@@ -19,7 +19,7 @@ use datafusion::logical_expr::{Expr, Volatility};
 use crate::expr::{Scope, Typed};
 use crate::PlanError;
 
-use super::collections::udf::{call_array, call_strict};
+use super::udf::{call_array, call_strict};
 use super::Lookup;
 use pattern::Zone;
 

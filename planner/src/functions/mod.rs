@@ -9,6 +9,7 @@ use crate::PlanError;
 pub(crate) mod collections;
 pub(crate) mod datetime;
 mod strings;
+pub(crate) mod udf;
 
 /// The result of a family's lookup: `None` when the family has no function of that name.
 pub(crate) type Lookup = Option<Result<Typed, PlanError>>;

@@ -1,13 +1,12 @@
 //! String, bytes, math, null-handling, JSON and URL functions.
 //!
-//! Most are DataFusion closures over one row's values (see [`udf`]): ksqlDB's rules
+//! Most are DataFusion closures over one row's values (see [`super::udf`]): ksqlDB's rules
 //! (Java string semantics, NULL for bad input instead of errors, HALF_UP rounding) differ
 //! from DataFusion's built-ins in many small ways, and a per-row closure states them
 //! plainly.
 
 mod impls;
 mod json;
-mod udf;
 
 #[cfg(test)]
 mod tests;

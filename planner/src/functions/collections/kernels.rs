@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
 
-use super::udf::exec_err;
+use crate::functions::udf::exec_err;
 
 pub(crate) fn list(a: &ArrayRef) -> DfResult<&ListArray> {
     a.as_list_opt::<i32>()

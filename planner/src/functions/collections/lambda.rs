@@ -32,7 +32,7 @@ use crate::types::arrow_type;
 use crate::PlanError;
 
 use super::kernels::{build_list, build_map, list, list_from_parts, map, range};
-use super::udf::{call_batch, exec_err};
+use crate::functions::udf::{call_batch, exec_err};
 
 /// Makes each lambda's parameter columns unique, also across nested lambdas.
 static NEXT_LAMBDA: AtomicUsize = AtomicUsize::new(0);

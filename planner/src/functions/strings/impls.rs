@@ -15,7 +15,7 @@ use datafusion::logical_expr::{Expr, Volatility};
 use regex::Regex;
 
 use super::json::{self, Json};
-use super::udf::{call_array, call_rows, call_strict, exec_err};
+use crate::functions::udf::{call_array, call_rows, call_strict, exec_err};
 
 type Sv = ScalarValue;
 

@@ -1,5 +1,5 @@
-//! DataFusion scalar functions built from Rust closures, shared by the collection and
-//! date/time families: ksqlDB's semantics (Java null handling, 1-based indexes, Java
+//! DataFusion scalar functions built from Rust closures, shared by the function families:
+//! ksqlDB's semantics (Java null handling, 1-based indexes, Java
 //! date patterns) are stated plainly as per-batch or per-row code.
 
 use std::fmt;
