@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow::array::{
     new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions,
 };
-use arrow::compute::{cast, filter_record_batch};
+use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
 use brook_planner::join::JoinPlan;
 use brook_planner::types::TypeRegistry;
@@ -141,8 +141,16 @@ impl JoinOperator {
             }
             return Ok(());
         }
-        self.emitted.insert(k.clone());
         let cols = self.joined_columns(trigger, left.as_ref(), right.as_ref(), None)?;
+        if !self.passes(&cols)? {
+            // A row WHERE drops is gone from the result table.
+            if self.emitted.remove(k) {
+                let gone = self.joined_columns(trigger, left.as_ref(), right.as_ref(), Some(k))?;
+                self.project(gone, true, out)?;
+            }
+            return Ok(());
+        }
+        self.emitted.insert(k.clone());
         self.project(cols, false, out)
     }
 
@@ -246,69 +254,29 @@ impl JoinOperator {
             if found.is_none() && !self.plan.left_outer {
                 continue;
             }
-            let mut cols: Vec<ArrayRef> = batch.columns()[..3]
-                .iter()
-                .map(|c| c.slice(row, 1))
-                .collect();
-            cols.extend(batch.columns().iter().map(|c| c.slice(row, 1)));
-            match &found {
-                Some(t) => cols.extend(t.columns().iter().cloned()),
-                None => cols.extend(
-                    self.table_schema
-                        .fields()
-                        .iter()
-                        .map(|f| new_null_array(f.data_type(), 1)),
-                ),
+            let stream_row = batch.slice(row, 1);
+            let joined =
+                self.joined_columns(&stream_row, Some(&stream_row), found.as_ref(), None)?;
+            if self.passes(&joined)? {
+                self.project(joined, false, out)?;
             }
-            let cols: Vec<ArrayRef> = cols
-                .into_iter()
-                .zip(self.plan.joined_schema.fields())
-                .map(|(c, f)| {
-                    if c.data_type() == f.data_type() {
-                        Ok(c)
-                    } else {
-                        cast(&c, f.data_type())
-                    }
-                })
-                .collect::<std::result::Result<_, _>>()?;
-            let joined = RecordBatch::try_new(self.plan.joined_schema.clone(), cols)?;
-            let joined = match &self.plan.filter {
-                None => joined,
-                Some(f) => {
-                    let m = f
-                        .evaluate(&joined)
-                        .and_then(|v| v.into_array(1))
-                        .map_err(eval_err)?;
-                    let m = m
-                        .as_any()
-                        .downcast_ref::<BooleanArray>()
-                        .ok_or_else(|| RuntimeError::Eval("WHERE did not give a BOOLEAN".into()))?;
-                    filter_record_batch(&joined, m)?
-                }
-            };
-            if joined.num_rows() == 0 {
-                continue;
-            }
-            let mut out_cols: Vec<ArrayRef> = joined.columns()[..3].to_vec();
-            for (i, p) in self.plan.projections.iter().enumerate() {
-                let a = p
-                    .expr
-                    .evaluate(&joined)
-                    .and_then(|v| v.into_array(1))
-                    .map_err(eval_err)?;
-                let want = self.output_schema.field(3 + i).data_type();
-                out_cols.push(if a.data_type() == want {
-                    a
-                } else {
-                    cast(&a, want)?
-                });
-            }
-            out.push(RecordBatch::try_new_with_options(
-                Arc::clone(&self.output_schema),
-                out_cols,
-                &RecordBatchOptions::new().with_row_count(Some(1)),
-            )?);
         }
         Ok(())
+    }
+
+    /// Whether the joined row passes WHERE.
+    fn passes(&self, joined: &RecordBatch) -> Result<bool> {
+        let Some(f) = &self.plan.filter else {
+            return Ok(true);
+        };
+        let m = f
+            .evaluate(joined)
+            .and_then(|v| v.into_array(1))
+            .map_err(eval_err)?;
+        let m = m
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| RuntimeError::Eval("WHERE did not give a BOOLEAN".into()))?;
+        Ok(!m.is_null(0) && m.value(0))
     }
 }
