@@ -55,7 +55,8 @@ pub struct TaskStats {
     pub errors: u64,
 }
 
-fn to_record(m: &BorrowedMessage<'_>) -> Record {
+/// A consumed Kafka message as a record of the runtime.
+pub fn to_record(m: &BorrowedMessage<'_>) -> Record {
     let headers = m
         .headers()
         .map(|h| {

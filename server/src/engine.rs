@@ -16,9 +16,8 @@ use brook_runtime::kafka::{consumer_config, create_topic, producer_config, topic
 use brook_runtime::operator::{FilterProject, Operator};
 use brook_runtime::pipeline::Pipeline;
 use brook_runtime::rdkafka::consumer::{Consumer, StreamConsumer};
-use brook_runtime::rdkafka::message::{BorrowedMessage, Headers, Message};
 use brook_runtime::rdkafka::producer::{FutureProducer, FutureRecord};
-use brook_runtime::rows::{decode_records, Record};
+use brook_runtime::rows::decode_records;
 use brook_runtime::session::{Action, Session, StatementError};
 use brook_runtime::task::{self, TaskConfig, TaskStats};
 use brook_runtime::RuntimeError;
@@ -537,7 +536,7 @@ impl Transient {
                 m = consumer.recv() => m,
             };
             let record = match msg {
-                Ok(m) => to_record(&m),
+                Ok(m) => brook_runtime::task::to_record(&m),
                 Err(e) => {
                     warn!(query = %self.id, error = %e, "consume failed; retrying");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -583,25 +582,6 @@ impl Transient {
                 }
             }
         }
-    }
-}
-
-fn to_record(m: &BorrowedMessage<'_>) -> Record {
-    let headers = m
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| (h.key.to_string(), h.value.map(|v| v.to_vec())))
-                .collect()
-        })
-        .unwrap_or_default();
-    Record {
-        key: m.key().map(|k| k.to_vec()),
-        value: m.payload().map(|v| v.to_vec()),
-        timestamp: m.timestamp().to_millis().unwrap_or(0),
-        headers,
-        partition: m.partition(),
-        offset: m.offset(),
     }
 }
 
