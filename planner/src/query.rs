@@ -253,7 +253,7 @@ pub fn plan_stateless(
                 star_columns(&mut items);
             }
             SelectItem::QualifiedWildcard(kind, _) => {
-                let q = kind.to_string();
+                let q = kind.to_string().trim_end_matches(".*").to_string();
                 if !quals.contains(&q) {
                     return Err(PlanError::Invalid(format!(
                         "'{q}' is not a valid stream/table name or alias."
@@ -362,7 +362,15 @@ pub fn plan_stateless(
                 )));
             }
         }
-        let t = scope.compile(&e)?;
+        let t = scope.compile(&e).map_err(|err| match err {
+            // ksqlDB names the clause an unknown column was used in.
+            PlanError::Invalid(m)
+                if m.starts_with("Column '") && m.ends_with("cannot be resolved.") =>
+            {
+                PlanError::Invalid(format!("SELECT c{}", &m[1..]))
+            }
+            other => other,
+        })?;
         if t.ty.is_none() {
             return Err(PlanError::Invalid(
                 "Can't infer a type of null. Please explicitly cast it to the required type, e.g. CAST(null AS VARCHAR).".into(),
