@@ -24,7 +24,7 @@ use crate::types::arrow_type;
 use crate::PlanError;
 
 use super::udf::{call_batch, call_rows, exec_err};
-use super::{arity, Lookup};
+use super::{arity, rejected, Lookup};
 use kernels::{build_list, build_map, concat_values, list, map, range, scalars};
 
 pub(crate) use lambda::lambda_call;
@@ -62,26 +62,6 @@ pub(crate) fn call(scope: &Scope, name: &str, args: &mut Vec<Typed>) -> Lookup {
 
 fn typed(ty: Type, expr: datafusion::logical_expr::Expr) -> Result<Typed, PlanError> {
     Ok(Typed { expr, ty: Some(ty) })
-}
-
-fn type_names(args: &[Typed]) -> String {
-    args.iter()
-        .map(|a| {
-            a.ty.as_ref()
-                .map(|t| t.to_string())
-                .unwrap_or("NULL".into())
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// ksqlDB's message when no overload takes these argument types.
-fn rejected(name: &str, args: &[Typed]) -> PlanError {
-    PlanError::Invalid(format!(
-        "Function '{}' does not accept parameters ({}).",
-        name.to_lowercase(),
-        type_names(args)
-    ))
 }
 
 fn is_primitive(t: &Type) -> bool {

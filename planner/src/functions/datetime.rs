@@ -20,7 +20,7 @@ use crate::expr::{Scope, Typed};
 use crate::PlanError;
 
 use super::udf::{call_array, call_strict};
-use super::Lookup;
+use super::{rejected, type_names, Lookup};
 use pattern::Zone;
 
 const DAY_MS: i64 = 86_400_000;
@@ -48,26 +48,6 @@ pub(crate) fn call(scope: &Scope, name: &str, args: &mut Vec<Typed>) -> Lookup {
         return None;
     }
     Some(compile(scope, name, std::mem::take(args)))
-}
-
-fn type_names(args: &[Typed]) -> String {
-    args.iter()
-        .map(|a| {
-            a.ty.as_ref()
-                .map(|t| t.to_string())
-                .unwrap_or("NULL".into())
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// ksqlDB's message when no overload takes these argument types.
-fn rejected(name: &str, args: &[Typed]) -> PlanError {
-    PlanError::Invalid(format!(
-        "Function '{}' does not accept parameters ({}).",
-        name.to_lowercase(),
-        type_names(args)
-    ))
 }
 
 /// Checks the arguments against one of the overloads (each a list of allowed types per

@@ -14,21 +14,30 @@ pub(crate) mod udf;
 /// The result of a family's lookup: `None` when the family has no function of that name.
 pub(crate) type Lookup = Option<Result<Typed, PlanError>>;
 
+/// Argument types as ksqlDB lists them in messages.
+pub(crate) fn type_names(args: &[Typed]) -> String {
+    args.iter()
+        .map(|a| {
+            a.ty.as_ref()
+                .map(|t| t.to_string())
+                .unwrap_or("NULL".into())
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// ksqlDB's message when no overload takes these argument types.
+pub(crate) fn rejected(name: &str, args: &[Typed]) -> PlanError {
+    PlanError::Invalid(format!(
+        "Function '{}' does not accept parameters ({}).",
+        name.to_lowercase(),
+        type_names(args)
+    ))
+}
+
 pub(crate) fn arity(name: &str, args: &[Typed], min: usize, max: usize) -> Result<(), PlanError> {
     if args.len() < min || args.len() > max {
-        let types: Vec<String> = args
-            .iter()
-            .map(|a| {
-                a.ty.as_ref()
-                    .map(|t| t.to_string())
-                    .unwrap_or("NULL".into())
-            })
-            .collect();
-        return Err(PlanError::Invalid(format!(
-            "Function '{}' does not accept parameters ({}).",
-            name.to_lowercase(),
-            types.join(", ")
-        )));
+        return Err(rejected(name, args));
     }
     Ok(())
 }
