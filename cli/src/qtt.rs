@@ -59,8 +59,21 @@ pub fn files(path: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// How cases run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Restart every stateful query after each input record from its changelog alone
+    /// (see `Driver::restart_every_record`): results must not change.
+    pub restart_every_record: bool,
+}
+
 /// Runs every case of one file.
 pub fn run_file(path: &Path) -> Vec<CaseResult> {
+    run_file_with(path, Options::default())
+}
+
+/// Runs every case of one file, as `options` say.
+pub fn run_file_with(path: &Path, options: Options) -> Vec<CaseResult> {
     let file = path
         .file_name()
         .map(|f| f.to_string_lossy().to_string())
@@ -102,7 +115,7 @@ pub fn run_file(path: &Path) -> Vec<CaseResult> {
                 } else {
                     // A panic is a bug in Brook, but it must not stop the other cases.
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_case(test, fmt.as_deref(), cfg.as_deref())
+                        run_case_with(test, fmt.as_deref(), cfg.as_deref(), options)
                     }))
                     .unwrap_or_else(|p| {
                         let msg = p
@@ -140,7 +153,18 @@ fn json_text(v: &Value) -> String {
 
 /// Runs one expanded case.
 pub fn run_case(test: &Value, fmt: Option<&str>, cfg: Option<&str>) -> Outcome {
+    run_case_with(test, fmt, cfg, Options::default())
+}
+
+/// Runs one expanded case, as `options` say.
+pub fn run_case_with(
+    test: &Value,
+    fmt: Option<&str>,
+    cfg: Option<&str>,
+    options: Options,
+) -> Outcome {
     let mut driver = Driver::new();
+    driver.restart_every_record = options.restart_every_record;
     if let Some(props) = test["properties"].as_object() {
         for (k, v) in props {
             driver.set_property(k, &substitute(&json_text(v), fmt, cfg));
@@ -204,6 +228,13 @@ pub fn run_case(test: &Value, fmt: Option<&str>, cfg: Option<&str>) -> Outcome {
         let ts = input["timestamp"].as_i64().unwrap_or(0);
         let partition = input["partition"].as_i64().map(|p| p as i32);
         driver.produce(topic, key, value, ts, headers, partition);
+    }
+    if let Some(log) = driver
+        .processing_log
+        .iter()
+        .find(|l| l.contains(": restart: "))
+    {
+        return Outcome::Fail(log.clone());
     }
     if let Some(exp) = expected_error {
         if let Some(log) = driver.processing_log.first() {

@@ -61,3 +61,52 @@ fn qtt_ratchet_holds() {
         regressions.join("\n")
     );
 }
+
+/// Every stateful case of the ratchet passes again when its queries restart after every
+/// record from their changelogs alone: the changelog carries all the state.
+#[test]
+fn qtt_ratchet_holds_across_restarts() {
+    let dir = default_dir();
+    if !dir.is_dir() {
+        eprintln!(
+            "qtt: skipped: no QTT suite at {} (set BROOK_QTT_DIR)",
+            dir.display()
+        );
+        return;
+    }
+    let ratchet_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../qtt-passing.txt");
+    let ratchet: BTreeSet<String> = std::fs::read_to_string(&ratchet_path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    let options = brook_cli::qtt::Options {
+        restart_every_record: true,
+    };
+    let mut total = Totals::default();
+    let mut regressions = Vec::new();
+    for f in files(&dir) {
+        for r in brook_cli::qtt::run_file_with(&f, options) {
+            total.add(&r);
+            if !ratchet.contains(&r.id) {
+                continue;
+            }
+            match &r.outcome {
+                Outcome::Pass => {}
+                Outcome::Fail(why) => regressions.push(format!("{}: {why}", r.id)),
+                Outcome::Skip(why) => regressions.push(format!("{}: skipped: {why}", r.id)),
+            }
+        }
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "qtt (restart after every record): {total}"
+    );
+    assert!(
+        regressions.is_empty(),
+        "{} cases of the ratchet fail when their queries restart after every record:\n{}",
+        regressions.len(),
+        regressions.join("\n")
+    );
+}

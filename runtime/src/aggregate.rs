@@ -2,7 +2,7 @@
 //! (ksqlDB's tests run with caching off; the server may later coalesce a batch's updates
 //! per key, as ksqlDB's cache does).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
@@ -14,6 +14,7 @@ use datafusion::common::ScalarValue;
 
 use crate::error::{Result, RuntimeError};
 use crate::operator::Operator;
+use crate::state::{read_scalar_key, scalar_key, Reader, StateChange, Writer};
 
 /// A session's (start, end).
 type Span = (i64, i64);
@@ -360,7 +361,15 @@ pub struct AggregateOperator {
     previous: HashMap<Vec<ScalarValue>, RecordBatch>,
     /// Session windows: each group's open sessions as (start, end).
     sessions: HashMap<Vec<ScalarValue>, Vec<(i64, i64)>>,
+    /// Entries changed since the changelog last took them: (namespace, key).
+    dirty: HashSet<(u8, Vec<ScalarValue>)>,
 }
+
+/// Changelog namespaces of the aggregation's maps.
+const NS_GROUP: u8 = b'g';
+const NS_PREVIOUS: u8 = b'p';
+const NS_SESSIONS: u8 = b's';
+const NS_TIME: u8 = b't';
 
 impl AggregateOperator {
     pub fn new(plan: AggregatePlan, types: &dyn TypeRegistry) -> Result<Self> {
@@ -384,6 +393,7 @@ impl AggregateOperator {
             stream_time: i64::MIN,
             previous: HashMap::new(),
             sessions: HashMap::new(),
+            dirty: HashSet::new(),
         })
     }
 
@@ -461,6 +471,7 @@ impl AggregateOperator {
             return Ok(());
         }
         group.emitted = passes;
+        self.dirty.insert((NS_GROUP, keys.to_vec()));
         let pseudo = if window.is_some() { 5 } else { 3 };
         let mut out_cols: Vec<ArrayRef> = agg_row.columns()[..pseudo].to_vec();
         for (i, p) in self.plan.projections.iter().enumerate() {
@@ -507,6 +518,7 @@ impl AggregateOperator {
         let Some(old) = self.previous.remove(source_key) else {
             return Ok(());
         };
+        self.dirty.insert((NS_PREVIOUS, source_key.to_vec()));
         let keys: Vec<ScalarValue> = self
             .plan
             .group_by
@@ -539,6 +551,7 @@ impl AggregateOperator {
             for ((acc, call), v) in group.accs.iter_mut().zip(&self.plan.aggs).zip(args) {
                 acc.undo(call, v)?;
             }
+            self.dirty.insert((NS_GROUP, keys.clone()));
         }
         self.emit_row(at, row, &keys, None, out)
     }
@@ -578,6 +591,7 @@ impl AggregateOperator {
             let mut k = keys.clone();
             k.push(ScalarValue::Int64(Some(s)));
             self.state.remove(&k);
+            self.dirty.insert((NS_GROUP, k));
         }
         let (mut merging, keep): (Vec<Span>, Vec<Span>) = list
             .into_iter()
@@ -604,6 +618,7 @@ impl AggregateOperator {
                     a.merge(b, call)?;
                 }
             }
+            self.dirty.insert((NS_GROUP, k));
         }
         for ((acc, call), arg) in accs.iter_mut().zip(&aggs).zip(arg_cols) {
             let v = match arg {
@@ -623,6 +638,8 @@ impl AggregateOperator {
         );
         let mut list = keep;
         list.push((start, end));
+        self.dirty.insert((NS_GROUP, k.clone()));
+        self.dirty.insert((NS_SESSIONS, keys.clone()));
         self.sessions.insert(keys, list);
         self.emit(batch, row, &k, Some((start, end)), None, out)
     }
@@ -635,6 +652,71 @@ impl Operator for AggregateOperator {
 
     fn process_deletes(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         self.delete(&batch, out)
+    }
+
+    fn stateful(&self) -> bool {
+        true
+    }
+
+    fn take_changes(&mut self, out: &mut Vec<StateChange>) -> Result<()> {
+        for (ns, keys) in std::mem::take(&mut self.dirty) {
+            let key = scalar_key(ns, &keys)?;
+            let value = match ns {
+                NS_GROUP => self.state.get(&keys).map(encode_group).transpose()?,
+                NS_PREVIOUS => match self.previous.get(&keys) {
+                    Some(b) => {
+                        let mut w = Writer::default();
+                        w.batch(b)?;
+                        Some(w.buf)
+                    }
+                    None => None,
+                },
+                NS_SESSIONS => self.sessions.get(&keys).map(|spans| {
+                    let mut w = Writer::default();
+                    w.u32(spans.len() as u32);
+                    for (s, e) in spans {
+                        w.i64(*s);
+                        w.i64(*e);
+                    }
+                    w.buf
+                }),
+                _ => {
+                    let mut w = Writer::default();
+                    w.i64(self.stream_time);
+                    Some(w.buf)
+                }
+            };
+            out.push(StateChange { key, value });
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let (ns, keys) = read_scalar_key(key)?;
+        let mut r = Reader::new(value);
+        match ns {
+            NS_GROUP => {
+                let group = decode_group(&mut r)?;
+                self.state.insert(keys, group);
+            }
+            NS_PREVIOUS => {
+                self.previous.insert(keys, r.batch()?);
+            }
+            NS_SESSIONS => {
+                let n = r.u32()?;
+                let spans = (0..n)
+                    .map(|_| Ok((r.i64()?, r.i64()?)))
+                    .collect::<Result<Vec<_>>>()?;
+                self.sessions.insert(keys, spans);
+            }
+            NS_TIME => self.stream_time = self.stream_time.max(r.i64()?),
+            _ => {
+                return Err(RuntimeError::State(format!(
+                    "unknown aggregation state namespace {ns}"
+                )))
+            }
+        }
+        Ok(())
     }
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
@@ -686,6 +768,7 @@ impl Operator for AggregateOperator {
             .map_err(eval_err)?;
         for row in 0..rows {
             if let Some(k) = self.source_key(&batch, row)? {
+                self.dirty.insert((NS_PREVIOUS, k.clone()));
                 self.previous.insert(k, batch.slice(row, 1));
             }
             let keys: Vec<ScalarValue> = group_cols
@@ -703,7 +786,10 @@ impl Operator for AggregateOperator {
                 .downcast_ref::<arrow::array::Int64Array>()
                 .map(|a| a.value(row))
                 .unwrap_or(0);
-            self.stream_time = self.stream_time.max(ts);
+            if ts > self.stream_time {
+                self.stream_time = ts;
+                self.dirty.insert((NS_TIME, Vec::new()));
+            }
             // The windows this row falls in (one for tumbling, size/advance for hopping),
             // oldest first, less those already closed.
             if let Some(w) = self.plan.window.filter(|w| w.is_session()) {
@@ -751,6 +837,7 @@ impl Operator for AggregateOperator {
                         },
                     );
                 }
+                self.dirty.insert((NS_GROUP, keys.clone()));
                 if let Some(group) = self.state.get_mut(&keys) {
                     for ((acc, call), arg) in
                         group.accs.iter_mut().zip(&self.plan.aggs).zip(&arg_cols)
@@ -767,4 +854,63 @@ impl Operator for AggregateOperator {
         }
         Ok(())
     }
+}
+
+fn encode_group(g: &Group) -> Result<Vec<u8>> {
+    let mut w = Writer::default();
+    w.u8(g.emitted as u8);
+    w.u32(g.accs.len() as u32);
+    for a in &g.accs {
+        match a {
+            Acc::Count(n) => {
+                w.u8(0);
+                w.i64(*n);
+            }
+            Acc::Sum(v) => {
+                w.u8(1);
+                w.scalar(v)?;
+            }
+            Acc::MinMax(v) => {
+                w.u8(2);
+                w.scalar(v)?;
+            }
+            Acc::Avg(sum, n) => {
+                w.u8(3);
+                w.f64(*sum);
+                w.i64(*n);
+            }
+            Acc::ByOffset(v) => {
+                w.u8(4);
+                w.scalar(v)?;
+            }
+            Acc::Values(vs) => {
+                w.u8(5);
+                w.scalars(vs)?;
+            }
+        }
+    }
+    Ok(w.buf)
+}
+
+fn decode_group(r: &mut Reader<'_>) -> Result<Group> {
+    let emitted = r.u8()? != 0;
+    let n = r.u32()?;
+    let accs = (0..n)
+        .map(|_| {
+            Ok(match r.u8()? {
+                0 => Acc::Count(r.i64()?),
+                1 => Acc::Sum(r.scalar()?),
+                2 => Acc::MinMax(r.scalar()?),
+                3 => Acc::Avg(r.f64()?, r.i64()?),
+                4 => Acc::ByOffset(r.scalar()?),
+                5 => Acc::Values(r.scalars()?),
+                t => {
+                    return Err(RuntimeError::State(format!(
+                        "unknown aggregate state tag {t}"
+                    )))
+                }
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Group { accs, emitted })
 }

@@ -40,6 +40,10 @@ impl Topic {
 struct RunningQuery {
     source_topic: String,
     pipeline: Pipeline,
+    /// What started the query, to build it again (restart checks).
+    spec: QuerySpec,
+    /// The query's changelog as a compacted topic would hold it: each key's latest value.
+    changelog: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -49,6 +53,9 @@ pub struct Driver {
     queries: Vec<RunningQuery>,
     /// Records that could not be processed, as the processing log would show them.
     pub processing_log: Vec<String>,
+    /// Restart every stateful query after each record, from its changelog alone: a query
+    /// whose results change under this keeps state its changelog does not carry.
+    pub restart_every_record: bool,
 }
 
 impl Driver {
@@ -107,8 +114,8 @@ impl Driver {
                 if let Some(p) = spec.sink_partitions {
                     self.create_topic(&spec.sink.topic, p);
                 }
-                let pipeline = Pipeline::new(*spec, &self.session.catalog)?;
-                self.start_query(pipeline);
+                let pipeline = Pipeline::new((*spec).clone(), &self.session.catalog)?;
+                self.start_query(pipeline, *spec);
             }
             Action::Insert { source, rows } => {
                 for (key, value, ts) in rows {
@@ -120,11 +127,13 @@ impl Driver {
         Ok(())
     }
 
-    fn start_query(&mut self, pipeline: Pipeline) {
+    fn start_query(&mut self, pipeline: Pipeline, spec: QuerySpec) {
         let topic = pipeline.source.topic.clone();
         self.queries.push(RunningQuery {
             source_topic: topic.clone(),
             pipeline,
+            spec,
+            changelog: BTreeMap::new(),
         });
         // Queries start from the earliest offset: records already in the topic flow now
         // (a join's table first, so stream records find the rows that came before them).
@@ -212,6 +221,7 @@ impl Driver {
             for i in 0..self.queries.len() {
                 if self.queries[i].source_topic == topic {
                     self.run_query(i, &rec, &mut work);
+                    self.restart_check(i);
                 }
                 if self.queries[i]
                     .pipeline
@@ -220,8 +230,36 @@ impl Driver {
                     .is_some_and(|t| t.topic == topic)
                 {
                     self.run_table(i, &rec, &mut work);
+                    self.restart_check(i);
                 }
             }
+        }
+    }
+
+    /// With `restart_every_record`: the query's changes go to its changelog, and the query
+    /// is built again from its plan and that changelog, as a restarted server would.
+    fn restart_check(&mut self, idx: usize) {
+        if !self.restart_every_record || !self.queries[idx].pipeline.stateful() {
+            return;
+        }
+        let result = (|| -> Result<()> {
+            let q = &mut self.queries[idx];
+            for c in q.pipeline.take_changes()? {
+                match c.value {
+                    Some(v) => q.changelog.insert(c.key, v),
+                    None => q.changelog.remove(&c.key),
+                };
+            }
+            let mut fresh = Pipeline::new(q.spec.clone(), &self.session.catalog)?;
+            for (k, v) in &q.changelog {
+                fresh.restore(k, v)?;
+            }
+            q.pipeline = fresh;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            self.processing_log
+                .push(format!("query {}: restart: {e}", self.queries[idx].spec.id));
         }
     }
 

@@ -36,6 +36,9 @@ pub enum RuntimeError {
     /// Columns or options a format cannot carry (checked when a codec is built).
     #[error("{reason}")]
     FormatSchema { reason: String },
+    /// Operator state that cannot be saved to or restored from its changelog.
+    #[error("state: {0}")]
+    State(String),
     #[error("the {0} format is not supported yet")]
     FormatNotSupported(brook_planner::format::FormatKind),
 }

@@ -1,7 +1,7 @@
 //! Stream–table join: the table side is kept as keyed state (its current row per primary
 //! key); each stream row looks its key up and joins the row found (or NULLs for LEFT).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -14,6 +14,7 @@ use brook_planner::types::TypeRegistry;
 use datafusion::common::ScalarValue;
 
 use crate::error::{Result, RuntimeError};
+use crate::state::{read_scalar_key, scalar_key, Reader, StateChange, Writer};
 
 fn eval_err(e: datafusion::error::DataFusionError) -> RuntimeError {
     RuntimeError::Eval(e.to_string())
@@ -30,7 +31,14 @@ pub struct JoinOperator {
     left_schema: SchemaRef,
     /// The table's row schema, for NULL padding.
     table_schema: SchemaRef,
+    /// Entries changed since the changelog last took them: (namespace, key).
+    dirty: HashSet<(u8, ScalarValue)>,
 }
+
+/// Changelog namespaces of the join's maps.
+const NS_TABLE: u8 = b'r';
+const NS_LEFT: u8 = b'l';
+const NS_EMITTED: u8 = b'e';
 
 impl JoinOperator {
     pub fn new(plan: JoinPlan, types: &dyn TypeRegistry) -> Result<Self> {
@@ -64,6 +72,7 @@ impl JoinOperator {
             emitted: Default::default(),
             left_schema,
             table_schema,
+            dirty: HashSet::new(),
         })
     }
 
@@ -86,6 +95,7 @@ impl JoinOperator {
             } else {
                 self.table.insert(k.clone(), batch.slice(row, 1));
             }
+            self.dirty.insert((NS_TABLE, k.clone()));
             if self.plan.tables {
                 let trigger = batch.slice(row, 1);
                 self.emit_tables(&k, &trigger, out)?;
@@ -118,6 +128,7 @@ impl JoinOperator {
             } else {
                 self.left.insert(k.clone(), batch.slice(row, 1));
             }
+            self.dirty.insert((NS_LEFT, k.clone()));
             let trigger = batch.slice(row, 1);
             self.emit_tables(&k, &trigger, out)?;
         }
@@ -133,6 +144,7 @@ impl JoinOperator {
     ) -> Result<()> {
         let left = self.left.get(k).cloned();
         let right = self.table.get(k).cloned();
+        self.dirty.insert((NS_EMITTED, k.clone()));
         let alive = left.is_some() && (right.is_some() || self.plan.left_outer);
         if !alive {
             if self.emitted.remove(k) {
@@ -278,5 +290,55 @@ impl JoinOperator {
             .downcast_ref::<BooleanArray>()
             .ok_or_else(|| RuntimeError::Eval("WHERE did not give a BOOLEAN".into()))?;
         Ok(!m.is_null(0) && m.value(0))
+    }
+}
+
+impl JoinOperator {
+    /// The state entries changed since the last call (see [`crate::state`]).
+    pub fn take_changes(&mut self, out: &mut Vec<StateChange>) -> Result<()> {
+        for (ns, k) in std::mem::take(&mut self.dirty) {
+            let key = scalar_key(ns, std::slice::from_ref(&k))?;
+            let row = match ns {
+                NS_TABLE => self.table.get(&k),
+                NS_LEFT => self.left.get(&k),
+                _ => None,
+            };
+            let value = match (ns, row) {
+                (NS_EMITTED, _) => self.emitted.contains(&k).then(Vec::new),
+                (_, Some(b)) => {
+                    let mut w = Writer::default();
+                    w.batch(b)?;
+                    Some(w.buf)
+                }
+                (_, None) => None,
+            };
+            out.push(StateChange { key, value });
+        }
+        Ok(())
+    }
+
+    /// Puts back an entry of a previous run's changelog.
+    pub fn restore(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let (ns, mut keys) = read_scalar_key(key)?;
+        let k = keys
+            .pop()
+            .ok_or_else(|| RuntimeError::State("a join state key is empty".into()))?;
+        match ns {
+            NS_TABLE => {
+                self.table.insert(k, Reader::new(value).batch()?);
+            }
+            NS_LEFT => {
+                self.left.insert(k, Reader::new(value).batch()?);
+            }
+            NS_EMITTED => {
+                self.emitted.insert(k);
+            }
+            _ => {
+                return Err(RuntimeError::State(format!(
+                    "unknown join state namespace {ns}"
+                )))
+            }
+        }
+        Ok(())
     }
 }

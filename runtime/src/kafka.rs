@@ -45,9 +45,24 @@ pub async fn create_topic(
     partitions: i32,
     replicas: i32,
 ) -> Result<()> {
+    create_topic_with(bootstrap_servers, topic, partitions, replicas, &[]).await
+}
+
+/// Creates a topic with topic-level settings (e.g. `cleanup.policy`); an existing topic is
+/// not an error.
+pub async fn create_topic_with(
+    bootstrap_servers: &str,
+    topic: &str,
+    partitions: i32,
+    replicas: i32,
+    configs: &[(&str, &str)],
+) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = client_config(bootstrap_servers).create()?;
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replicas));
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replicas));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
     let results = admin.create_topics([&new], &opts).await?;
     for r in results {
         match r {

@@ -2,6 +2,7 @@
 //! in-process Kafka-protocol broker for tests and single-machine servers.
 
 pub mod aggregate;
+pub mod changelog;
 pub mod driver;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
@@ -13,6 +14,7 @@ pub mod operator;
 pub mod pipeline;
 pub mod rows;
 pub mod session;
+pub mod state;
 pub mod task;
 
 pub use error::{Result, RuntimeError};

@@ -33,6 +33,22 @@ pub trait Operator: Send {
     fn on_close(&mut self, _out: &mut Vec<RecordBatch>) -> Result<()> {
         Ok(())
     }
+
+    /// Whether the operator keeps state that must outlive the process (a changelog).
+    fn stateful(&self) -> bool {
+        false
+    }
+
+    /// Appends the state entries changed since the last call, each once, in any order.
+    fn take_changes(&mut self, _out: &mut Vec<crate::state::StateChange>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Puts back one entry a previous run reported through `take_changes` (its latest
+    /// value). Called before any input is processed.
+    fn restore(&mut self, _key: &[u8], _value: &[u8]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// WHERE then SELECT: evaluates DataFusion physical expressions over each batch.

@@ -157,6 +157,31 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// Whether the query keeps state, which then lives in a changelog topic too.
+    pub fn stateful(&self) -> bool {
+        self.join.is_some() || self.operator.stateful()
+    }
+
+    /// The state entries changed since the last call.
+    pub fn take_changes(&mut self) -> Result<Vec<crate::state::StateChange>> {
+        let mut out = Vec::new();
+        match &mut self.join {
+            Some(j) => j.take_changes(&mut out)?,
+            None => self.operator.take_changes(&mut out)?,
+        }
+        Ok(out)
+    }
+
+    /// Puts back a state entry from the changelog (before any input is processed).
+    pub fn restore(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        match &mut self.join {
+            Some(j) => j.restore(key, value),
+            None => self.operator.restore(key, value),
+        }
+    }
+}
+
 fn unreachable_join() -> Result<(bool, Box<dyn Operator>)> {
     Err(crate::error::RuntimeError::Plan(
         "a join plan reached the single-input path".into(),

@@ -16,10 +16,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use crate::changelog::{Positions, MARKER_KEY};
 use crate::error::{Result, RuntimeError};
-use crate::kafka::{consumer_config, producer_config};
+use crate::kafka::{consumer_config, create_topic_with, producer_config, topic_partitions};
 use crate::pipeline::Pipeline;
 use crate::rows::Record;
 
@@ -83,6 +84,156 @@ async fn delivered(d: rdkafka::producer::DeliveryFuture) -> Result<()> {
     }
 }
 
+/// A record to produce: key, value, timestamp.
+type ToSend<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, Option<i64>);
+
+/// Produces records to a topic and waits for every acknowledgement; a full producer queue
+/// waits for the oldest delivery first (the backpressure on the source). Returns how many
+/// were acknowledged.
+async fn send_all(producer: &FutureProducer, topic: &str, records: Vec<ToSend<'_>>) -> Result<u64> {
+    let mut deliveries = std::collections::VecDeque::new();
+    let mut acked = 0u64;
+    for (key, value, timestamp) in records {
+        loop {
+            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+            if let Some(ts) = timestamp {
+                rec = rec.timestamp(ts);
+            }
+            if let Some(k) = key {
+                rec = rec.key(k);
+            }
+            if let Some(v) = value {
+                rec = rec.payload(v);
+            }
+            match producer.send_result(rec) {
+                Ok(d) => {
+                    deliveries.push_back(d);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    match deliveries.pop_front() {
+                        Some(d) => {
+                            delivered(d).await?;
+                            acked += 1;
+                        }
+                        None => tokio::time::sleep(Duration::from_millis(1)).await,
+                    }
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+    for d in deliveries {
+        delivered(d).await?;
+        acked += 1;
+    }
+    Ok(acked)
+}
+
+/// Creates the query's changelog if needed and restores its state from it; returns the
+/// input positions the state corresponds to. Changes of a run that died mid-batch are
+/// written again with their restored values (see [`crate::changelog`]).
+async fn restore(
+    pipeline: &mut Pipeline,
+    config: &TaskConfig,
+    producer: &FutureProducer,
+    topic: &str,
+) -> Result<Positions> {
+    create_topic_with(
+        &config.bootstrap_servers,
+        topic,
+        1,
+        1,
+        &[("cleanup.policy", "compact")],
+    )
+    .await?;
+    let bootstrap = config.bootstrap_servers.clone();
+    let t = topic.to_string();
+    let restored = tokio::task::spawn_blocking(move || {
+        crate::changelog::read(&bootstrap, &t, Duration::from_secs(120))
+    })
+    .await
+    .map_err(|e| RuntimeError::State(format!("restoring {topic}: {e}")))??;
+    for (k, v) in &restored.entries {
+        pipeline.restore(k, v)?;
+    }
+    if !restored.stale.is_empty() {
+        send_all(
+            producer,
+            topic,
+            restored
+                .stale
+                .iter()
+                .map(|k| {
+                    (
+                        Some(k.as_slice()),
+                        restored.entries.get(k).map(Vec::as_slice),
+                        None,
+                    )
+                })
+                .collect(),
+        )
+        .await?;
+        let marker = crate::changelog::marker_value(&restored.positions);
+        send_all(
+            producer,
+            topic,
+            vec![(Some(MARKER_KEY), Some(marker.as_slice()), None)],
+        )
+        .await?;
+    }
+    if !restored.entries.is_empty() {
+        info!(query = %pipeline.id, entries = restored.entries.len(), stale = restored.stale.len(), "state restored from {topic}");
+    }
+    Ok(restored.positions)
+}
+
+/// Assigns every partition of `topics`, each at its restored position, else at the group's
+/// committed offset, else where `auto.offset.reset` says.
+async fn assign(
+    consumer: &StreamConsumer,
+    config: &TaskConfig,
+    topics: &[String],
+    positions: &Positions,
+) -> Result<()> {
+    let counts = topic_partitions(&config.bootstrap_servers, Duration::from_secs(30)).await?;
+    let mut all = TopicPartitionList::new();
+    for t in topics {
+        let n = counts
+            .get(t)
+            .copied()
+            .ok_or_else(|| RuntimeError::Broker(format!("the input topic {t} does not exist")))?;
+        for p in 0..n {
+            all.add_partition(t, p);
+        }
+    }
+    // Offsets committed by an earlier run (or a version without changelogs); none is fine.
+    let committed = consumer
+        .committed_offsets(all.clone(), Duration::from_secs(10))
+        .unwrap_or_else(|_| all.clone());
+    let reset = if config.offset_reset == "latest" {
+        Offset::End
+    } else {
+        Offset::Beginning
+    };
+    let mut tpl = TopicPartitionList::new();
+    for e in all.elements() {
+        let offset = match positions.get(&(e.topic().to_string(), e.partition())) {
+            Some(o) => Offset::Offset(*o),
+            None => match committed
+                .find_partition(e.topic(), e.partition())
+                .map(|c| c.offset())
+            {
+                Some(Offset::Offset(o)) => Offset::Offset(o),
+                _ => reset,
+            },
+        };
+        tpl.add_partition_offset(e.topic(), e.partition(), offset)?;
+    }
+    consumer.assign(&tpl)?;
+    Ok(())
+}
+
 /// Runs a query until `stop` turns true or an unrecoverable error occurs. Records that do
 /// not decode are logged with topic, partition and offset and skipped.
 pub async fn run(
@@ -100,9 +251,23 @@ pub async fn run(
     let sink = pipeline.sink.topic.clone();
     // A join also reads its table's topic; its records update state, in arrival order.
     let table_topic = pipeline.table.as_ref().map(|t| t.topic.clone());
-    match &table_topic {
-        Some(t) => consumer.subscribe(&[&input, t])?,
-        None => consumer.subscribe(&[&input])?,
+    let changelog = pipeline
+        .stateful()
+        .then(|| crate::changelog::topic_name(&pipeline.id));
+    let mut positions = Positions::new();
+    match &changelog {
+        // A stateful query resumes where its restored state says, which may be past the
+        // group's committed offsets: its partitions are assigned, not subscribed.
+        Some(cl) => {
+            positions = restore(&mut pipeline, &config, &producer, cl).await?;
+            let mut topics = vec![input.clone()];
+            topics.extend(table_topic.clone());
+            assign(&consumer, &config, &topics, &positions).await?;
+        }
+        None => match &table_topic {
+            Some(t) => consumer.subscribe(&[&input, t])?,
+            None => consumer.subscribe(&[&input])?,
+        },
     }
     let is_table = |m: &BorrowedMessage<'_>| table_topic.as_deref() == Some(m.topic());
     let mut totals = TaskStats::default();
@@ -168,42 +333,46 @@ pub async fn run(
                 "record skipped: {e}"
             );
         }
-        // Enqueue everything, then wait for every acknowledgement before committing.
-        let mut deliveries = std::collections::VecDeque::with_capacity(processed.outputs.len());
-        let mut produced = 0u64;
-        for o in &processed.outputs {
-            loop {
-                let mut rec: FutureRecord<'_, [u8], [u8]> =
-                    FutureRecord::to(&sink).timestamp(o.timestamp);
-                if let Some(k) = &o.key {
-                    rec = rec.key(k.as_slice());
-                }
-                if let Some(v) = &o.value {
-                    rec = rec.payload(v.as_slice());
-                }
-                match producer.send_result(rec) {
-                    Ok(d) => {
-                        deliveries.push_back(d);
-                        break;
-                    }
-                    // A full queue is the backpressure on the source: wait for the oldest
-                    // delivery, then try again.
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                        match deliveries.pop_front() {
-                            Some(d) => {
-                                delivered(d).await?;
-                                produced += 1;
-                            }
-                            None => tokio::time::sleep(Duration::from_millis(1)).await,
-                        }
-                    }
-                    Err((e, _)) => return Err(e.into()),
-                }
+        // Every output is acknowledged before the state it came from is recorded, and the
+        // state before the input offsets are committed.
+        let produced = send_all(
+            &producer,
+            &sink,
+            processed
+                .outputs
+                .iter()
+                .map(|o| (o.key.as_deref(), o.value.as_deref(), Some(o.timestamp)))
+                .collect(),
+        )
+        .await?;
+        if let Some(cl) = &changelog {
+            for (r, table) in batch.iter().zip(&sides) {
+                let topic = match (&table_topic, table) {
+                    (Some(t), true) => t.clone(),
+                    _ => input.clone(),
+                };
+                let e = positions
+                    .entry((topic, r.partition))
+                    .or_insert(r.offset + 1);
+                *e = (*e).max(r.offset + 1);
             }
-        }
-        for d in deliveries {
-            delivered(d).await?;
-            produced += 1;
+            let changes = pipeline.take_changes()?;
+            send_all(
+                &producer,
+                cl,
+                changes
+                    .iter()
+                    .map(|c| (Some(c.key.as_slice()), c.value.as_deref(), None))
+                    .collect(),
+            )
+            .await?;
+            let marker = crate::changelog::marker_value(&positions);
+            send_all(
+                &producer,
+                cl,
+                vec![(Some(MARKER_KEY), Some(marker.as_slice()), None)],
+            )
+            .await?;
         }
         let mut next: BTreeMap<(bool, i32), i64> = BTreeMap::new();
         for (r, table) in batch.iter().zip(&sides) {

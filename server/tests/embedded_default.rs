@@ -1,86 +1,21 @@
 //! `brook-server` with no Kafka given: it starts its embedded broker, says where, and any
 //! Kafka client can produce to and consume from it; its log survives a restart.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use brook_runtime::rdkafka::consumer::{BaseConsumer, Consumer};
 use brook_runtime::rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use brook_runtime::rdkafka::Message;
 
-struct Server {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+mod common;
+use common::{free_port, Options, Server};
 
-impl Server {
-    fn start(data_dir: &std::path::Path, port: u16) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_brook-server"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--broker-listen")
-            .arg(format!("127.0.0.1:{port}"))
-            // A free port for the REST API too, so the test never collides with a server.
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .env("BROOK_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("brook-server starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[brook-server] {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Server { child, lines: rx }
-    }
-
-    /// Waits for a log line containing `text`; returns every line seen so far.
-    fn wait_for(&self, text: &str) -> Vec<String> {
-        let mut seen = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while std::time::Instant::now() < deadline {
-            match self.lines.recv_timeout(Duration::from_millis(200)) {
-                Ok(line) => {
-                    let hit = line.contains(text);
-                    seen.push(line);
-                    if hit {
-                        return seen;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        panic!(
-            "brook-server never logged `{text}`; it logged:\n{}",
-            seen.join("\n")
-        );
-    }
-
-    fn stop(mut self) {
-        // SIGTERM, as a service manager would send it.
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let status = self.child.wait().expect("brook-server exits");
-        assert!(status.success(), "brook-server exited with {status}");
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+fn start(data_dir: &std::path::Path, port: u16) -> Server {
+    Server::start(Options {
+        data_dir,
+        broker_port: port,
+        broker_in_memory: false,
+    })
 }
 
 fn read_all(bootstrap: &str, topic: &str, want: usize) -> Vec<(String, String)> {
@@ -108,7 +43,7 @@ fn serves_any_kafka_client_and_keeps_its_log_across_restarts() {
     let port = free_port();
     let bootstrap = format!("127.0.0.1:{port}");
 
-    let server = Server::start(dir.path(), port);
+    let server = start(dir.path(), port);
     let seen = server.wait_for("brook-server ready");
     assert!(
         seen.iter()
@@ -134,7 +69,7 @@ fn serves_any_kafka_client_and_keeps_its_log_across_restarts() {
 
     // The default storage is a file under --data-dir: the records are still there.
     assert!(dir.path().join("broker.db").exists());
-    let server = Server::start(dir.path(), port);
+    let server = start(dir.path(), port);
     server.wait_for("brook-server ready");
     let again = read_all(&bootstrap, "greetings", 10);
     let mut a = got.clone();

@@ -2,118 +2,19 @@
 //! `/ksql`, a push query through `/query-stream` and `/query`, errors and `/info`, checked
 //! against ksqlDB's response shapes. Every wait is bounded so a failure cannot hang.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-struct Server {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    api: String,
-}
+mod common;
+use common::{client, free_port, ksql, Options, Server};
 
-impl Server {
-    fn start(data_dir: &std::path::Path) -> Server {
-        let broker_port = free_port();
-        let api_port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_brook-server"))
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--broker-listen")
-            .arg(format!("127.0.0.1:{broker_port}"))
-            .arg("--broker-in-memory")
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{api_port}"))
-            .env("BROOK_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("brook-server starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[brook-server] {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Server {
-            child,
-            lines: rx,
-            api: format!("http://127.0.0.1:{api_port}"),
-        }
-    }
-
-    fn wait_for(&self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut seen = Vec::new();
-        while Instant::now() < deadline {
-            match self.lines.recv_timeout(Duration::from_millis(200)) {
-                Ok(line) => {
-                    let hit = line.contains(text);
-                    seen.push(line);
-                    if hit {
-                        return;
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        panic!("brook-server never logged `{text}`:\n{}", seen.join("\n"));
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .no_proxy()
-        .build()
-        .expect("http client")
-}
-
-async fn ksql(c: &reqwest::Client, api: &str, sql: &str) -> (u16, Value) {
-    let resp = c
-        .post(format!("{api}/ksql"))
-        .header("Content-Type", "application/vnd.ksql.v1+json")
-        .header("Accept", "application/vnd.ksql.v1+json")
-        .body(json!({"ksql": sql, "streamsProperties": {}}).to_string())
-        .send()
-        .await
-        .expect("/ksql answers");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
-    (status, body)
+fn start(data_dir: &std::path::Path) -> Server {
+    Server::start(Options {
+        data_dir,
+        broker_port: free_port(),
+        broker_in_memory: true,
+    })
 }
 
 /// Reads a streamed body to its end (the LIMIT ends it), bounded by `timeout`.
@@ -139,7 +40,7 @@ async fn read_stream(resp: reqwest::Response, timeout: Duration) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ksql_push_queries_errors_and_info() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path());
+    let server = start(dir.path());
     server.wait_for("brook-server ready");
     let api = server.api.clone();
     let c = client();
