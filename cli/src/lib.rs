@@ -1,7 +1,8 @@
-//! Shared pieces of the `brook` command line: error rendering, the QTT harness and the
-//! ksql-test-runner-compatible runner.
+//! Shared pieces of the `brook` command line: error rendering, the QTT harness, the
+//! ksql-test-runner-compatible runner and the REPL.
 
 pub mod qtt;
+pub mod repl;
 pub mod test_runner;
 
 use brook_sql::ParseError;

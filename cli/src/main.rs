@@ -7,10 +7,37 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "brook", version, about = "Brook's SQL tools")]
+#[command(
+    name = "brook",
+    version,
+    about = "Brook's SQL REPL and tools: `brook [SERVER_URL]` opens the REPL",
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    repl: ReplArgs,
+}
+
+/// The REPL's arguments (used when no subcommand is given).
+#[derive(Debug, clap::Args)]
+struct ReplArgs {
+    /// The server's REST address.
+    #[arg(value_name = "SERVER_URL", default_value = brook_cli::repl::DEFAULT_SERVER)]
+    server: String,
+    /// Run these statements, then exit (non-zero on the first that fails).
+    #[arg(short = 'e', long = "execute", conflicts_with = "file")]
+    execute: Option<String>,
+    /// Run the statements in this file, then exit (non-zero on the first that fails).
+    #[arg(short = 'f', long = "file")]
+    file: Option<PathBuf>,
+    /// Define a variable for ${name} substitution, as DEFINE does (repeatable).
+    #[arg(short = 'd', long = "define", value_name = "NAME=VALUE")]
+    define: Vec<String>,
+    /// How results are printed: TABULAR or JSON.
+    #[arg(long, value_name = "FORMAT", ignore_case = true, value_parser = ["TABULAR", "JSON"])]
+    output: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,7 +75,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match args.command {
+    let Some(command) = args.command else {
+        return brook_cli::repl::run(brook_cli::repl::Options {
+            server: Some(args.repl.server),
+            execute: args.repl.execute,
+            file: args.repl.file,
+            defines: args.repl.define,
+            output: args.repl.output,
+        });
+    };
+    match command {
         Command::Parse { sql, file } => parse(sql, file),
         Command::Qtt {
             paths,

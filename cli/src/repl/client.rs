@@ -1,0 +1,332 @@
+//! The REPL's HTTP client for ksqlDB's REST API: `/ksql` for statements, `/query-stream`
+//! (delimited) for push queries, `/info` for the version.
+
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+
+use super::ReplError;
+
+/// What a refused request said: ksqlDB's error entity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerError {
+    pub status: u16,
+    pub code: Option<u64>,
+    pub message: String,
+    /// The statement the server refused, as it received it.
+    pub statement: Option<String>,
+}
+
+impl ServerError {
+    /// Reads ksqlDB's `generic_error`/`statement_error` shapes; any other body is shown
+    /// as it came, so nothing the server says is lost.
+    pub fn from_body(status: u16, body: &str) -> ServerError {
+        let parsed: Option<Value> = serde_json::from_str(body).ok();
+        let field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        match parsed {
+            Some(v) if v.get("message").is_some() => ServerError {
+                status,
+                code: v.get("error_code").and_then(Value::as_u64),
+                message: field(&v, "message").unwrap_or_default(),
+                statement: field(&v, "statementText"),
+            },
+            _ => ServerError {
+                status,
+                code: None,
+                message: if body.trim().is_empty() {
+                    format!("the server answered HTTP {status}")
+                } else {
+                    body.trim().to_string()
+                },
+                statement: None,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(url: &str) -> Result<Client, ReplError> {
+        let base = normalize_url(url)?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            // A local server must not be reached through a proxy from the environment.
+            .no_proxy()
+            .build()
+            .map_err(|e| ReplError::Connect {
+                url: base.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Client { base, http })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> ReplError {
+        ReplError::Connect {
+            url: self.base.clone(),
+            reason: error_chain(&e),
+        }
+    }
+
+    /// Runs statements through `/ksql`; the entities the server answered with.
+    pub async fn ksql(
+        &self,
+        sql: &str,
+        properties: &Map<String, Value>,
+    ) -> Result<Vec<Value>, ReplError> {
+        let body = json!({"ksql": sql, "streamsProperties": properties});
+        let resp = self
+            .http
+            .post(format!("{}/ksql", self.base))
+            .header("Content-Type", "application/vnd.ksql.v1+json")
+            .header("Accept", "application/vnd.ksql.v1+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| self.unreachable(e))?;
+        if !(200..300).contains(&status) {
+            return Err(ReplError::Server(ServerError::from_body(status, &text)));
+        }
+        match serde_json::from_str(&text) {
+            Ok(Value::Array(entities)) => Ok(entities),
+            Ok(other) => Ok(vec![other]),
+            Err(e) => Err(ReplError::Protocol(format!("/ksql answered {e}: {text}"))),
+        }
+    }
+
+    /// Starts a push query through `/query-stream`; its header has been read.
+    pub async fn query(
+        &self,
+        sql: &str,
+        properties: &Map<String, Value>,
+    ) -> Result<PushStream, ReplError> {
+        let body = json!({"sql": sql, "properties": properties});
+        let resp = self
+            .http
+            .post(format!("{}/query-stream", self.base))
+            .header("Accept", "application/vnd.ksqlapi.delimited.v1")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let text = resp.text().await.map_err(|e| self.unreachable(e))?;
+            return Err(ReplError::Server(ServerError::from_body(status, &text)));
+        }
+        let mut stream = PushStream {
+            resp,
+            buf: Vec::new(),
+            query_id: String::new(),
+            columns: Vec::new(),
+            types: Vec::new(),
+        };
+        let head = match stream.next_line().await? {
+            Some(line) => line,
+            None => {
+                return Err(ReplError::Protocol(
+                    "the push query ended before its header".into(),
+                ))
+            }
+        };
+        if head.get("message").is_some() {
+            return Err(ReplError::Server(ServerError::from_body(
+                status,
+                &head.to_string(),
+            )));
+        }
+        let strings = |k: &str| -> Vec<String> {
+            head.get(k)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .map(|v| v.as_str().unwrap_or_default().to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        stream.columns = strings("columnNames");
+        stream.types = strings("columnTypes");
+        stream.query_id = head
+            .get("queryId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        Ok(stream)
+    }
+
+    /// `/info`: the server's `KsqlServerInfo`.
+    pub async fn info(&self) -> Result<Value, ReplError> {
+        let resp = self
+            .http
+            .get(format!("{}/info", self.base))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(|e| self.unreachable(e))?;
+        if !(200..300).contains(&status) {
+            return Err(ReplError::Server(ServerError::from_body(status, &text)));
+        }
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| ReplError::Protocol(format!("/info answered {e}: {text}")))?;
+        Ok(v.get("KsqlServerInfo").cloned().unwrap_or(v))
+    }
+}
+
+/// Accepts `host:port` as well as a full URL, and drops a trailing `/` so paths join.
+pub fn normalize_url(url: &str) -> Result<String, ReplError> {
+    let url = url.trim().trim_end_matches('/');
+    if url.is_empty() {
+        return Err(ReplError::Usage("the server address is empty".into()));
+    }
+    if url.starts_with("https://") {
+        // The client is built without a TLS stack, to keep the build small.
+        return Err(ReplError::Usage(format!(
+            "{url}: HTTPS is not supported by this build of brook; use http://"
+        )));
+    }
+    if url.starts_with("http://") {
+        Ok(url.to_string())
+    } else if url.contains("://") {
+        Err(ReplError::Usage(format!(
+            "{url}: only http:// servers are supported"
+        )))
+    } else {
+        Ok(format!("http://{url}"))
+    }
+}
+
+/// reqwest's top-level message is often just "error sending request"; the cause says why.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}
+
+/// A running push query: its header, then rows as the server sends them. Dropping it
+/// closes the connection, which ends the query on the server.
+pub struct PushStream {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+    pub query_id: String,
+    pub columns: Vec<String>,
+    pub types: Vec<String>,
+}
+
+/// One line of a push query after its header.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamItem {
+    Row(Vec<Value>),
+    /// The query failed on the server after it started.
+    Error(String),
+}
+
+impl PushStream {
+    /// The next row, or `None` when the server ended the query (its LIMIT was reached).
+    pub async fn next(&mut self) -> Result<Option<StreamItem>, ReplError> {
+        loop {
+            let Some(line) = self.next_line().await? else {
+                return Ok(None);
+            };
+            match line {
+                Value::Array(values) => return Ok(Some(StreamItem::Row(values))),
+                Value::Object(o) if o.contains_key("message") => {
+                    let message = o
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    return Ok(Some(StreamItem::Error(message)));
+                }
+                // Anything else (a final message from a newer server) is not a row.
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next non-empty line of the body, parsed as JSON.
+    async fn next_line(&mut self) -> Result<Option<Value>, ReplError> {
+        loop {
+            if let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+                let line = String::from_utf8_lossy(&line);
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                return serde_json::from_str(line).map(Some).map_err(|e| {
+                    ReplError::Protocol(format!("bad row from the server ({e}): {line}"))
+                });
+            }
+            match self.resp.chunk().await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
+                Ok(None) => {
+                    if self.buf.iter().all(u8::is_ascii_whitespace) {
+                        return Ok(None);
+                    }
+                    // A last line without its newline.
+                    self.buf.push(b'\n');
+                }
+                Err(e) => {
+                    return Err(ReplError::Protocol(format!(
+                        "the push query's stream broke: {}",
+                        error_chain(&e)
+                    )))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            normalize_url("localhost:8088").ok().as_deref(),
+            Some("http://localhost:8088")
+        );
+        assert_eq!(
+            normalize_url("http://h:1/").ok().as_deref(),
+            Some("http://h:1")
+        );
+        assert!(normalize_url("https://h:1").is_err());
+        assert!(normalize_url("grpc://h:1").is_err());
+    }
+
+    #[test]
+    fn server_errors() {
+        let e = ServerError::from_body(
+            400,
+            r#"{"@type":"statement_error","error_code":40001,"message":"line 1:8: bad","statementText":"CREATE X;","entities":[]}"#,
+        );
+        assert_eq!(e.code, Some(40001));
+        assert_eq!(e.message, "line 1:8: bad");
+        assert_eq!(e.statement.as_deref(), Some("CREATE X;"));
+        let e = ServerError::from_body(502, "Bad Gateway");
+        assert_eq!(e.message, "Bad Gateway");
+        let e = ServerError::from_body(500, "");
+        assert_eq!(e.message, "the server answered HTTP 500");
+    }
+}
