@@ -123,12 +123,14 @@ fn extract_table_functions(
     })
 }
 
-/// Whether the result is written to a sink (names are checked as ksqlDB checks sinks) or
-/// pushed to a client.
+/// Whether the result is written to a sink (names are checked as ksqlDB checks sinks),
+/// pushed to a client, or a pull query's answer (which, unlike a push query's rows, keeps
+/// the table's key columns marked as keys).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target<'a> {
     Sink(&'a str),
     Transient,
+    Pull,
 }
 
 pub fn scope_for<'a>(source: &Source, alias: Option<&str>, catalog: &'a Catalog) -> Scope<'a> {

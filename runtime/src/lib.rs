@@ -10,6 +10,7 @@ mod error;
 pub mod format;
 pub mod join;
 pub mod kafka;
+pub mod materialized;
 pub mod operator;
 pub mod pipeline;
 pub mod rows;

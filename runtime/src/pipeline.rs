@@ -4,8 +4,9 @@
 use brook_planner::catalog::{Catalog, Source};
 
 use crate::aggregate::AggregateOperator;
-use crate::error::Result;
+use crate::error::{Result, RuntimeError};
 use crate::join::JoinOperator;
+use crate::materialized::{Materialized, Shared, NS_MATERIALIZED};
 use crate::operator::{FilterProject, Operator};
 use crate::rows::{decode_records, encode_batch, Record};
 use crate::session::{QueryPlan, QuerySpec};
@@ -39,12 +40,40 @@ pub struct Pipeline {
     /// Records without a value delete their key's row (an aggregation over a table).
     deletes: bool,
     types: Catalog,
+    /// A table sink's current rows, for pull queries.
+    materialized: Option<Shared>,
+}
+
+/// The store a table sink's rows are kept in, keyed by its key columns (and window start).
+fn materialized_for(sink: &Source, types: &Catalog) -> Result<Option<Shared>> {
+    if sink.kind != brook_sql::SourceKind::Table {
+        return Ok(None);
+    }
+    let windowed = sink.window.is_some();
+    let schema = sink
+        .schema
+        .row_schema(windowed, types)
+        .map_err(|e| RuntimeError::Plan(e.to_string()))?;
+    let first = if windowed { 5 } else { 3 };
+    let mut keys: Vec<usize> = sink
+        .schema
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.namespace == brook_planner::schema::Namespace::Key)
+        .map(|(i, _)| i + first)
+        .collect();
+    if windowed {
+        keys.push(3);
+    }
+    Ok(Some(Materialized::new(schema, keys).shared()))
 }
 
 impl Pipeline {
     pub fn new(spec: QuerySpec, types: &Catalog) -> Result<Pipeline> {
         // An aggregation skips records without a value, as a filter would.
         let deletes = matches!(&spec.plan, QueryPlan::Aggregate(p) if p.retract_by.is_some());
+        let materialized = materialized_for(&spec.sink, types)?;
         if let QueryPlan::Join(p) = spec.plan {
             let table = Some(p.table.clone());
             let tables = p.tables;
@@ -59,6 +88,7 @@ impl Pipeline {
                 filters: !tables,
                 deletes: tables,
                 types: types.clone(),
+                materialized,
             });
         }
         let (filters, operator): (bool, Box<dyn Operator>) = match spec.plan {
@@ -86,6 +116,7 @@ impl Pipeline {
             filters,
             deletes,
             types: types.clone(),
+            materialized,
         })
     }
 
@@ -136,6 +167,9 @@ impl Pipeline {
             self.operator.process(batch, &mut out)?;
         }
         for b in out {
+            if let Some(m) = &self.materialized {
+                write(m)?.apply(&b, null_values && !self.deletes)?;
+            }
             for (key, value, timestamp) in encode_batch(&self.sink, &b)? {
                 // Kafka takes no negative timestamps: such a result is dropped, as
                 // ksqlDB's producer would fail it.
@@ -160,7 +194,12 @@ impl Pipeline {
 impl Pipeline {
     /// Whether the query keeps state, which then lives in a changelog topic too.
     pub fn stateful(&self) -> bool {
-        self.join.is_some() || self.operator.stateful()
+        self.join.is_some() || self.operator.stateful() || self.materialized.is_some()
+    }
+
+    /// The table sink's rows, which pull queries read (`None` when the sink is a stream).
+    pub fn materialized(&self) -> Option<Shared> {
+        self.materialized.clone()
     }
 
     /// The state entries changed since the last call.
@@ -170,11 +209,22 @@ impl Pipeline {
             Some(j) => j.take_changes(&mut out)?,
             None => self.operator.take_changes(&mut out)?,
         }
+        if let Some(m) = &self.materialized {
+            write(m)?.take_changes(&mut out)?;
+        }
         Ok(out)
     }
 
     /// Puts back a state entry from the changelog (before any input is processed).
     pub fn restore(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        if key.first() == Some(&NS_MATERIALIZED) {
+            if let Some(m) = &self.materialized {
+                let mut m = write(m)?;
+                m.restore(key, value)?;
+                m.clear_changes();
+            }
+            return Ok(());
+        }
         match &mut self.join {
             Some(j) => j.restore(key, value),
             None => self.operator.restore(key, value),
@@ -182,8 +232,13 @@ impl Pipeline {
     }
 }
 
+fn write(m: &Shared) -> Result<std::sync::RwLockWriteGuard<'_, Materialized>> {
+    m.write()
+        .map_err(|_| RuntimeError::State("a materialized table's lock is poisoned".into()))
+}
+
 fn unreachable_join() -> Result<(bool, Box<dyn Operator>)> {
-    Err(crate::error::RuntimeError::Plan(
+    Err(RuntimeError::Plan(
         "a join plan reached the single-input path".into(),
     ))
 }
@@ -210,6 +265,9 @@ impl Pipeline {
                 let mut out = Vec::new();
                 join.table_rows(&batch, deleted, &mut out)?;
                 for b in out {
+                    if let Some(m) = &self.materialized {
+                        write(m)?.apply(&b, false)?;
+                    }
                     for (key, value, timestamp) in encode_batch(&self.sink, &b)? {
                         if timestamp < 0 {
                             continue;

@@ -27,6 +27,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::ServerError;
 
+mod pull;
+
 /// What a statement did, for the API layers to report.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Executed {
@@ -44,6 +46,8 @@ struct RunningQuery {
     stop: watch::Sender<bool>,
     stats: watch::Receiver<TaskStats>,
     handle: JoinHandle<()>,
+    /// A table sink's current rows (pull queries read them).
+    materialized: Option<brook_runtime::materialized::Shared>,
 }
 
 /// A running query as listed by SHOW QUERIES.
@@ -353,6 +357,7 @@ impl Engine {
     async fn start(&self, pipeline: Pipeline, statement: &str) {
         let id = pipeline.id.clone();
         let sink = pipeline.sink.name.clone();
+        let materialized = pipeline.materialized();
         let (stop_tx, stop_rx) = watch::channel(false);
         let (stats_tx, stats_rx) = watch::channel(TaskStats::default());
         let config = self.task_config.clone();
@@ -371,6 +376,7 @@ impl Engine {
                 stop: stop_tx,
                 stats: stats_rx,
                 handle,
+                materialized,
             },
         );
     }

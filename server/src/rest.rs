@@ -592,11 +592,18 @@ impl Api {
             )
             .statement(&text, vec![]));
         };
+        if q.emit.is_none() {
+            return self
+                .engine
+                .pull_query(q)
+                .await
+                .map_err(|e| Refusal::from(e).statement(&text, vec![]));
+        }
         if q.emit != Some(brook_sql::Emit::Changes) {
-            return Err(Refusal::bad(
-                "Pull queries are not supported yet: add EMIT CHANGES for a push query",
-            )
-            .statement(&text, vec![]));
+            return Err(
+                Refusal::bad("EMIT FINAL is not supported yet for push queries")
+                    .statement(&text, vec![]),
+            );
         }
         let reset = match properties
             .get("auto.offset.reset")

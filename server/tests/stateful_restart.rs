@@ -91,10 +91,7 @@ fn expected() -> Windows {
 
 /// Reads the sink topic from the start until every window has its final value (or the
 /// deadline passes); returns each window's latest value and how many records were read.
-fn read_finals(
-    bootstrap: &str,
-    want: &Windows,
-) -> (Windows, usize) {
+fn read_finals(bootstrap: &str, want: &Windows) -> (Windows, usize) {
     let consumer: BaseConsumer = brook_runtime::kafka::consumer_config(bootstrap, "checker")
         .create()
         .expect("consumer");
@@ -205,5 +202,48 @@ async fn windowed_aggregation_is_exact_after_sigkill() {
         wrong.join("\n"),
         got.iter().take(5).collect::<Vec<_>>()
     );
+    // The restarted server answers pull queries from the restored table: every window of
+    // a customer, including those finished before the kill.
+    let (status, lines) = pull(
+        &http,
+        &server.api,
+        "SELECT * FROM per_customer WHERE customerId = 'c1';",
+    )
+    .await;
+    assert_eq!(status, 200, "{lines:?}");
+    let mut windows: Vec<(i64, i64, f64)> = lines[1..]
+        .iter()
+        .map(|r| {
+            (
+                r[1].as_i64().expect("WINDOWSTART"),
+                r[3].as_i64().expect("N"),
+                r[4].as_f64().expect("S"),
+            )
+        })
+        .collect();
+    windows.sort_by_key(|w| w.0);
+    let expect: Vec<(i64, i64, f64)> = want
+        .iter()
+        .filter(|((c, _), _)| c == "c1")
+        .map(|((_, start), (n, s))| (*start, *n, *s))
+        .collect();
+    assert_eq!(windows, expect, "pull query after the restart: {lines:?}");
     server.stop();
+}
+
+async fn pull(http: &reqwest::Client, api: &str, sql: &str) -> (u16, Vec<serde_json::Value>) {
+    let resp = http
+        .post(format!("{api}/query-stream"))
+        .body(serde_json::json!({"sql": sql, "properties": {}}).to_string())
+        .send()
+        .await
+        .expect("/query-stream answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let lines = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    (status, lines)
 }

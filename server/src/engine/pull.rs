@@ -1,0 +1,149 @@
+//! Pull queries: `SELECT … FROM table [WHERE …] [LIMIT n];` without EMIT, answered from the
+//! table's materialized rows (kept by the query that writes the table), not by reading its
+//! topic. The filter and projection are the ones a push query runs, over a snapshot.
+
+use brook_planner::query::{plan_stateless, Target};
+use brook_planner::PlanError;
+use brook_runtime::operator::{FilterProject, Operator};
+use brook_runtime::session::StatementError;
+use brook_runtime::RuntimeError;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::datatypes::{Field, Schema};
+use brook_planner::schema::{Column, LogicalSchema, Namespace, WINDOWEND, WINDOWSTART};
+use brook_sql::Type;
+use tokio::sync::mpsc;
+
+use super::{Engine, PushQuery};
+
+fn refused(what: &str) -> StatementError {
+    PlanError::Invalid(format!(
+        "Pull queries don't support {what} clauses. See https://cnfl.io/queries for more info.\nAdd EMIT CHANGES if you intended to issue a push query."
+    ))
+    .into()
+}
+
+impl Engine {
+    /// Runs a pull query; its rows arrive on the returned query's channel, which then closes.
+    pub async fn pull_query(&self, query: &brook_sql::Query) -> Result<PushQuery, StatementError> {
+        if !query.group_by.is_empty() {
+            return Err(refused("GROUP BY"));
+        }
+        if query.window.is_some() {
+            return Err(refused("WINDOW"));
+        }
+        if !query.joins.is_empty() {
+            return Err(refused("JOIN"));
+        }
+        let catalog = self.catalog().await;
+        let source = catalog.source(&query.from.name.value)?.clone();
+        let store = self
+            .queries
+            .lock()
+            .await
+            .values()
+            .find(|q| q.sink == source.name)
+            .and_then(|q| q.materialized.clone());
+        let Some(store) = store else {
+            let n = &source.name;
+            return Err(PlanError::Invalid(format!(
+                "The `{n}` table isn't queryable. To derive a queryable table, you can do 'CREATE TABLE QUERYABLE_{n} AS SELECT * FROM {n}'. See https://cnfl.io/queries for more info."
+            ))
+            .into());
+        };
+        let plan = plan_stateless(query, &catalog, Target::Pull)?;
+        let mut schema = plan.output.clone();
+        let mut operator = FilterProject::new(plan, &catalog)?;
+        let snapshot = store
+            .read()
+            .map_err(|_| RuntimeError::State("a materialized table's lock is poisoned".into()))?
+            .snapshot()?;
+        let mut out = Vec::new();
+        if let Some(rows) = snapshot {
+            operator.process(rows, &mut out)?;
+        }
+        if source.window.is_some() {
+            let star = query
+                .projection
+                .iter()
+                .any(|p| matches!(p, brook_sql::sqlparser::ast::SelectItem::Wildcard(_)));
+            out = window_bounds(out, &mut schema, star)?;
+        }
+        let mut left = query.limit.unwrap_or(u64::MAX);
+        let (tx, rx) = mpsc::channel(out.len().max(1));
+        for mut b in out {
+            if left == 0 {
+                break;
+            }
+            if b.num_rows() as u64 > left {
+                b = b.slice(0, left as usize);
+            }
+            left -= b.num_rows() as u64;
+            if b.num_rows() > 0 {
+                // The channel holds every batch: this never waits.
+                let _ = tx.send(Ok(b)).await;
+            }
+        }
+        let seq = self
+            .transient_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(PushQuery {
+            id: format!("pull_{}_{seq}", source.name),
+            schema,
+            rows: rx,
+            limit: query.limit,
+        })
+    }
+}
+
+/// Rows of a windowed table carry the window bounds after the pseudo columns. `SELECT *`
+/// shows them as key columns after the table's key (ksqlDB's layout); otherwise they are
+/// shown only where selected by name (as ordinary columns), so the leading pair goes.
+fn window_bounds(
+    batches: Vec<RecordBatch>,
+    schema: &mut LogicalSchema,
+    star: bool,
+) -> Result<Vec<RecordBatch>, StatementError> {
+    let keys = schema
+        .columns
+        .iter()
+        .filter(|c| c.namespace == Namespace::Key)
+        .count();
+    if star {
+        for (i, name) in [WINDOWSTART, WINDOWEND].iter().enumerate() {
+            schema
+                .columns
+                .insert(keys + i, Column::new(*name, Type::Bigint, Namespace::Key));
+        }
+    }
+    batches
+        .into_iter()
+        .map(|b| {
+            let cols = b.columns();
+            if cols.len() < 5 {
+                return Ok(b);
+            }
+            let mut picked: Vec<(String, ArrayRef)> = Vec::new();
+            let field = |i: usize| (b.schema().field(i).name().clone(), cols[i].clone());
+            picked.extend((0..3).map(field));
+            let rest: Vec<usize> = (5..cols.len()).collect();
+            let (key_cols, value_cols) = rest.split_at(keys.min(rest.len()));
+            picked.extend(key_cols.iter().map(|i| field(*i)));
+            if star {
+                picked.push(field(3));
+                picked.push(field(4));
+            }
+            picked.extend(value_cols.iter().map(|i| field(*i)));
+            let fields: Vec<Field> = picked
+                .iter()
+                .map(|(n, a)| Field::new(n, a.data_type().clone(), true))
+                .collect();
+            RecordBatch::try_new(
+                Arc::new(Schema::new(fields)),
+                picked.into_iter().map(|(_, a)| a).collect(),
+            )
+            .map_err(|e| StatementError::Runtime(RuntimeError::Arrow(e)))
+        })
+        .collect()
+}
