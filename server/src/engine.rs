@@ -597,3 +597,55 @@ fn kind_word(k: brook_sql::SourceKind) -> &'static str {
         brook_sql::SourceKind::Table => "table",
     }
 }
+
+/// What the REST layer's streaming endpoints (PRINT, `/inserts-stream`) need beyond
+/// statements.
+impl Engine {
+    /// Turns true when the server shuts down, so a long-running response can end.
+    pub fn stopping_signal(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// Runs one `INSERT INTO … VALUES` and waits until Kafka has its records. Unlike
+    /// [`Engine::execute_statement`] it does not ask Kafka for topic metadata first: an
+    /// insert creates no topic, and `/inserts-stream` runs one statement per row.
+    pub async fn insert_values(
+        &self,
+        ps: &brook_sql::ParsedStatement,
+    ) -> Result<usize, StatementError> {
+        let not_insert = || PlanError::Invalid("Expected an INSERT INTO … VALUES statement".into());
+        if !matches!(ps.statement, brook_sql::Statement::InsertValues { .. }) {
+            return Err(not_insert().into());
+        }
+        // Whatever fails before a record is written is the row's fault (a value the column
+        // cannot hold), not the server's.
+        let action = self
+            .session
+            .lock()
+            .await
+            .plan(ps, &|_: &str| None)
+            .map_err(|e| match e {
+                StatementError::Runtime(r) => PlanError::Invalid(r.to_string()).into(),
+                other => other,
+            })?;
+        let Action::Insert { source, rows } = action else {
+            return Err(not_insert().into());
+        };
+        let n = rows.len();
+        for (key, value, ts) in rows {
+            let mut rec: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&source.topic).timestamp(ts);
+            if let Some(k) = &key {
+                rec = rec.key(k.as_slice());
+            }
+            if let Some(v) = &value {
+                rec = rec.payload(v.as_slice());
+            }
+            self.producer
+                .send(rec, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| StatementError::Runtime(e.into()))?;
+        }
+        Ok(n)
+    }
+}

@@ -2,6 +2,10 @@
 //! `/info` and `/healthcheck`. Response bodies follow ksqlDB's wire shapes (`@type`
 //! entities, `error_code`s) so that ksqlDB's clients and tools can talk to Brook.
 
+mod inserts;
+mod print;
+mod status;
+mod transient;
 mod values;
 
 use std::collections::HashMap;
@@ -49,6 +53,10 @@ struct Api {
     bootstrap: Arc<str>,
     /// ksqlDB numbers the commands it runs; clients may wait on a number.
     command_seq: Arc<AtomicI64>,
+    /// What `/status` reports.
+    statuses: Arc<status::CommandStatuses>,
+    /// The `/query-stream` queries `/close-query` can end.
+    transient: Arc<transient::TransientQueries>,
 }
 
 pub fn router(engine: Arc<Engine>, info: ServerInfo, bootstrap: &str) -> Router {
@@ -58,11 +66,18 @@ pub fn router(engine: Arc<Engine>, info: ServerInfo, bootstrap: &str) -> Router 
         .route("/query", post(query))
         .route("/info", get(server_info))
         .route("/healthcheck", get(healthcheck))
+        .route("/close-query", post(transient::close_query))
+        .route("/inserts-stream", post(inserts::inserts_stream))
+        .route("/status", get(status::statuses))
+        .route("/status/{*command_id}", get(status::status))
+        .route("/is_valid_property/{name}", get(status::is_valid_property))
         .with_state(Api {
             engine,
             info: Arc::new(info),
             bootstrap: bootstrap.into(),
             command_seq: Arc::new(AtomicI64::new(0)),
+            statuses: Arc::default(),
+            transient: Arc::default(),
         })
 }
 
@@ -231,6 +246,10 @@ impl Api {
         query_id: Option<&str>,
     ) -> Value {
         let seq = self.command_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        self.statuses.record(
+            &command_id,
+            &json!({"status": "SUCCESS", "message": message, "queryId": query_id}),
+        );
         json!({
             "@type": "currentStatus",
             "statementText": text,
@@ -691,6 +710,10 @@ async fn query_stream(State(api): State<Api>, headers: HeaderMap, body: Bytes) -
             )
         }
     };
+    let print = print::Endpoint::QueryStream;
+    if let Some(r) = print::maybe_print(&api, &req.sql, &req.properties, &headers, print).await {
+        return r;
+    }
     // Delimited is the default; JSON only when asked for (and delimited is not).
     let framing = if accepts(&headers, JSON) && !accepts(&headers, DELIMITED) {
         Framing::JsonArray
@@ -698,7 +721,7 @@ async fn query_stream(State(api): State<Api>, headers: HeaderMap, body: Bytes) -
         Framing::Delimited
     };
     match api.start_push(&req.sql, &req.properties).await {
-        Ok(pq) => stream_response(pq, framing, None),
+        Ok(pq) => stream_response(api.transient.track(pq), framing, None),
         Err(r) => r,
     }
 }
@@ -714,6 +737,10 @@ async fn query(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Respo
             )
         }
     };
+    let (sql, props) = (&req.ksql, &req.streams_properties);
+    if let Some(r) = print::maybe_print(&api, sql, props, &headers, print::Endpoint::Query).await {
+        return r;
+    }
     match api.start_push(&req.ksql, &req.streams_properties).await {
         Ok(pq) => stream_response(pq, Framing::Legacy, Some(ksql_content_type(&headers))),
         Err(r) => r,

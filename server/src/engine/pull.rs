@@ -10,9 +10,10 @@ use brook_runtime::RuntimeError;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch};
-use arrow::datatypes::{Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema};
 use brook_planner::schema::{Column, LogicalSchema, Namespace, WINDOWEND, WINDOWSTART};
 use brook_sql::Type;
+use datafusion::common::ScalarValue;
 use tokio::sync::mpsc;
 
 use super::{Engine, PushQuery};
@@ -55,10 +56,16 @@ impl Engine {
         let plan = plan_stateless(query, &catalog, Target::Pull)?;
         let mut schema = plan.output.clone();
         let mut operator = FilterProject::new(plan, &catalog)?;
-        let snapshot = store
-            .read()
-            .map_err(|_| RuntimeError::State("a materialized table's lock is poisoned".into()))?
-            .snapshot()?;
+        let snapshot = {
+            let store = store.read().map_err(|_| {
+                RuntimeError::State("a materialized table's lock is poisoned".into())
+            })?;
+            // A lookup by key reads that key's rows only; the filter still runs over them.
+            match key_lookup(query, &source, store.schema()) {
+                Some(key) => store.get_prefix(&[key])?,
+                None => store.snapshot()?,
+            }
+        };
         let mut out = Vec::new();
         if let Some(rows) = snapshot {
             operator.process(rows, &mut out)?;
@@ -146,4 +153,60 @@ fn window_bounds(
             .map_err(|e| StatementError::Runtime(RuntimeError::Arrow(e)))
         })
         .collect()
+}
+
+/// The key a WHERE clause pins with `KEY = literal` among its top-level conjuncts, for a
+/// table with one key column, as a value of the stored key's type.
+fn key_lookup(
+    query: &brook_sql::Query,
+    source: &brook_planner::catalog::Source,
+    stored: &arrow::datatypes::SchemaRef,
+) -> Option<ScalarValue> {
+    use brook_sql::sqlparser::ast::{BinaryOperator, Expr, Value};
+    let mut keys = source.schema.key_columns();
+    let key = keys.next()?;
+    if keys.next().is_some() {
+        return None;
+    }
+    let dt = stored.field_with_name(&key.name).ok()?.data_type().clone();
+    let mut todo = vec![query.selection.as_ref()?];
+    while let Some(e) = todo.pop() {
+        match e {
+            Expr::Nested(inner) => todo.push(inner),
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And,
+                right,
+            } => {
+                todo.push(left);
+                todo.push(right);
+            }
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            } => {
+                let ((Expr::Identifier(id), Expr::Value(v))
+                | (Expr::Value(v), Expr::Identifier(id))) = (left.as_ref(), right.as_ref())
+                else {
+                    continue;
+                };
+                let name = match id.quote_style {
+                    Some(_) => id.value.clone(),
+                    None => id.value.to_uppercase(),
+                };
+                if name != key.name {
+                    continue;
+                }
+                let text = match &v.value {
+                    Value::SingleQuotedString(s) if dt == DataType::Utf8 => s.clone(),
+                    Value::Number(n, _) if dt.is_integer() => n.clone(),
+                    _ => return None,
+                };
+                return ScalarValue::try_from_string(text, &dt).ok();
+            }
+            _ => {}
+        }
+    }
+    None
 }
