@@ -104,6 +104,32 @@ fn scripts_run_to_the_end_or_stop_at_the_first_error() {
         "the script went on:\n{stdout}"
     );
 
+    // PRINT streams the topic's records as the server formats them, then ends at LIMIT;
+    // a pull query is a table of the aggregate's rows.
+    let out = run(&[
+        &server.api,
+        "-e",
+        "PRINT 'script_orders' FROM BEGINNING LIMIT 3;\n\
+         CREATE TABLE script_totals AS SELECT customerId, COUNT(*) AS n FROM script_orders GROUP BY customerId;",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert_eq!(stdout.matches("rowtime: ").count(), 3, "{stdout}");
+    let mut pulled = String::new();
+    for _ in 0..50 {
+        let out = run(&[
+            &server.api,
+            "-e",
+            "SELECT * FROM script_totals WHERE customerId = 'c1';",
+        ]);
+        pulled = text(&out.stdout);
+        if pulled.contains("| c1 ") && pulled.contains("| 5 ") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(pulled.contains("| 5 "), "pull query: {pulled}");
+
     // -e stops at its first failure too, with the caret under the statement.
     let out = run(&[
         &server.api,

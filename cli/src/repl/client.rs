@@ -165,6 +165,33 @@ impl Client {
         Ok(stream)
     }
 
+    /// Starts a PRINT through `/query`, where (as for ksqlDB's CLI) the server streams
+    /// plain text lines: the format lines, then one line per record.
+    pub async fn print(
+        &self,
+        sql: &str,
+        properties: &Map<String, Value>,
+    ) -> Result<TextStream, ReplError> {
+        let body = json!({"ksql": sql, "streamsProperties": properties});
+        let resp = self
+            .http
+            .post(format!("{}/query", self.base))
+            .header("Content-Type", "application/vnd.ksql.v1+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            let text = resp.text().await.map_err(|e| self.unreachable(e))?;
+            return Err(ReplError::Server(ServerError::from_body(status, &text)));
+        }
+        Ok(TextStream {
+            resp,
+            buf: Vec::new(),
+        })
+    }
+
     /// `/info`: the server's `KsqlServerInfo`.
     pub async fn info(&self) -> Result<Value, ReplError> {
         let resp = self
@@ -230,6 +257,45 @@ pub struct PushStream {
     pub query_id: String,
     pub columns: Vec<String>,
     pub types: Vec<String>,
+}
+
+/// PRINT's output: text lines as the server sends them. Dropping it closes the
+/// connection, which ends the PRINT on the server.
+pub struct TextStream {
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl TextStream {
+    /// The next non-empty line (blank lines are the server's keep-alives), or `None` at
+    /// the end.
+    pub async fn next_line(&mut self) -> Result<Option<String>, ReplError> {
+        loop {
+            if let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+                let line = String::from_utf8_lossy(&line).trim_end().to_string();
+                if line.trim().is_empty() {
+                    continue;
+                }
+                return Ok(Some(line));
+            }
+            match self.resp.chunk().await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
+                Ok(None) => {
+                    if self.buf.iter().all(u8::is_ascii_whitespace) {
+                        return Ok(None);
+                    }
+                    self.buf.push(b'\n');
+                }
+                Err(e) => {
+                    return Err(ReplError::Protocol(format!(
+                        "PRINT's stream broke: {}",
+                        error_chain(&e)
+                    )))
+                }
+            }
+        }
+    }
 }
 
 /// One line of a push query after its header.

@@ -327,7 +327,7 @@ impl Session {
                 Ok(())
             }
             Some(Statement::Query(q)) => self.push_query(&text, q.limit),
-            Some(Statement::Print { limit, .. }) => self.push_query(&text, limit),
+            Some(Statement::Print { .. }) => self.print_topic(&text),
             other => {
                 let entities = self.request_ksql(&text)?;
                 self.show_entities(&entities);
@@ -489,6 +489,39 @@ impl Session {
         let plural = if rows == 1 { "row" } else { "rows" };
         let secs = started.elapsed().as_secs_f64();
         self.emit_status(&format!("{rows} {plural} in {secs:.2} s"));
+        Ok(())
+    }
+
+    /// PRINT: the server's lines as they come, until its LIMIT or Ctrl-C.
+    fn print_topic(&mut self, text: &str) -> Result<(), ReplError> {
+        let sql = format!("{text};");
+        let client = self.client.clone();
+        let props = self.properties.clone();
+        let stream = self
+            .rt
+            .block_on(interruptible(self.interactive, client.print(&sql, &props)));
+        let mut stream = match stream {
+            Some(s) => s?,
+            None => {
+                self.emit_status("Topic printing ceased");
+                return Ok(());
+            }
+        };
+        loop {
+            match self
+                .rt
+                .block_on(interruptible(self.interactive, stream.next_line()))
+            {
+                Some(Ok(Some(line))) => self.emit(&line),
+                Some(Ok(None)) => break,
+                Some(Err(e)) => return Err(e),
+                None => {
+                    drop(stream);
+                    self.emit_status("Topic printing ceased");
+                    return Ok(());
+                }
+            }
+        }
         Ok(())
     }
 
