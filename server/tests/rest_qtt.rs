@@ -1,0 +1,230 @@
+//! ksqlDB's REST query-validation tests (`rest-query-validation-tests/*.json` of the QTT
+//! suite) against live `brook-server`s, with a ratchet: every case listed in
+//! `rest-qtt-passing.txt` (repo root) must keep passing.
+//!
+//! Each case gets a server of its own on the in-memory broker: ksqlDB's harness cleans one
+//! server between cases by dropping sources and deleting topics, which Brook's embedded
+//! broker cannot do, and a fresh server costs well under a second. Several servers run at
+//! once (`BROOK_REST_QTT_JOBS`, default 4), since a case mostly waits on Kafka.
+//!
+//! - `BROOK_REST_QTT_FILTER=text`: only the cases whose id contains `text`;
+//! - `BROOK_REST_QTT_VERBOSE=1`: every failure and skip with its reason;
+//! - `BROOK_REST_QTT_WRITE=path`: write the passing ids there (grow the ratchet with
+//!   `BROOK_REST_QTT_WRITE=$PWD/rest-qtt-passing.txt`).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[path = "rest_qtt/case.rs"]
+mod case;
+mod common;
+#[path = "rest_qtt/compare.rs"]
+mod compare;
+#[path = "rest_qtt/records.rs"]
+mod records;
+#[path = "rest_qtt/suite.rs"]
+mod suite;
+
+use common::{free_port, Options, Server};
+use suite::{Case, Outcome};
+
+/// A case that takes longer than this has hung somewhere; it fails and the next one runs.
+const CASE_LIMIT: Duration = Duration::from_secs(90);
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+#[test]
+fn rest_qtt_ratchet_holds() {
+    let root = suite::default_dir();
+    let dir = suite::rest_dir(&root);
+    if !dir.is_dir() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "rest-qtt: skipped: no REST QTT suite at {} (set BROOK_QTT_DIR)",
+            dir.display()
+        );
+        return;
+    }
+    let mut cases = suite::load(&dir).unwrap_or_else(|e| panic!("the REST QTT suite: {e}"));
+    let filter = std::env::var("BROOK_REST_QTT_FILTER").ok();
+    if let Some(f) = &filter {
+        cases.retain(|c| c.id.contains(f.as_str()));
+    }
+    let verbose = env_flag("BROOK_REST_QTT_VERBOSE");
+    let jobs: usize = std::env::var("BROOK_REST_QTT_JOBS")
+        .ok()
+        .and_then(|j| j.parse().ok())
+        .filter(|j| *j > 0)
+        .unwrap_or(4);
+
+    let ratchet_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rest-qtt-passing.txt");
+    let ratchet: BTreeSet<String> = std::fs::read_to_string(&ratchet_path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+
+    let started = Instant::now();
+    let mut outcomes = run_all(cases.clone(), jobs, verbose);
+    // A case of the ratchet that failed gets one more run on its own before it counts as a
+    // regression: the server is eventually consistent, and a loaded machine can be slower
+    // than a case's time limits.
+    let retry: Vec<Case> = cases
+        .iter()
+        .filter(|c| ratchet.contains(&c.id) && outcomes.get(&c.id) != Some(&Outcome::Pass))
+        .cloned()
+        .collect();
+    if !retry.is_empty() {
+        outcomes.extend(run_all(retry, 1, verbose));
+    }
+
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for o in outcomes.values() {
+        match o {
+            Outcome::Pass => passed += 1,
+            Outcome::Fail(_) => failed += 1,
+            Outcome::Skip(_) => skipped += 1,
+        }
+    }
+    let mut regressions = Vec::new();
+    for id in &ratchet {
+        match outcomes.get(id) {
+            Some(Outcome::Pass) => {}
+            Some(Outcome::Fail(why)) => regressions.push(format!("{id}: {why}")),
+            Some(Outcome::Skip(why)) => regressions.push(format!("{id}: skipped: {why}")),
+            // Filtered out, or gone from the suite (only a full run can tell).
+            None if filter.is_some() => {}
+            None => regressions.push(format!("{id}: no longer exists")),
+        }
+    }
+    let newly = outcomes
+        .iter()
+        .filter(|(id, o)| **o == Outcome::Pass && !ratchet.contains(*id))
+        .count();
+
+    // Past the harness's capture, so CI's log carries the figures.
+    let mut err = std::io::stderr();
+    let _ = writeln!(
+        err,
+        "rest-qtt: {passed} passed, {failed} failed, {skipped} skipped ({:.0} s, {jobs} servers at a time)",
+        started.elapsed().as_secs_f64()
+    );
+    if newly > 0 {
+        let _ = writeln!(
+            err,
+            "rest-qtt: {newly} cases pass that rest-qtt-passing.txt does not list; grow it with BROOK_REST_QTT_WRITE=$PWD/rest-qtt-passing.txt"
+        );
+    }
+    if let Ok(path) = std::env::var("BROOK_REST_QTT_WRITE") {
+        let passing: Vec<&str> = outcomes
+            .iter()
+            .filter(|(_, o)| **o == Outcome::Pass)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let mut text = passing.join("\n");
+        text.push('\n');
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {path}: {e}"));
+        let _ = writeln!(
+            err,
+            "rest-qtt: wrote {} passing ids to {path}",
+            passing.len()
+        );
+    }
+    assert!(
+        regressions.is_empty(),
+        "{} cases of the ratchet fail:\n{}",
+        regressions.len(),
+        regressions.join("\n")
+    );
+}
+
+/// Runs the cases on `jobs` threads, each starting a server per case.
+fn run_all(cases: Vec<Case>, jobs: usize, verbose: bool) -> BTreeMap<String, Outcome> {
+    let queue = Arc::new(Mutex::new(VecDeque::from(cases)));
+    let results = Arc::new(Mutex::new(BTreeMap::new()));
+    let workers: Vec<_> = (0..jobs)
+        .map(|_| {
+            let queue = Arc::clone(&queue);
+            let results = Arc::clone(&results);
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime");
+                let http = common::client();
+                loop {
+                    let Some(case) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+                    else {
+                        break;
+                    };
+                    let t = Instant::now();
+                    // A panic is a bug in the harness or a hung server; it must not stop
+                    // the other cases.
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_one(&case, &rt, &http)
+                    }))
+                    .unwrap_or_else(|p| {
+                        let msg = p
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default();
+                        Outcome::Fail(format!("panic: {msg}"))
+                    });
+                    if verbose {
+                        let took = t.elapsed().as_secs_f64();
+                        let line = match &outcome {
+                            Outcome::Pass => format!("PASS {} ({took:.1} s)", case.id),
+                            Outcome::Fail(why) => {
+                                format!("FAIL {} ({took:.1} s)\n    {why}", case.id)
+                            }
+                            Outcome::Skip(why) => format!("SKIP {}: {why}", case.id),
+                        };
+                        let _ = writeln!(std::io::stderr(), "{line}");
+                    }
+                    results
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(case.id.clone(), outcome);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    let results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
+    results
+}
+
+fn run_one(case: &Case, rt: &tokio::runtime::Runtime, http: &reqwest::Client) -> Outcome {
+    if let Some(why) = case::skip_reason(case) {
+        return Outcome::Skip(why);
+    }
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let server = Server::start(Options {
+        data_dir: dir.path(),
+        broker_port: free_port(),
+        broker_in_memory: true,
+    });
+    server.wait_for("brook-server ready");
+    let target = case::Target {
+        api: &server.api,
+        bootstrap: &server.bootstrap,
+        http,
+    };
+    let outcome = rt.block_on(async {
+        tokio::time::timeout(CASE_LIMIT, case::run(case, &target))
+            .await
+            .unwrap_or_else(|_| Outcome::Fail(format!("the case took over {CASE_LIMIT:?}")))
+    });
+    // Nothing of a case's server is needed afterwards: no graceful shutdown to wait for.
+    server.kill();
+    outcome
+}
