@@ -551,6 +551,16 @@ pub fn plan_stateless(
     }
     let mut projections = keys;
     projections.extend(values);
+    if target == Target::Pull {
+        // A pull query's columns come in the order selected, keys wherever they are.
+        let at = |n: &str| {
+            compiled
+                .iter()
+                .position(|(c, _, _)| c == n)
+                .unwrap_or(usize::MAX)
+        };
+        projections.sort_by_key(|p| at(&p.column.name));
+    }
     let output = LogicalSchema {
         columns: projections.iter().map(|p| p.column.clone()).collect(),
     };

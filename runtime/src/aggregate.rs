@@ -348,6 +348,9 @@ struct Group {
     accs: Vec<Acc>,
     /// Whether the key's row has been emitted (and so needs a tombstone if HAVING drops it).
     emitted: bool,
+    /// The newest record time of a time window's rows: its result's ROWTIME, as Kafka
+    /// Streams stamps windowed aggregates (`i64::MIN` for other groups).
+    max_ts: i64,
 }
 
 pub struct AggregateOperator {
@@ -428,6 +431,8 @@ impl AggregateOperator {
             .collect();
         if let Some(ts) = retired {
             cols[0] = Arc::new(arrow::array::Int64Array::from(vec![ts]));
+        } else if group.max_ts != i64::MIN {
+            cols[0] = Arc::new(arrow::array::Int64Array::from(vec![group.max_ts]));
         }
         if let Some((start, end)) = window {
             cols.push(Arc::new(arrow::array::Int64Array::from(vec![start])));
@@ -634,6 +639,7 @@ impl AggregateOperator {
             Group {
                 accs,
                 emitted: false,
+                max_ts: i64::MIN,
             },
         );
         let mut list = keep;
@@ -834,11 +840,15 @@ impl Operator for AggregateOperator {
                         Group {
                             accs,
                             emitted: false,
+                            max_ts: i64::MIN,
                         },
                     );
                 }
                 self.dirty.insert((NS_GROUP, keys.clone()));
                 if let Some(group) = self.state.get_mut(&keys) {
+                    if window.is_some() {
+                        group.max_ts = group.max_ts.max(ts);
+                    }
                     for ((acc, call), arg) in
                         group.accs.iter_mut().zip(&self.plan.aggs).zip(&arg_cols)
                     {
@@ -859,6 +869,7 @@ impl Operator for AggregateOperator {
 fn encode_group(g: &Group) -> Result<Vec<u8>> {
     let mut w = Writer::default();
     w.u8(g.emitted as u8);
+    w.i64(g.max_ts);
     w.u32(g.accs.len() as u32);
     for a in &g.accs {
         match a {
@@ -894,6 +905,7 @@ fn encode_group(g: &Group) -> Result<Vec<u8>> {
 
 fn decode_group(r: &mut Reader<'_>) -> Result<Group> {
     let emitted = r.u8()? != 0;
+    let max_ts = r.i64()?;
     let n = r.u32()?;
     let accs = (0..n)
         .map(|_| {
@@ -912,5 +924,9 @@ fn decode_group(r: &mut Reader<'_>) -> Result<Group> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Group { accs, emitted })
+    Ok(Group {
+        accs,
+        emitted,
+        max_ts,
+    })
 }

@@ -42,6 +42,9 @@ pub struct Pipeline {
     types: Catalog,
     /// A table sink's current rows, for pull queries.
     materialized: Option<Shared>,
+    /// Whether results are written to the sink topic; a source table's materialization
+    /// only keeps them for pull queries.
+    emits: bool,
 }
 
 /// The store a table sink's rows are kept in, keyed by its key columns (and window start).
@@ -89,6 +92,7 @@ impl Pipeline {
                 deletes: tables,
                 types: types.clone(),
                 materialized,
+                emits: true,
             });
         }
         let (filters, operator): (bool, Box<dyn Operator>) = match spec.plan {
@@ -117,6 +121,7 @@ impl Pipeline {
             deletes,
             types: types.clone(),
             materialized,
+            emits: true,
         })
     }
 
@@ -170,6 +175,9 @@ impl Pipeline {
             if let Some(m) = &self.materialized {
                 write(m)?.apply(&b, null_values && !self.deletes)?;
             }
+            if !self.emits {
+                continue;
+            }
             for (key, value, timestamp) in encode_batch(&self.sink, &b)? {
                 // Kafka takes no negative timestamps: such a result is dropped, as
                 // ksqlDB's producer would fail it.
@@ -192,6 +200,14 @@ impl Pipeline {
 }
 
 impl Pipeline {
+    /// A source table's materialization (ksqlDB's `CST_…` query): the table's rows are kept
+    /// for pull queries and nothing is written.
+    pub fn materialize(spec: QuerySpec, types: &Catalog) -> Result<Pipeline> {
+        let mut p = Pipeline::new(spec, types)?;
+        p.emits = false;
+        Ok(p)
+    }
+
     /// Whether the query keeps state, which then lives in a changelog topic too.
     pub fn stateful(&self) -> bool {
         self.join.is_some() || self.operator.stateful() || self.materialized.is_some()

@@ -305,6 +305,9 @@ impl Engine {
                     };
                     create_topic(&self.bootstrap, &source.topic, p, 1).await?;
                 }
+                if source.read_only && source.kind == brook_sql::SourceKind::Table {
+                    self.materialize(session, &source, statement).await?;
+                }
                 Ok(Executed::SourceCreated(source.name))
             }
             Action::StartQuery(spec) => {
@@ -379,6 +382,33 @@ impl Engine {
                 materialized,
             },
         );
+    }
+
+    /// CREATE SOURCE TABLE: a query (ksqlDB's `CST_…`) keeps the table's rows for pull
+    /// queries; it writes nothing. Its id depends only on the table, so a restarted
+    /// server finds its changelog again.
+    async fn materialize(
+        &self,
+        session: &Session,
+        source: &Source,
+        statement: &str,
+    ) -> Result<(), StatementError> {
+        let brook_sql::Statement::Query(q) =
+            brook_sql::parse_one(&format!("SELECT * FROM `{}`;", source.name))?
+        else {
+            return Err(PlanError::Invalid("a source table's scan did not parse".into()).into());
+        };
+        let plan = plan_stateless(&q, &session.catalog, Target::Pull)?;
+        let spec = brook_runtime::session::QuerySpec {
+            id: format!("CST_{}", source.name),
+            input: source.clone(),
+            sink: source.clone(),
+            plan: brook_runtime::session::QueryPlan::Stateless(plan),
+            sink_partitions: None,
+        };
+        let pipeline = Pipeline::materialize(spec, &session.catalog)?;
+        self.start(pipeline, statement).await;
+        Ok(())
     }
 
     /// TERMINATE: stops a query for good (recorded in the command log, so a restarted

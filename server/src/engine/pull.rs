@@ -39,6 +39,7 @@ impl Engine {
         }
         let catalog = self.catalog().await;
         let source = catalog.source(&query.from.name.value)?.clone();
+        check_columns(query, source.window.is_some())?;
         let store = self
             .queries
             .lock()
@@ -53,7 +54,16 @@ impl Engine {
             ))
             .into());
         };
-        let plan = plan_stateless(query, &catalog, Target::Pull)?;
+        let plan = plan_stateless(query, &catalog, Target::Pull).map_err(|e| match e {
+            // ksqlDB names the WHERE clause it could not compile.
+            PlanError::Invalid(m) if m.starts_with("Error in WHERE expression:") => {
+                match &query.selection {
+                    Some(w) => PlanError::Invalid(format!("{m}\nStatement: ({w})")),
+                    None => PlanError::Invalid(m),
+                }
+            }
+            other => other,
+        })?;
         let mut schema = plan.output.clone();
         let mut operator = FilterProject::new(plan, &catalog)?;
         let snapshot = {
@@ -99,7 +109,9 @@ impl Engine {
             id: format!("pull_{}_{seq}", source.name),
             schema,
             rows: rx,
-            limit: query.limit,
+            // The rows are already cut to the LIMIT, and a pull query's response ends
+            // without ksqlDB's push-query "Limit Reached" message.
+            limit: None,
         })
     }
 }
@@ -117,6 +129,12 @@ fn window_bounds(
         .iter()
         .filter(|c| c.namespace == Namespace::Key)
         .count();
+    // Window bounds are part of a windowed table's key, wherever they are selected.
+    for c in schema.columns.iter_mut() {
+        if c.name == WINDOWSTART || c.name == WINDOWEND {
+            c.namespace = Namespace::Key;
+        }
+    }
     if star {
         for (i, name) in [WINDOWSTART, WINDOWEND].iter().enumerate() {
             schema
@@ -209,4 +227,53 @@ fn key_lookup(
         }
     }
     None
+}
+
+/// The upper-cased identifiers an expression's text mentions.
+fn identifiers(text: &str) -> Vec<String> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_uppercase)
+        .collect()
+}
+
+/// Columns a pull query may not use: the pseudo columns that only a stream's records
+/// have, and window bounds of a table that has no windows.
+fn check_columns(query: &brook_sql::Query, windowed: bool) -> Result<(), StatementError> {
+    const PSEUDO: [&str; 2] = ["ROWPARTITION", "ROWOFFSET"];
+    let select: Vec<String> = query
+        .projection
+        .iter()
+        .flat_map(|p| identifiers(&p.to_string()))
+        .collect();
+    let filter: Vec<String> = query
+        .selection
+        .iter()
+        .flat_map(|w| identifiers(&w.to_string()))
+        .collect();
+    for (clause, words) in [("SELECT", &select), ("WHERE", &filter)] {
+        let used: Vec<String> = PSEUDO
+            .iter()
+            .filter(|p| words.iter().any(|w| w == *p))
+            .map(|p| format!("`{p}`"))
+            .collect();
+        if !used.is_empty() {
+            return Err(PlanError::Invalid(format!(
+                "Pull queries don't support the following columns in {clause} clauses: {}",
+                used.join(", ")
+            ))
+            .into());
+        }
+    }
+    if !windowed {
+        for bound in [WINDOWSTART, WINDOWEND] {
+            if filter.iter().any(|w| w == bound) {
+                return Err(PlanError::Invalid(format!(
+                    "WHERE column '{bound}' cannot be resolved"
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(())
 }
