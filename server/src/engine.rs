@@ -480,7 +480,22 @@ impl Engine {
         let catalog = self.catalog().await;
         let plan = plan_stateless(query, &catalog, Target::Transient)?;
         let source = catalog.source(&plan.source)?.clone();
-        let schema = plan.output.clone();
+        let mut schema = plan.output.clone();
+        // A windowed source's rows carry their window bounds (shown by `SELECT *`).
+        let window = source.window.map(|_| {
+            let star = query
+                .projection
+                .iter()
+                .any(|p| matches!(p, brook_sql::sqlparser::ast::SelectItem::Wildcard(_)));
+            let keys = source.schema.key_columns().count();
+            pull::window_columns(
+                &mut schema,
+                star,
+                keys,
+                brook_planner::schema::Namespace::Value,
+            );
+            (star, keys)
+        });
         let operator = FilterProject::new(plan, &catalog)?;
         let seq = self.transient_seq.fetch_add(1, Ordering::Relaxed);
         // A fresh id per query (and per server run, through the clock) so that no group
@@ -513,6 +528,7 @@ impl Engine {
                 catalog,
                 operator,
                 limit,
+                window,
             };
             match run.run(&consumer, tx, stopping).await {
                 Ok(()) => debug!(query = %task_id, "push query ended"),
@@ -548,6 +564,8 @@ struct Transient {
     catalog: Catalog,
     operator: FilterProject,
     limit: Option<u64>,
+    /// A windowed source: whether the query is `SELECT *`, and its key column count.
+    window: Option<(bool, usize)>,
 }
 
 impl Transient {
@@ -603,6 +621,9 @@ impl Transient {
                 continue;
             }
             for mut b in out {
+                if let Some((star, keys)) = self.window {
+                    b = pull::window_rows(b, star, keys)?;
+                }
                 if let Some(limit) = self.limit {
                     let left = limit.saturating_sub(sent) as usize;
                     if b.num_rows() > left {

@@ -135,42 +135,58 @@ fn window_bounds(
             c.namespace = Namespace::Key;
         }
     }
-    if star {
-        for (i, name) in [WINDOWSTART, WINDOWEND].iter().enumerate() {
-            schema
-                .columns
-                .insert(keys + i, Column::new(*name, Type::Bigint, Namespace::Key));
-        }
-    }
+    window_columns(schema, star, keys, Namespace::Key);
     batches
         .into_iter()
         .map(|b| {
-            let cols = b.columns();
-            if cols.len() < 5 {
-                return Ok(b);
-            }
-            let mut picked: Vec<(String, ArrayRef)> = Vec::new();
-            let field = |i: usize| (b.schema().field(i).name().clone(), cols[i].clone());
-            picked.extend((0..3).map(field));
-            let rest: Vec<usize> = (5..cols.len()).collect();
-            let (key_cols, value_cols) = rest.split_at(keys.min(rest.len()));
-            picked.extend(key_cols.iter().map(|i| field(*i)));
-            if star {
-                picked.push(field(3));
-                picked.push(field(4));
-            }
-            picked.extend(value_cols.iter().map(|i| field(*i)));
-            let fields: Vec<Field> = picked
-                .iter()
-                .map(|(n, a)| Field::new(n, a.data_type().clone(), true))
-                .collect();
-            RecordBatch::try_new(
-                Arc::new(Schema::new(fields)),
-                picked.into_iter().map(|(_, a)| a).collect(),
-            )
-            .map_err(|e| StatementError::Runtime(RuntimeError::Arrow(e)))
+            window_rows(b, star, keys).map_err(|e| StatementError::Runtime(RuntimeError::Arrow(e)))
         })
         .collect()
+}
+
+/// `SELECT *` over a windowed source: WINDOWSTART and WINDOWEND follow the first `keys`
+/// columns (as keys in a pull query's answer, as values in a push query's).
+pub(super) fn window_columns(schema: &mut LogicalSchema, star: bool, keys: usize, ns: Namespace) {
+    if star {
+        for (i, name) in [WINDOWSTART, WINDOWEND].iter().enumerate() {
+            let at = (keys + i).min(schema.columns.len());
+            schema
+                .columns
+                .insert(at, Column::new(*name, Type::Bigint, ns.clone()));
+        }
+    }
+}
+
+/// A windowed source's row as [`window_columns`] lays its columns out: the leading window
+/// bounds move after the first `keys` columns for `SELECT *`, and go otherwise.
+pub(super) fn window_rows(
+    b: RecordBatch,
+    star: bool,
+    keys: usize,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let cols = b.columns();
+    if cols.len() < 5 {
+        return Ok(b);
+    }
+    let mut picked: Vec<(String, ArrayRef)> = Vec::new();
+    let field = |i: usize| (b.schema().field(i).name().clone(), cols[i].clone());
+    picked.extend((0..3).map(field));
+    let rest: Vec<usize> = (5..cols.len()).collect();
+    let (key_cols, value_cols) = rest.split_at(keys.min(rest.len()));
+    picked.extend(key_cols.iter().map(|i| field(*i)));
+    if star {
+        picked.push(field(3));
+        picked.push(field(4));
+    }
+    picked.extend(value_cols.iter().map(|i| field(*i)));
+    let fields: Vec<Field> = picked
+        .iter()
+        .map(|(n, a)| Field::new(n, a.data_type().clone(), true))
+        .collect();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        picked.into_iter().map(|(_, a)| a).collect(),
+    )
 }
 
 /// The key a WHERE clause pins with `KEY = literal` among its top-level conjuncts, for a
