@@ -103,6 +103,13 @@ async fn run(args: Args) -> Result<(), ServerError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(async move {
         let mut stop_rx = stop_rx;
+        // Without TCP_NODELAY a response written in parts (headers, then streamed rows)
+        // waits on the client's delayed ACK: a pull query took ~40 ms instead of ~2 ms.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = stop_rx.wait_for(|s| *s).await;
