@@ -29,6 +29,9 @@ use crate::ServerError;
 
 mod pull;
 
+/// An encoded INSERT VALUES row: key, value, timestamp.
+type InsertRow = (Option<Vec<u8>>, Option<Vec<u8>>, i64);
+
 /// What a statement did, for the API layers to report.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Executed {
@@ -324,20 +327,7 @@ impl Engine {
             }
             Action::Insert { source, rows } => {
                 let n = rows.len();
-                for (key, value, ts) in rows {
-                    let mut rec: FutureRecord<'_, [u8], [u8]> =
-                        FutureRecord::to(&source.topic).timestamp(ts);
-                    if let Some(k) = &key {
-                        rec = rec.key(k.as_slice());
-                    }
-                    if let Some(v) = &value {
-                        rec = rec.payload(v.as_slice());
-                    }
-                    self.producer
-                        .send(rec, Duration::from_secs(30))
-                        .await
-                        .map_err(|(e, _)| StatementError::Runtime(e.into()))?;
-                }
+                self.write_rows(&source.topic, rows).await?;
                 Ok(Executed::Inserted(n))
             }
             Action::Drop(name) => {
@@ -408,6 +398,24 @@ impl Engine {
         };
         let pipeline = Pipeline::materialize(spec, &session.catalog)?;
         self.start(pipeline, statement).await;
+        Ok(())
+    }
+
+    /// Writes INSERT VALUES rows (key, value, timestamp) and waits until Kafka has each.
+    async fn write_rows(&self, topic: &str, rows: Vec<InsertRow>) -> Result<(), StatementError> {
+        for (key, value, ts) in rows {
+            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).timestamp(ts);
+            if let Some(k) = &key {
+                rec = rec.key(k.as_slice());
+            }
+            if let Some(v) = &value {
+                rec = rec.payload(v.as_slice());
+            }
+            self.producer
+                .send(rec, Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| StatementError::Runtime(e.into()))?;
+        }
         Ok(())
     }
 
@@ -683,20 +691,7 @@ impl Engine {
             return Err(not_insert().into());
         };
         let n = rows.len();
-        for (key, value, ts) in rows {
-            let mut rec: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(&source.topic).timestamp(ts);
-            if let Some(k) = &key {
-                rec = rec.key(k.as_slice());
-            }
-            if let Some(v) = &value {
-                rec = rec.payload(v.as_slice());
-            }
-            self.producer
-                .send(rec, Duration::from_secs(30))
-                .await
-                .map_err(|(e, _)| StatementError::Runtime(e.into()))?;
-        }
+        self.write_rows(&source.topic, rows).await?;
         Ok(n)
     }
 }
