@@ -2,11 +2,10 @@
 //! (ksqlDB's tests run with caching off; the server may later coalesce a batch's updates
 //! per key, as ksqlDB's cache does).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
-use arrow::compute::{cast, filter_record_batch};
+use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
+use arrow::compute::{cast, filter_record_batch, interleave};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use brook_planner::aggregate::{AggCall, AggKind, AggregatePlan};
 use brook_planner::types::{arrow_type, TypeRegistry};
@@ -14,7 +13,7 @@ use datafusion::common::ScalarValue;
 
 use crate::error::{Result, RuntimeError};
 use crate::operator::Operator;
-use crate::state::{read_scalar_key, scalar_key, Reader, StateChange, Writer};
+use crate::state::{read_scalar_key, scalar_key, Dirty, FastMap, Reader, StateChange, Writer};
 
 /// A session's (start, end).
 type Span = (i64, i64);
@@ -357,15 +356,17 @@ pub struct AggregateOperator {
     plan: AggregatePlan,
     agg_types: Vec<DataType>,
     output_schema: SchemaRef,
-    state: HashMap<Vec<ScalarValue>, Group>,
+    state: FastMap<Vec<ScalarValue>, Group>,
     /// The largest ROWTIME seen: windows that ended a grace period before it are closed.
     stream_time: i64,
     /// Over a table: each source key's current row (that passed WHERE), to retract.
-    previous: HashMap<Vec<ScalarValue>, RecordBatch>,
+    previous: FastMap<Vec<ScalarValue>, RecordBatch>,
     /// Session windows: each group's open sessions as (start, end).
-    sessions: HashMap<Vec<ScalarValue>, Vec<(i64, i64)>>,
+    sessions: FastMap<Vec<ScalarValue>, Vec<(i64, i64)>>,
     /// Entries changed since the changelog last took them: (namespace, key).
-    dirty: HashSet<(u8, Vec<ScalarValue>)>,
+    dirty: Dirty,
+    /// Rows emitted by the batch being processed.
+    pending: Pending,
 }
 
 /// Changelog namespaces of the aggregation's maps.
@@ -392,11 +393,12 @@ impl AggregateOperator {
             plan,
             agg_types,
             output_schema: Arc::new(Schema::new(fields)),
-            state: HashMap::new(),
+            state: FastMap::default(),
             stream_time: i64::MIN,
-            previous: HashMap::new(),
-            sessions: HashMap::new(),
-            dirty: HashSet::new(),
+            previous: FastMap::default(),
+            sessions: FastMap::default(),
+            dirty: Dirty::default(),
+            pending: Pending::default(),
         })
     }
 
@@ -406,13 +408,14 @@ impl AggregateOperator {
         row: usize,
         keys: &[ScalarValue],
         window: Option<(i64, i64)>,
-        out: &mut Vec<RecordBatch>,
     ) -> Result<()> {
-        self.emit(batch, row, keys, window, None, out)
+        self.emit(batch, row, keys, window, None)
     }
 
     /// Emits a group's row; `retired` (a merged-away session, with its own timestamp)
-    /// emits its tombstone instead.
+    /// emits its tombstone instead. The row is only recorded here: `flush` builds all of a
+    /// batch's rows at once, because one RecordBatch (and one projection) per update cost
+    /// far more than the update itself.
     fn emit(
         &mut self,
         batch: &RecordBatch,
@@ -420,45 +423,52 @@ impl AggregateOperator {
         keys: &[ScalarValue],
         window: Option<(i64, i64)>,
         retired: Option<i64>,
-        out: &mut Vec<RecordBatch>,
     ) -> Result<()> {
-        let Some(group) = self.state.get_mut(keys) else {
+        let Some(group) = self.state.get(keys) else {
             return Ok(());
         };
-        let mut cols: Vec<ArrayRef> = batch.columns()[..3]
-            .iter()
-            .map(|c| c.slice(row, 1))
-            .collect();
-        if let Some(ts) = retired {
-            cols[0] = Arc::new(arrow::array::Int64Array::from(vec![ts]));
-        } else if group.max_ts != i64::MIN {
-            cols[0] = Arc::new(arrow::array::Int64Array::from(vec![group.max_ts]));
-        }
-        if let Some((start, end)) = window {
-            cols.push(Arc::new(arrow::array::Int64Array::from(vec![start])));
-            cols.push(Arc::new(arrow::array::Int64Array::from(vec![end])));
-        }
+        let rowtime = match retired {
+            Some(ts) => ts,
+            None if group.max_ts != i64::MIN => group.max_ts,
+            None => batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .map(|a| a.value(row))
+                .unwrap_or(0),
+        };
         let group_keys = if window.is_some() {
             &keys[..keys.len() - 1]
         } else {
             keys
         };
-        for k in group_keys {
-            cols.push(k.to_array().map_err(eval_err)?);
-        }
+        let mut values = Vec::with_capacity(group.accs.len());
         for ((acc, dt), call) in group.accs.iter().zip(&self.agg_types).zip(&self.plan.aggs) {
             let v = acc.value(call, dt)?;
-            let v = if v.data_type() == *dt {
+            values.push(if v.data_type() == *dt {
                 v
             } else {
                 v.cast_to(dt).map_err(eval_err)?
-            };
-            cols.push(v.to_array().map_err(eval_err)?);
+            });
         }
-        let agg_row = RecordBatch::try_new(self.plan.agg_schema.clone(), cols)?;
+        // HAVING decides per update whether the key's row exists, and the next update of
+        // the same key depends on that: it is evaluated row by row, the rest is batched.
         let passes = match &self.plan.having {
             None => true,
             Some(h) => {
+                let mut cols: Vec<ArrayRef> = vec![
+                    Arc::new(Int64Array::from(vec![rowtime])),
+                    batch.column(1).slice(row, 1),
+                    batch.column(2).slice(row, 1),
+                ];
+                if let Some((start, end)) = window {
+                    cols.push(Arc::new(Int64Array::from(vec![start])));
+                    cols.push(Arc::new(Int64Array::from(vec![end])));
+                }
+                for v in group_keys.iter().chain(&values) {
+                    cols.push(v.to_array().map_err(eval_err)?);
+                }
+                let agg_row = RecordBatch::try_new(self.plan.agg_schema.clone(), cols)?;
                 let v = h
                     .evaluate(&agg_row)
                     .and_then(|v| v.into_array(1))
@@ -475,29 +485,140 @@ impl AggregateOperator {
         if !passes && !group.emitted {
             return Ok(());
         }
-        group.emitted = passes;
-        self.dirty.insert((NS_GROUP, keys.to_vec()));
-        let pseudo = if window.is_some() { 5 } else { 3 };
-        let mut out_cols: Vec<ArrayRef> = agg_row.columns()[..pseudo].to_vec();
-        for (i, p) in self.plan.projections.iter().enumerate() {
-            let want = self.output_schema.field(pseudo + i).data_type();
-            let a = if passes || p.column.namespace == brook_planner::schema::Namespace::Key {
-                p.expr
-                    .evaluate(&agg_row)
-                    .and_then(|v| v.into_array(1))
-                    .map_err(eval_err)?
-            } else {
-                arrow::array::new_null_array(want, 1)
-            };
-            out_cols.push(if a.data_type() == want {
-                a
-            } else {
-                cast(&a, want)?
-            });
+        if let Some(group) = self.state.get_mut(keys) {
+            group.emitted = passes;
         }
-        out_cols.push(Arc::new(BooleanArray::from(vec![!passes])));
+        self.dirty.mark(NS_GROUP, keys);
+        self.pending
+            .push(batch, row, rowtime, window, group_keys, values, passes);
+        Ok(())
+    }
+
+    /// Builds the rows `emit` recorded into one output batch.
+    fn flush(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        if self.pending.rowtime.is_empty() {
+            return Ok(());
+        }
+        let p = std::mem::take(&mut self.pending);
+        let mut cols: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(p.rowtime))];
+        for c in [1, 2] {
+            let arrays: Vec<&dyn Array> = p.batches.iter().map(|b| b.column(c).as_ref()).collect();
+            cols.push(interleave(&arrays, &p.sources)?);
+        }
+        if self.plan.window.is_some() {
+            cols.push(Arc::new(Int64Array::from(p.starts)));
+            cols.push(Arc::new(Int64Array::from(p.ends)));
+        }
+        for values in p.keys.into_iter().chain(p.aggs) {
+            cols.push(ScalarValue::iter_to_array(values).map_err(eval_err)?);
+        }
+        let agg_rows = RecordBatch::try_new(self.plan.agg_schema.clone(), cols)?;
+        let rows = agg_rows.num_rows();
+        let pseudo = if self.plan.window.is_some() { 5 } else { 3 };
+        let mut out_cols: Vec<ArrayRef> = agg_rows.columns()[..pseudo].to_vec();
+        let all_pass = p.passes.iter().all(|p| *p);
+        let passes = BooleanArray::from(p.passes);
+        // A tombstone's value columns are NULL, and are not computed: its aggregates may
+        // not satisfy what the projection assumes.
+        let passing = if all_pass {
+            None
+        } else {
+            Some(filter_record_batch(&agg_rows, &passes)?)
+        };
+        for (i, proj) in self.plan.projections.iter().enumerate() {
+            let want = self.output_schema.field(pseudo + i).data_type();
+            let eval = |b: &RecordBatch| -> Result<ArrayRef> {
+                let a = proj
+                    .expr
+                    .evaluate(b)
+                    .and_then(|v| v.into_array(b.num_rows()))
+                    .map_err(eval_err)?;
+                Ok(if a.data_type() == want {
+                    a
+                } else {
+                    cast(&a, want)?
+                })
+            };
+            let a = match &passing {
+                Some(passing) if proj.column.namespace != brook_planner::schema::Namespace::Key => {
+                    let values = eval(passing)?;
+                    let nulls = arrow::array::new_null_array(want, 1);
+                    let mut next = 0;
+                    let indices: Vec<(usize, usize)> = passes
+                        .iter()
+                        .map(|p| {
+                            if p == Some(true) {
+                                next += 1;
+                                (0, next - 1)
+                            } else {
+                                (1, 0)
+                            }
+                        })
+                        .collect();
+                    interleave(&[values.as_ref(), nulls.as_ref()], &indices)?
+                }
+                _ => eval(&agg_rows)?,
+            };
+            debug_assert_eq!(a.len(), rows);
+            out_cols.push(a);
+        }
+        out_cols.push(Arc::new(arrow::compute::not(&passes)?));
         out.push(RecordBatch::try_new(self.output_schema.clone(), out_cols)?);
         Ok(())
+    }
+}
+
+/// Output rows recorded by `emit`, column by column, until `flush`.
+#[derive(Default)]
+struct Pending {
+    /// The input batches the rows came from, and per row (batch, row): ROWPARTITION and
+    /// ROWOFFSET are taken from there.
+    batches: Vec<RecordBatch>,
+    sources: Vec<(usize, usize)>,
+    rowtime: Vec<i64>,
+    starts: Vec<i64>,
+    ends: Vec<i64>,
+    /// Per GROUP BY column, then per aggregate: one value per row.
+    keys: Vec<Vec<ScalarValue>>,
+    aggs: Vec<Vec<ScalarValue>>,
+    passes: Vec<bool>,
+}
+
+impl Pending {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        batch: &RecordBatch,
+        row: usize,
+        rowtime: i64,
+        window: Option<(i64, i64)>,
+        keys: &[ScalarValue],
+        aggs: Vec<ScalarValue>,
+        passes: bool,
+    ) {
+        let same = self.batches.last().is_some_and(|b| {
+            b.num_rows() == batch.num_rows() && Arc::ptr_eq(b.column(0), batch.column(0))
+        });
+        if !same {
+            self.batches.push(batch.clone());
+        }
+        self.sources.push((self.batches.len() - 1, row));
+        self.rowtime.push(rowtime);
+        if let Some((start, end)) = window {
+            self.starts.push(start);
+            self.ends.push(end);
+        }
+        if self.keys.is_empty() {
+            self.keys = vec![Vec::new(); keys.len()];
+            self.aggs = vec![Vec::new(); aggs.len()];
+        }
+        for (col, k) in self.keys.iter_mut().zip(keys) {
+            col.push(k.clone());
+        }
+        for (col, v) in self.aggs.iter_mut().zip(aggs) {
+            col.push(v);
+        }
+        self.passes.push(passes);
     }
 }
 
@@ -513,17 +634,11 @@ impl AggregateOperator {
     }
 
     /// Undoes a table key's previous row, emitting its group's new state.
-    fn retract(
-        &mut self,
-        source_key: &[ScalarValue],
-        at: &RecordBatch,
-        row: usize,
-        out: &mut Vec<RecordBatch>,
-    ) -> Result<()> {
+    fn retract(&mut self, source_key: &[ScalarValue], at: &RecordBatch, row: usize) -> Result<()> {
         let Some(old) = self.previous.remove(source_key) else {
             return Ok(());
         };
-        self.dirty.insert((NS_PREVIOUS, source_key.to_vec()));
+        self.dirty.mark(NS_PREVIOUS, source_key);
         let keys: Vec<ScalarValue> = self
             .plan
             .group_by
@@ -556,16 +671,16 @@ impl AggregateOperator {
             for ((acc, call), v) in group.accs.iter_mut().zip(&self.plan.aggs).zip(args) {
                 acc.undo(call, v)?;
             }
-            self.dirty.insert((NS_GROUP, keys.clone()));
+            self.dirty.mark(NS_GROUP, &keys);
         }
-        self.emit_row(at, row, &keys, None, out)
+        self.emit_row(at, row, &keys, None)
     }
 
     /// A table's deleted rows: their contributions are taken back.
-    pub fn delete(&mut self, batch: &RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+    pub fn delete(&mut self, batch: &RecordBatch) -> Result<()> {
         for row in 0..batch.num_rows() {
             if let Some(k) = self.source_key(batch, row)? {
-                self.retract(&k, batch, row, out)?;
+                self.retract(&k, batch, row)?;
             }
         }
         Ok(())
@@ -584,7 +699,6 @@ impl AggregateOperator {
         ts: i64,
         w: brook_planner::aggregate::WindowPlan,
         arg_cols: &[Option<ArrayRef>],
-        out: &mut Vec<RecordBatch>,
     ) -> Result<()> {
         let gap = w.size_ms;
         // Sessions that ended longer ago than gap + grace have expired from the store.
@@ -596,7 +710,7 @@ impl AggregateOperator {
             let mut k = keys.clone();
             k.push(ScalarValue::Int64(Some(s)));
             self.state.remove(&k);
-            self.dirty.insert((NS_GROUP, k));
+            self.dirty.mark(NS_GROUP, &k);
         }
         let (mut merging, keep): (Vec<Span>, Vec<Span>) = list
             .into_iter()
@@ -617,13 +731,13 @@ impl AggregateOperator {
         for (s, e) in &merging {
             let mut k = keys.clone();
             k.push(ScalarValue::Int64(Some(*s)));
-            self.emit(batch, row, &k, Some((*s, *e)), Some(*e), out)?;
+            self.emit(batch, row, &k, Some((*s, *e)), Some(*e))?;
             if let Some(g) = self.state.remove(&k) {
                 for ((a, b), call) in accs.iter_mut().zip(&g.accs).zip(&aggs) {
                     a.merge(b, call)?;
                 }
             }
-            self.dirty.insert((NS_GROUP, k));
+            self.dirty.mark(NS_GROUP, &k);
         }
         for ((acc, call), arg) in accs.iter_mut().zip(&aggs).zip(arg_cols) {
             let v = match arg {
@@ -644,10 +758,10 @@ impl AggregateOperator {
         );
         let mut list = keep;
         list.push((start, end));
-        self.dirty.insert((NS_GROUP, k.clone()));
-        self.dirty.insert((NS_SESSIONS, keys.clone()));
+        self.dirty.mark(NS_GROUP, &k);
+        self.dirty.mark(NS_SESSIONS, &keys);
         self.sessions.insert(keys, list);
-        self.emit(batch, row, &k, Some((start, end)), None, out)
+        self.emit(batch, row, &k, Some((start, end)), None)
     }
 }
 
@@ -657,7 +771,9 @@ impl Operator for AggregateOperator {
     }
 
     fn process_deletes(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
-        self.delete(&batch, out)
+        let deleted = self.delete(&batch);
+        self.flush(out)?;
+        deleted
     }
 
     fn stateful(&self) -> bool {
@@ -665,7 +781,7 @@ impl Operator for AggregateOperator {
     }
 
     fn take_changes(&mut self, out: &mut Vec<StateChange>) -> Result<()> {
-        for (ns, keys) in std::mem::take(&mut self.dirty) {
+        for (ns, keys) in self.dirty.take() {
             let key = scalar_key(ns, &keys)?;
             let value = match ns {
                 NS_GROUP => self.state.get(&keys).map(encode_group).transpose()?,
@@ -726,11 +842,27 @@ impl Operator for AggregateOperator {
     }
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
-        // Over a table, every incoming row first takes its key's previous row back.
+        // Rows emitted before an error still leave, as they did when each left at once.
+        let processed = self.process_rows(batch);
+        self.flush(out)?;
+        processed
+    }
+}
+
+impl AggregateOperator {
+    fn process_rows(&mut self, batch: RecordBatch) -> Result<()> {
+        // Over a table, every incoming row first takes its key's previous row back: a
+        // batch may update one key twice, so a table's rows go one at a time.
+        if self.plan.retract_by.is_some() && batch.num_rows() > 1 {
+            for row in 0..batch.num_rows() {
+                self.process_rows(batch.slice(row, 1))?;
+            }
+            return Ok(());
+        }
         if self.plan.retract_by.is_some() {
             for row in 0..batch.num_rows() {
                 if let Some(k) = self.source_key(&batch, row)? {
-                    self.retract(&k, &batch, row, out)?;
+                    self.retract(&k, &batch, row)?;
                 }
             }
         }
@@ -774,7 +906,7 @@ impl Operator for AggregateOperator {
             .map_err(eval_err)?;
         for row in 0..rows {
             if let Some(k) = self.source_key(&batch, row)? {
-                self.dirty.insert((NS_PREVIOUS, k.clone()));
+                self.dirty.mark(NS_PREVIOUS, &k);
                 self.previous.insert(k, batch.slice(row, 1));
             }
             let keys: Vec<ScalarValue> = group_cols
@@ -794,12 +926,12 @@ impl Operator for AggregateOperator {
                 .unwrap_or(0);
             if ts > self.stream_time {
                 self.stream_time = ts;
-                self.dirty.insert((NS_TIME, Vec::new()));
+                self.dirty.mark(NS_TIME, &[]);
             }
             // The windows this row falls in (one for tumbling, size/advance for hopping),
             // oldest first, less those already closed.
             if let Some(w) = self.plan.window.filter(|w| w.is_session()) {
-                self.session_row(&batch, row, keys, ts, w, &arg_cols, out)?;
+                self.session_row(&batch, row, keys, ts, w, &arg_cols)?;
                 continue;
             }
             let windows: Vec<Option<(i64, i64)>> = match self.plan.window {
@@ -827,6 +959,7 @@ impl Operator for AggregateOperator {
                 if let Some((start, _)) = window {
                     keys.push(ScalarValue::Int64(Some(start)));
                 }
+                self.dirty.mark(NS_GROUP, &keys);
                 if !self.state.contains_key(&keys) {
                     let accs = self
                         .plan
@@ -835,31 +968,28 @@ impl Operator for AggregateOperator {
                         .zip(&self.agg_types)
                         .map(|(a, dt)| Acc::new(a, dt, self.plan.retract_by.is_some()))
                         .collect::<Result<Vec<_>>>()?;
-                    self.state.insert(
-                        keys.clone(),
-                        Group {
-                            accs,
-                            emitted: false,
-                            max_ts: i64::MIN,
-                        },
-                    );
+                    let group = Group {
+                        accs,
+                        emitted: false,
+                        max_ts: i64::MIN,
+                    };
+                    self.state.insert(keys.clone(), group);
                 }
-                self.dirty.insert((NS_GROUP, keys.clone()));
-                if let Some(group) = self.state.get_mut(&keys) {
-                    if window.is_some() {
-                        group.max_ts = group.max_ts.max(ts);
-                    }
-                    for ((acc, call), arg) in
-                        group.accs.iter_mut().zip(&self.plan.aggs).zip(&arg_cols)
-                    {
-                        let v = match arg {
-                            Some(a) => Some(ScalarValue::try_from_array(a, row).map_err(eval_err)?),
-                            None => None,
-                        };
-                        acc.update(call, v)?;
-                    }
+                let Some(group) = self.state.get_mut(&keys) else {
+                    continue;
+                };
+                if window.is_some() {
+                    group.max_ts = group.max_ts.max(ts);
                 }
-                self.emit_row(&batch, row, &keys, window, out)?;
+                for ((acc, call), arg) in group.accs.iter_mut().zip(&self.plan.aggs).zip(&arg_cols)
+                {
+                    let v = match arg {
+                        Some(a) => Some(ScalarValue::try_from_array(a, row).map_err(eval_err)?),
+                        None => None,
+                    };
+                    acc.update(call, v)?;
+                }
+                self.emit_row(&batch, row, &keys, window)?;
             }
         }
         Ok(())

@@ -7,7 +7,7 @@
 //! runs, over a snapshot. The store is operator state like any other: its changes go to the
 //! query's changelog (namespace `M`), so it survives a restart.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use arrow::array::{Array, BooleanArray, RecordBatch};
@@ -16,7 +16,7 @@ use datafusion::common::ScalarValue;
 
 use crate::aggregate::TOMBSTONE;
 use crate::error::{Result, RuntimeError};
-use crate::state::{read_scalar_key, scalar_key, Reader, StateChange, Writer};
+use crate::state::{read_scalar_key, scalar_key, FastMap, FastSet, Reader, StateChange, Writer};
 
 /// The changelog namespace of materialized rows.
 pub const NS_MATERIALIZED: u8 = b'M';
@@ -29,11 +29,24 @@ pub struct Materialized {
     schema: SchemaRef,
     /// Columns that make a row's key: the key columns, and the window start if windowed.
     key_columns: Vec<usize>,
-    /// Rows in the order their keys first appeared (the order a scan returns them).
-    rows: BTreeMap<u64, RecordBatch>,
-    slots: HashMap<Vec<ScalarValue>, u64>,
+    /// The batches rows are kept in, as they came (no copy per row); an overwritten row
+    /// stays until its chunk has no live row left or `compact` rewrites the live ones.
+    chunks: Vec<Option<Chunk>>,
+    /// Rows held by the chunks, live or not, and the chunks not yet dropped: what
+    /// compaction bounds.
+    held: usize,
+    open: usize,
+    /// Each key's row as (chunk, row), in the order keys first appeared (a scan's order).
+    rows: BTreeMap<u64, (usize, usize)>,
+    slots: FastMap<Vec<ScalarValue>, u64>,
     next_slot: u64,
-    dirty: HashSet<Vec<ScalarValue>>,
+    dirty: FastSet<Vec<ScalarValue>>,
+}
+
+#[derive(Debug)]
+struct Chunk {
+    batch: RecordBatch,
+    live: usize,
 }
 
 fn eval_err(e: datafusion::error::DataFusionError) -> RuntimeError {
@@ -45,10 +58,13 @@ impl Materialized {
         Materialized {
             schema,
             key_columns,
+            chunks: Vec::new(),
+            held: 0,
+            open: 0,
             rows: BTreeMap::new(),
-            slots: HashMap::new(),
+            slots: FastMap::default(),
             next_slot: 0,
-            dirty: HashSet::new(),
+            dirty: FastSet::default(),
         }
     }
 
@@ -75,7 +91,28 @@ impl Materialized {
             .collect()
     }
 
-    fn put(&mut self, key: Vec<ScalarValue>, row: RecordBatch) {
+    fn add_chunk(&mut self, batch: RecordBatch) -> usize {
+        self.held += batch.num_rows();
+        self.open += 1;
+        self.chunks.push(Some(Chunk { batch, live: 0 }));
+        self.chunks.len() - 1
+    }
+
+    /// A row no longer lives at `at`: its chunk goes when it was the last one.
+    fn release(&mut self, (chunk, _): (usize, usize)) {
+        if let Some(slot) = self.chunks.get_mut(chunk) {
+            if let Some(c) = slot {
+                c.live -= 1;
+                if c.live == 0 {
+                    self.held -= c.batch.num_rows();
+                    self.open -= 1;
+                    *slot = None;
+                }
+            }
+        }
+    }
+
+    fn put(&mut self, key: Vec<ScalarValue>, at: (usize, usize)) {
         let slot = match self.slots.get(&key) {
             Some(s) => *s,
             None => {
@@ -85,15 +122,84 @@ impl Materialized {
                 s
             }
         };
-        self.rows.insert(slot, row);
+        if let Some(Some(c)) = self.chunks.get_mut(at.0) {
+            c.live += 1;
+        }
+        if let Some(old) = self.rows.insert(slot, at) {
+            self.release(old);
+        }
         self.dirty.insert(key);
     }
 
     fn delete(&mut self, key: Vec<ScalarValue>) {
         if let Some(slot) = self.slots.remove(&key) {
-            self.rows.remove(&slot);
+            if let Some(old) = self.rows.remove(&slot) {
+                self.release(old);
+            }
         }
         self.dirty.insert(key);
+    }
+
+    fn row(&self, (chunk, row): (usize, usize)) -> Option<RecordBatch> {
+        match self.chunks.get(chunk) {
+            Some(Some(c)) => Some(c.batch.slice(row, 1)),
+            _ => None,
+        }
+    }
+
+    /// The rows at `at`, in that order, in one batch.
+    fn gather(&self, at: impl Iterator<Item = (usize, usize)>) -> Result<Option<RecordBatch>> {
+        // interleave takes dense source indices: the chunks in use, numbered.
+        let mut dense: HashMap<usize, usize> = HashMap::new();
+        let mut sources: Vec<&RecordBatch> = Vec::new();
+        let mut indices = Vec::new();
+        for (chunk, row) in at {
+            let Some(Some(c)) = self.chunks.get(chunk) else {
+                return Err(RuntimeError::State(format!(
+                    "materialized row in missing chunk {chunk}"
+                )));
+            };
+            let i = *dense.entry(chunk).or_insert_with(|| {
+                sources.push(&c.batch);
+                sources.len() - 1
+            });
+            indices.push((i, row));
+        }
+        if indices.is_empty() {
+            return Ok(None);
+        }
+        let columns = (0..self.schema.fields().len())
+            .map(|col| {
+                let arrays: Vec<&dyn Array> =
+                    sources.iter().map(|b| b.column(col).as_ref()).collect();
+                arrow::compute::interleave(&arrays, &indices)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Some(RecordBatch::try_new(self.schema.clone(), columns)?))
+    }
+
+    /// Rewrites the live rows into one chunk once the chunks hold twice as many rows as
+    /// are live (and more than a few), so overwritten rows cost at most as much again; or
+    /// once most chunk numbers are of dropped chunks.
+    fn compact(&mut self) -> Result<()> {
+        let live = self.rows.len();
+        if self.held <= 2 * live + 4096 && self.chunks.len() <= 2 * self.open + 64 {
+            return Ok(());
+        }
+        let batch = self.gather(self.rows.values().copied())?;
+        self.chunks.clear();
+        self.held = 0;
+        self.open = 0;
+        if let Some(batch) = batch {
+            let chunk = self.add_chunk(batch);
+            for (i, at) in self.rows.values_mut().enumerate() {
+                *at = (chunk, i);
+            }
+            if let Some(Some(c)) = self.chunks.get_mut(chunk) {
+                c.live = live;
+            }
+        }
+        Ok(())
     }
 
     /// Applies a query's output rows: in the sink's row schema, optionally followed by the
@@ -125,56 +231,62 @@ impl Materialized {
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let rows = RecordBatch::try_new(self.schema.clone(), columns)?;
+        let chunk = self.add_chunk(rows.clone());
         for row in 0..rows.num_rows() {
             let key = self.key_of(&rows, row)?;
             let gone = deleted || tombstones.as_ref().is_some_and(|t| t.value(row));
             if gone {
                 self.delete(key);
             } else {
-                self.put(key, rows.slice(row, 1));
+                self.put(key, (chunk, row));
             }
         }
-        Ok(())
+        // A chunk whose rows were all deleted or overwritten within it holds nothing.
+        if let Some(Some(c)) = self.chunks.get(chunk) {
+            if c.live == 0 {
+                self.held -= c.batch.num_rows();
+                self.open -= 1;
+                self.chunks[chunk] = None;
+            }
+        }
+        self.compact()
     }
 
     /// Every row, in one batch (`None` when the table is empty).
     pub fn snapshot(&self) -> Result<Option<RecordBatch>> {
-        if self.rows.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(arrow::compute::concat_batches(
-            &self.schema,
-            self.rows.values(),
-        )?))
+        self.gather(self.rows.values().copied())
     }
 
     /// The row of one key (with the window start last, for windowed tables).
     pub fn get(&self, key: &[ScalarValue]) -> Option<RecordBatch> {
-        self.slots.get(key).and_then(|s| self.rows.get(s)).cloned()
+        self.slots
+            .get(key)
+            .and_then(|s| self.rows.get(s))
+            .and_then(|at| self.row(*at))
     }
 
     /// The rows whose key (without window) equals `key`: every window of a windowed key.
     pub fn get_prefix(&self, key: &[ScalarValue]) -> Result<Option<RecordBatch>> {
-        let rows: Vec<&RecordBatch> = self
+        let rows = self
             .slots
             .iter()
             .filter(|(k, _)| k.starts_with(key))
-            .filter_map(|(_, s)| self.rows.get(s).map(|r| (*s, r)))
-            .collect::<BTreeMap<_, _>>()
-            .into_values()
-            .collect();
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(arrow::compute::concat_batches(&self.schema, rows)?))
+            .filter_map(|(_, s)| self.rows.get(s).map(|r| (*s, *r)))
+            .collect::<BTreeMap<_, _>>();
+        self.gather(rows.into_values())
     }
 
     pub fn take_changes(&mut self, out: &mut Vec<StateChange>) -> Result<()> {
         for key in std::mem::take(&mut self.dirty) {
-            let value = match self.slots.get(&key).and_then(|s| self.rows.get(s)) {
+            let row = self
+                .slots
+                .get(&key)
+                .and_then(|s| self.rows.get(s))
+                .and_then(|at| self.row(*at));
+            let value = match row {
                 Some(b) => {
                     let mut w = Writer::default();
-                    w.batch(b)?;
+                    w.batch(&b)?;
                     Some(w.buf)
                 }
                 None => None,
@@ -190,7 +302,8 @@ impl Materialized {
     pub fn restore(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let (_, key) = read_scalar_key(key)?;
         let row = Reader::new(value).batch()?;
-        self.put(key, row);
+        let chunk = self.add_chunk(row);
+        self.put(key, (chunk, 0));
         Ok(())
     }
 
@@ -294,5 +407,43 @@ mod tests {
         want.sort();
         got.sort();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn overwritten_rows_do_not_pile_up() {
+        let mut m = Materialized::new(schema(), vec![3]);
+        let keys = ["k0", "k1", "k2", "k3", "k4"];
+        // The scan order a user sees: keys in the order they (re)appeared.
+        let mut order: Vec<&str> = Vec::new();
+        for round in 0..3000i64 {
+            // Batches of 3 rows over 5 keys: every chunk keeps a live row for a while.
+            let ids: Vec<&str> = (0..3)
+                .map(|j| keys[((round * 3 + j) % 5) as usize])
+                .collect();
+            let ns: Vec<i64> = (0..3).map(|j| round * 3 + j).collect();
+            let tomb = [false, round % 7 == 0, false];
+            m.apply(&rows(&ids, &ns, &tomb), false).unwrap();
+            for (id, gone) in ids.iter().zip(tomb) {
+                order.retain(|k| k != id || !gone);
+                if !gone && !order.contains(id) {
+                    order.push(id);
+                }
+            }
+            assert!(m.held <= 2 * m.len() + 4096 + 3, "held {}", m.held);
+            assert!(
+                m.chunks.len() <= 2 * m.open + 64 + 1,
+                "{} chunks",
+                m.chunks.len()
+            );
+        }
+        // The order survives compaction; each key has its newest value.
+        assert_eq!(ids(&m), order);
+        for k in keys {
+            let got = m.get(&[ScalarValue::Utf8(Some(k.to_string()))]).unwrap();
+            let v = got.column(4).as_any().downcast_ref::<Int64Array>().unwrap();
+            let i: i64 = k[1..].parse().unwrap();
+            // The newest write of key i: the last n below 9000 with n % 5 == i.
+            assert_eq!(v.value(0), (9000 - 5..9000).find(|n| n % 5 == i).unwrap());
+        }
     }
 }

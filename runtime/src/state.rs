@@ -8,6 +8,7 @@
 //! and Arrow IPC for everything else (nested values, whole rows), which keeps every Arrow
 //! type exact without a codec per type.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -188,6 +189,48 @@ impl<'a> Reader<'a> {
 
     pub fn batch(&mut self) -> Result<RecordBatch> {
         bytes_batch(self.bytes()?)
+    }
+}
+
+/// Keyed state is hashed on every record: a fast non-cryptographic hasher (state keys are
+/// not attacker-chosen in a way that matters more than SipHash's cost on every update).
+pub type FastHasher = foldhash::fast::RandomState;
+pub type FastMap<K, V> = HashMap<K, V, FastHasher>;
+pub type FastSet<K> = HashSet<K, FastHasher>;
+
+/// State entries changed since the changelog last took them, per namespace. Marking a key
+/// already marked costs a lookup, not a copy of the key.
+#[derive(Debug, Default)]
+pub struct Dirty {
+    entries: Vec<(u8, FastSet<Vec<ScalarValue>>)>,
+}
+
+impl Dirty {
+    pub fn mark(&mut self, ns: u8, key: &[ScalarValue]) {
+        let i = match self.entries.iter().position(|(n, _)| *n == ns) {
+            Some(i) => i,
+            None => {
+                self.entries.push((ns, FastSet::default()));
+                self.entries.len() - 1
+            }
+        };
+        let set = &mut self.entries[i].1;
+        if !set.contains(key) {
+            set.insert(key.to_vec());
+        }
+    }
+
+    /// Every marked (namespace, key), unmarking them.
+    pub fn take(&mut self) -> Vec<(u8, Vec<ScalarValue>)> {
+        let mut out = Vec::new();
+        for (ns, set) in &mut self.entries {
+            out.extend(set.drain().map(|k| (*ns, k)));
+        }
+        out
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
     }
 }
 
