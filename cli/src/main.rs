@@ -23,7 +23,7 @@ struct Args {
 /// The REPL's arguments (used when no subcommand is given).
 #[derive(Debug, clap::Args)]
 struct ReplArgs {
-    /// The server's REST address.
+    /// The server's address: http://host:port (REST) or grpc://host:port (gRPC).
     #[arg(value_name = "SERVER_URL", default_value = brook_cli::repl::DEFAULT_SERVER)]
     server: String,
     /// Run these statements, then exit (non-zero on the first that fails).

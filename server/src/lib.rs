@@ -3,6 +3,16 @@
 
 pub mod engine;
 
+/// The gRPC API's messages, client and server, generated from `proto/brook/v1/brook.proto`
+/// (the service itself lives beside the REST API in the `brook-server` binary).
+pub mod proto {
+    #![allow(clippy::all, clippy::pedantic)]
+    tonic::include_proto!("brook.v1");
+
+    /// The API's encoded descriptor set, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("brook_descriptor");
+}
+
 use std::time::Duration;
 
 use brook_runtime::rdkafka::consumer::{BaseConsumer, Consumer};

@@ -1,5 +1,9 @@
-//! The REPL's HTTP client for ksqlDB's REST API: `/ksql` for statements, `/query-stream`
-//! (delimited) for push queries, `/info` for the version.
+//! The REPL's client. For `http://` servers, ksqlDB's REST API: `/ksql` for statements,
+//! `/query-stream` (delimited) for push queries, `/query` for PRINT, `/info` for the
+//! version. For `grpc://host:port`, Brook's gRPC API (see `grpc`), which answers with the
+//! same entities and rows. The rest of the REPL sees one `Client` either way.
+
+mod grpc;
 
 use std::time::Duration;
 
@@ -48,11 +52,18 @@ impl ServerError {
 pub struct Client {
     base: String,
     http: reqwest::Client,
+    /// Set for a `grpc://` server: every call goes through it instead of `http`.
+    grpc: Option<grpc::Grpc>,
 }
 
 impl Client {
     pub fn new(url: &str) -> Result<Client, ReplError> {
         let base = normalize_url(url)?;
+        let grpc = if base.starts_with("grpc://") {
+            Some(grpc::Grpc::new(&base)?)
+        } else {
+            None
+        };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             // A local server must not be reached through a proxy from the environment.
@@ -62,7 +73,7 @@ impl Client {
                 url: base.clone(),
                 reason: e.to_string(),
             })?;
-        Ok(Client { base, http })
+        Ok(Client { base, http, grpc })
     }
 
     pub fn url(&self) -> &str {
@@ -82,6 +93,9 @@ impl Client {
         sql: &str,
         properties: &Map<String, Value>,
     ) -> Result<Vec<Value>, ReplError> {
+        if let Some(g) = &self.grpc {
+            return g.ksql(sql, properties).await;
+        }
         let body = json!({"ksql": sql, "streamsProperties": properties});
         let resp = self
             .http
@@ -110,6 +124,15 @@ impl Client {
         sql: &str,
         properties: &Map<String, Value>,
     ) -> Result<PushStream, ReplError> {
+        if let Some(g) = &self.grpc {
+            let (header, rows) = g.query(sql, properties).await?;
+            return Ok(PushStream {
+                source: RowSource::Grpc(rows),
+                query_id: header.query_id,
+                columns: header.column_names,
+                types: header.column_types,
+            });
+        }
         let body = json!({"sql": sql, "properties": properties});
         let resp = self
             .http
@@ -125,8 +148,10 @@ impl Client {
             return Err(ReplError::Server(ServerError::from_body(status, &text)));
         }
         let mut stream = PushStream {
-            resp,
-            buf: Vec::new(),
+            source: RowSource::Rest {
+                resp,
+                buf: Vec::new(),
+            },
             query_id: String::new(),
             columns: Vec::new(),
             types: Vec::new(),
@@ -172,6 +197,11 @@ impl Client {
         sql: &str,
         properties: &Map<String, Value>,
     ) -> Result<TextStream, ReplError> {
+        if let Some(g) = &self.grpc {
+            return Ok(TextStream {
+                source: TextSource::Grpc(g.print(sql, properties).await?),
+            });
+        }
         let body = json!({"ksql": sql, "streamsProperties": properties});
         let resp = self
             .http
@@ -187,13 +217,18 @@ impl Client {
             return Err(ReplError::Server(ServerError::from_body(status, &text)));
         }
         Ok(TextStream {
-            resp,
-            buf: Vec::new(),
+            source: TextSource::Rest {
+                resp,
+                buf: Vec::new(),
+            },
         })
     }
 
     /// `/info`: the server's `KsqlServerInfo`.
     pub async fn info(&self) -> Result<Value, ReplError> {
+        if let Some(g) = &self.grpc {
+            return g.info().await;
+        }
         let resp = self
             .http
             .get(format!("{}/info", self.base))
@@ -212,7 +247,8 @@ impl Client {
     }
 }
 
-/// Accepts `host:port` as well as a full URL, and drops a trailing `/` so paths join.
+/// Accepts `host:port` as well as a full URL (`http://…`, or `grpc://host:port` for the
+/// gRPC API), and drops a trailing `/` so paths join.
 pub fn normalize_url(url: &str) -> Result<String, ReplError> {
     let url = url.trim().trim_end_matches('/');
     if url.is_empty() {
@@ -224,11 +260,11 @@ pub fn normalize_url(url: &str) -> Result<String, ReplError> {
             "{url}: HTTPS is not supported by this build of brook; use http://"
         )));
     }
-    if url.starts_with("http://") {
+    if url.starts_with("http://") || url.starts_with("grpc://") {
         Ok(url.to_string())
     } else if url.contains("://") {
         Err(ReplError::Usage(format!(
-            "{url}: only http:// servers are supported"
+            "{url}: only http:// (REST) and grpc:// servers are supported"
         )))
     } else {
         Ok(format!("http://{url}"))
@@ -252,8 +288,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// A running push query: its header, then rows as the server sends them. Dropping it
 /// closes the connection, which ends the query on the server.
 pub struct PushStream {
-    resp: reqwest::Response,
-    buf: Vec<u8>,
+    source: RowSource,
     pub query_id: String,
     pub columns: Vec<String>,
     pub types: Vec<String>,
@@ -262,30 +297,52 @@ pub struct PushStream {
 /// PRINT's output: text lines as the server sends them. Dropping it closes the
 /// connection, which ends the PRINT on the server.
 pub struct TextStream {
-    resp: reqwest::Response,
-    buf: Vec<u8>,
+    source: TextSource,
+}
+
+/// Where a push query's rows come from.
+enum RowSource {
+    /// `/query-stream`'s body, one JSON value per line.
+    Rest {
+        resp: reqwest::Response,
+        buf: Vec<u8>,
+    },
+    Grpc(grpc::Rows),
+}
+
+/// Where PRINT's lines come from.
+enum TextSource {
+    Rest {
+        resp: reqwest::Response,
+        buf: Vec<u8>,
+    },
+    Grpc(grpc::Lines),
 }
 
 impl TextStream {
     /// The next non-empty line (blank lines are the server's keep-alives), or `None` at
     /// the end.
     pub async fn next_line(&mut self) -> Result<Option<String>, ReplError> {
+        let (resp, buf) = match &mut self.source {
+            TextSource::Rest { resp, buf } => (resp, buf),
+            TextSource::Grpc(lines) => return lines.next_line().await,
+        };
         loop {
-            if let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+            if let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
                 let line = String::from_utf8_lossy(&line).trim_end().to_string();
                 if line.trim().is_empty() {
                     continue;
                 }
                 return Ok(Some(line));
             }
-            match self.resp.chunk().await {
-                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
+            match resp.chunk().await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
                 Ok(None) => {
-                    if self.buf.iter().all(u8::is_ascii_whitespace) {
+                    if buf.iter().all(u8::is_ascii_whitespace) {
                         return Ok(None);
                     }
-                    self.buf.push(b'\n');
+                    buf.push(b'\n');
                 }
                 Err(e) => {
                     return Err(ReplError::Protocol(format!(
@@ -309,6 +366,9 @@ pub enum StreamItem {
 impl PushStream {
     /// The next row, or `None` when the server ended the query (its LIMIT was reached).
     pub async fn next(&mut self) -> Result<Option<StreamItem>, ReplError> {
+        if let RowSource::Grpc(rows) = &mut self.source {
+            return rows.next().await;
+        }
         loop {
             let Some(line) = self.next_line().await? else {
                 return Ok(None);
@@ -331,9 +391,14 @@ impl PushStream {
 
     /// The next non-empty line of the body, parsed as JSON.
     async fn next_line(&mut self) -> Result<Option<Value>, ReplError> {
+        let RowSource::Rest { resp, buf } = &mut self.source else {
+            return Err(ReplError::Protocol(
+                "a gRPC query has no lines to read".into(),
+            ));
+        };
         loop {
-            if let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+            if let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=nl).collect();
                 let line = String::from_utf8_lossy(&line);
                 let line = line.trim();
                 if line.is_empty() {
@@ -343,14 +408,14 @@ impl PushStream {
                     ReplError::Protocol(format!("bad row from the server ({e}): {line}"))
                 });
             }
-            match self.resp.chunk().await {
-                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
+            match resp.chunk().await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
                 Ok(None) => {
-                    if self.buf.iter().all(u8::is_ascii_whitespace) {
+                    if buf.iter().all(u8::is_ascii_whitespace) {
                         return Ok(None);
                     }
                     // A last line without its newline.
-                    self.buf.push(b'\n');
+                    buf.push(b'\n');
                 }
                 Err(e) => {
                     return Err(ReplError::Protocol(format!(
@@ -378,7 +443,11 @@ mod tests {
             Some("http://h:1")
         );
         assert!(normalize_url("https://h:1").is_err());
-        assert!(normalize_url("grpc://h:1").is_err());
+        assert_eq!(
+            normalize_url("grpc://h:1/").ok().as_deref(),
+            Some("grpc://h:1")
+        );
+        assert!(normalize_url("ftp://h:1").is_err());
     }
 
     #[test]

@@ -25,9 +25,9 @@ use tracing::{debug, warn};
 use super::{accepts, generic_error, Api, BAD_REQUEST, BAD_STATEMENT, DELIMITED, JSON};
 
 /// An error for one row: ksqlDB's `InsertError`.
-struct RowError {
-    code: u32,
-    message: String,
+pub(super) struct RowError {
+    pub(super) code: u32,
+    pub(super) message: String,
 }
 
 impl RowError {
@@ -175,7 +175,7 @@ fn bad_args(message: &str) -> Response {
 }
 
 /// The stream rows may be inserted into, or ksqlDB's reason why not.
-fn insertable<'a>(catalog: &'a Catalog, target: &str) -> Result<&'a Source, String> {
+pub(super) fn insertable<'a>(catalog: &'a Catalog, target: &str) -> Result<&'a Source, String> {
     let source = catalog
         .sources
         .get(target)
@@ -203,13 +203,7 @@ async fn insert_row(
     line: &[u8],
     seq: i64,
 ) -> String {
-    let result = match serde_json::from_slice::<Value>(line) {
-        Ok(Value::Object(row)) => match statement(source, catalog, &row) {
-            Ok(sql) => run(api, &sql).await,
-            Err(e) => Err(e),
-        },
-        _ => Err(RowError::bad("Invalid JSON in inserts stream")),
-    };
+    let result = insert_one(api, source, catalog, line).await;
     // Written by hand to keep ksqlDB's field order (serde_json's maps sort their keys).
     match result {
         Ok(()) => format!(r#"{{"status":"ok","seq":{seq}}}"#),
@@ -218,6 +212,19 @@ async fn insert_row(
             e.code,
             Value::String(e.message)
         ),
+    }
+}
+
+/// One row (a JSON object) into `source`; shared with gRPC's Insert.
+pub(super) async fn insert_one(
+    api: &Api,
+    source: &Source,
+    catalog: &Catalog,
+    line: &[u8],
+) -> Result<(), RowError> {
+    match serde_json::from_slice::<Value>(line) {
+        Ok(Value::Object(row)) => run(api, &statement(source, catalog, &row)?).await,
+        _ => Err(RowError::bad("Invalid JSON in inserts stream")),
     }
 }
 
@@ -291,7 +298,7 @@ fn statement(
 
 /// ksqlDB's rule for names given as text: back-quoted keeps its case, anything else is
 /// upper-cased.
-fn identifier(name: &str) -> String {
+pub(super) fn identifier(name: &str) -> String {
     match name.strip_prefix('`').and_then(|n| n.strip_suffix('`')) {
         Some(quoted) if !quoted.is_empty() => quoted.to_string(),
         _ => name.to_uppercase(),

@@ -55,7 +55,7 @@ impl TransientQueries {
         pq
     }
 
-    fn close(&self, id: &str) -> bool {
+    pub(super) fn close(&self, id: &str) -> bool {
         match self.running().remove(id) {
             Some(stop) => {
                 let _ = stop.send(());
