@@ -11,6 +11,7 @@ pub mod format;
 pub mod join;
 pub mod kafka;
 pub mod materialized;
+pub mod metrics;
 pub mod operator;
 pub mod pipeline;
 pub mod rows;

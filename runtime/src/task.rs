@@ -7,6 +7,7 @@
 //! becomes `send_offsets_to_transaction` + `commit_transaction` around the same unit.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -21,6 +22,7 @@ use tracing::{debug, info, warn};
 use crate::changelog::{Positions, MARKER_KEY};
 use crate::error::{Result, RuntimeError};
 use crate::kafka::{consumer_config, create_topic_with, producer_config, topic_partitions};
+use crate::metrics::{LagContext, QueryMetrics, STATISTICS_INTERVAL_MS};
 use crate::pipeline::Pipeline;
 use crate::rows::Record;
 
@@ -191,7 +193,7 @@ async fn restore(
 /// Assigns every partition of `topics`, each at its restored position, else at the group's
 /// committed offset, else where `auto.offset.reset` says.
 async fn assign(
-    consumer: &StreamConsumer,
+    consumer: &QueryConsumer,
     config: &TaskConfig,
     topics: &[String],
     positions: &Positions,
@@ -234,18 +236,138 @@ async fn assign(
     Ok(())
 }
 
+/// The consumer of a persistent query: its context turns librdkafka's statistics into the
+/// query's consumer lag.
+type QueryConsumer = StreamConsumer<LagContext>;
+
+/// How the engine steers a running task and what the task reports back.
+pub struct Control {
+    /// Turns true to stop the task (after its last commit).
+    pub stop: watch::Receiver<bool>,
+    /// While true the task consumes nothing; its state and offsets stay as they are, so
+    /// turning it false again continues exactly where it left off.
+    pub paused: watch::Receiver<bool>,
+    pub stats: watch::Sender<TaskStats>,
+    pub metrics: Arc<QueryMetrics>,
+}
+
 /// Runs a query until `stop` turns true or an unrecoverable error occurs. Records that do
 /// not decode are logged with topic, partition and offset and skipped.
 pub async fn run(
+    pipeline: Pipeline,
+    config: TaskConfig,
+    stop: watch::Receiver<bool>,
+    stats: watch::Sender<TaskStats>,
+) -> Result<()> {
+    // Never paused: the sender lives as long as the task.
+    let (_never_paused, paused) = watch::channel(false);
+    run_with(
+        pipeline,
+        config,
+        Control {
+            stop,
+            paused,
+            stats,
+            metrics: Arc::new(QueryMetrics::new()),
+        },
+    )
+    .await
+}
+
+/// The next value of a watch; never resolves once its sender is gone (the last value
+/// stands), so a `select!` over it does not spin.
+async fn next_value(rx: &mut watch::Receiver<bool>) -> bool {
+    match rx.changed().await {
+        Ok(()) => *rx.borrow_and_update(),
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// The partitions a pause holds, so a resume releases exactly them. librdkafka keeps an
+/// application pause on a partition across rebalances, so the set outlives assignments.
+#[derive(Default)]
+struct Held {
+    partitions: TopicPartitionList,
+}
+
+impl Held {
+    fn pause(&mut self, consumer: &QueryConsumer, tpl: &TopicPartitionList) -> Result<()> {
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        consumer.pause(tpl)?;
+        for e in tpl.elements() {
+            if self
+                .partitions
+                .find_partition(e.topic(), e.partition())
+                .is_none()
+            {
+                self.partitions.add_partition(e.topic(), e.partition());
+            }
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self, consumer: &QueryConsumer) -> Result<()> {
+        if self.partitions.count() > 0 {
+            consumer.resume(&self.partitions)?;
+        }
+        self.partitions = TopicPartitionList::new();
+        Ok(())
+    }
+}
+
+/// While paused: the consumer keeps polling (so it stays in its group and its statistics
+/// keep coming) with every assigned partition paused, until it is resumed (`Ok(true)`) or
+/// stopped (`Ok(false)`). A record that still arrives (a partition assigned after the
+/// pause) is not processed: its partition is rewound to it and paused too.
+async fn wait_paused(consumer: &QueryConsumer, control: &mut Control, id: &str) -> Result<bool> {
+    let mut held = Held::default();
+    // What was consumed is all processed: commit it, so even a group rebalance during the
+    // pause resumes exactly here.
+    if let Ok(tpl) = consumer.position() {
+        if tpl.count() > 0 {
+            let _ = consumer.commit(&tpl, CommitMode::Sync);
+        }
+    }
+    held.pause(consumer, &consumer.assignment()?)?;
+    control.metrics.set_paused(true);
+    info!(query = %id, "query paused");
+    let resumed = loop {
+        tokio::select! {
+            _ = control.stop.changed() => break false,
+            p = next_value(&mut control.paused) => if !p { break true },
+            m = consumer.recv() => {
+                let Ok(m) = m else { continue };
+                let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
+                drop(m);
+                consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(10))?;
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&topic, partition);
+                held.pause(consumer, &tpl)?;
+            }
+        }
+    };
+    if resumed {
+        held.resume(consumer)?;
+        control.metrics.set_paused(false);
+        info!(query = %id, "query resumed");
+    }
+    Ok(resumed)
+}
+
+/// Runs a query under `control` (stop, pause and resume; counters and metrics).
+pub async fn run_with(
     mut pipeline: Pipeline,
     config: TaskConfig,
-    mut stop: watch::Receiver<bool>,
-    stats: watch::Sender<TaskStats>,
+    mut control: Control,
 ) -> Result<()> {
     let group = format!("_brook_query_{}", pipeline.id);
     let mut cc = consumer_config(&config.bootstrap_servers, &group);
     cc.set("auto.offset.reset", &config.offset_reset);
-    let consumer: StreamConsumer = cc.create()?;
+    cc.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+    let consumer: QueryConsumer =
+        cc.create_with_context(LagContext::new(control.metrics.clone()))?;
     let producer: FutureProducer = producer_config(&config.bootstrap_servers).create()?;
     let input = pipeline.source.topic.clone();
     let sink = pipeline.sink.topic.clone();
@@ -272,8 +394,17 @@ pub async fn run(
     let is_table = |m: &BorrowedMessage<'_>| table_topic.as_deref() == Some(m.topic());
     let mut totals = TaskStats::default();
     loop {
+        // Pauses take effect between batches, so everything consumed before is processed
+        // and committed and a resume continues with the next record.
+        if *control.paused.borrow_and_update()
+            && !wait_paused(&consumer, &mut control, &pipeline.id).await?
+        {
+            break;
+        }
         let first = tokio::select! {
-            _ = stop.changed() => break,
+            _ = control.stop.changed() => break,
+            // Paused (handled at the top) or resumed (nothing to do).
+            _ = next_value(&mut control.paused) => continue,
             m = consumer.recv() => m,
         };
         let first = match first {
@@ -391,7 +522,10 @@ pub async fn run(
         totals.records_in += batch.len() as u64;
         totals.records_out += produced;
         totals.errors += processed.errors.len() as u64;
-        let _ = stats.send(totals.clone());
+        control
+            .metrics
+            .add_batch(batch.len() as u64, produced, processed.errors.len() as u64);
+        let _ = control.stats.send(totals.clone());
         debug!(query = %pipeline.id, records = batch.len(), produced, "batch done");
     }
     // A last synchronous commit of what was acknowledged, so a restart resumes exactly.

@@ -13,6 +13,7 @@ use brook_planner::query::{plan_stateless, Target};
 use brook_planner::schema::LogicalSchema;
 use brook_planner::PlanError;
 use brook_runtime::kafka::{consumer_config, create_topic, producer_config, topic_partitions};
+use brook_runtime::metrics::{MetricsSnapshot, QueryMetrics};
 use brook_runtime::operator::{FilterProject, Operator};
 use brook_runtime::pipeline::Pipeline;
 use brook_runtime::rdkafka::consumer::{Consumer, StreamConsumer};
@@ -47,6 +48,9 @@ struct RunningQuery {
     /// The statement that started the query (SHOW QUERIES' `queryString`).
     statement: String,
     stop: watch::Sender<bool>,
+    /// PAUSE / RESUME: true while the query consumes nothing.
+    pause: watch::Sender<bool>,
+    metrics: Arc<QueryMetrics>,
     stats: watch::Receiver<TaskStats>,
     handle: JoinHandle<()>,
     /// A table sink's current rows (pull queries read them).
@@ -59,7 +63,17 @@ pub struct QueryInfo {
     pub id: String,
     pub sink: String,
     pub running: bool,
+    /// Paused by PAUSE (ksqlDB's `PAUSED` state).
+    pub paused: bool,
     pub stats: TaskStats,
+}
+
+/// A persistent query's counters, for `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryMetricsInfo {
+    pub id: String,
+    pub sink: String,
+    pub metrics: MetricsSnapshot,
 }
 
 /// Where a transient push query starts reading when its consumer group has no offsets
@@ -99,6 +113,9 @@ pub struct Engine {
     command_topic: Option<String>,
     /// Set while the command log is replayed: replayed statements are not appended again.
     replaying: std::sync::atomic::AtomicBool,
+    /// Push queries running now (their subscribers), and started since the server started.
+    push_active: Arc<AtomicU64>,
+    push_started: AtomicU64,
 }
 
 impl Engine {
@@ -116,6 +133,8 @@ impl Engine {
             stopping: watch::channel(false).0,
             command_topic: None,
             replaying: std::sync::atomic::AtomicBool::new(false),
+            push_active: Arc::default(),
+            push_started: AtomicU64::new(0),
         }))
     }
 
@@ -138,6 +157,8 @@ impl Engine {
             stopping: watch::channel(false).0,
             command_topic: Some(command_topic.to_string()),
             replaying: std::sync::atomic::AtomicBool::new(false),
+            push_active: Arc::default(),
+            push_started: AtomicU64::new(0),
         }))
     }
 
@@ -203,6 +224,9 @@ impl Engine {
         .map_err(|e| ServerError::Runtime(RuntimeError::Broker(e.to_string())))??;
         self.replaying
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Queries start paused during the replay (none consumes before the log's PAUSEs are
+        // known); these are the ones that stay paused after it.
+        let mut paused: std::collections::BTreeSet<String> = Default::default();
         let mut replayed = 0;
         for text in &texts {
             let stmts = match brook_sql::parse(text) {
@@ -213,10 +237,23 @@ impl Engine {
                 }
             };
             for ps in stmts {
-                if let brook_sql::Statement::Terminate(brook_sql::QueryTarget::Query(id)) =
-                    &ps.statement
-                {
+                use brook_sql::{QueryTarget, Statement};
+                if let Statement::Terminate(QueryTarget::Query(id)) = &ps.statement {
                     self.stop_query(&id.value).await;
+                    paused.remove(&id.value);
+                } else if let Statement::Pause(t) | Statement::Resume(t) = &ps.statement {
+                    let pause = matches!(ps.statement, Statement::Pause(_));
+                    let ids: Vec<String> = match t {
+                        QueryTarget::All => self.queries.lock().await.keys().cloned().collect(),
+                        QueryTarget::Query(id) => vec![id.value.clone()],
+                    };
+                    for id in ids {
+                        if pause {
+                            paused.insert(id);
+                        } else {
+                            paused.remove(&id);
+                        }
+                    }
                 } else if let Err(e) = self.execute_one(&ps).await {
                     error!(statement = %ps.text, error = %e, "command log entry failed on replay; skipped");
                     continue;
@@ -226,6 +263,9 @@ impl Engine {
         }
         self.replaying
             .store(false, std::sync::atomic::Ordering::SeqCst);
+        for (id, q) in self.queries.lock().await.iter() {
+            let _ = q.pause.send(paused.contains(id));
+        }
         info!(statements = replayed, topic = %topic, "command log replayed");
         Ok(replayed)
     }
@@ -251,6 +291,17 @@ impl Engine {
         &self,
         ps: &brook_sql::ParsedStatement,
     ) -> Result<Executed, StatementError> {
+        match &ps.statement {
+            brook_sql::Statement::Pause(t) => {
+                self.set_paused(t, true).await?;
+                return Ok(Executed::Done);
+            }
+            brook_sql::Statement::Resume(t) => {
+                self.set_paused(t, false).await?;
+                return Ok(Executed::Done);
+            }
+            _ => {}
+        }
         let partitions = topic_partitions(&self.bootstrap, Duration::from_secs(30)).await?;
         let mut session = self.session.lock().await;
         let before = session.catalog.clone();
@@ -353,10 +404,21 @@ impl Engine {
         let materialized = pipeline.materialized();
         let (stop_tx, stop_rx) = watch::channel(false);
         let (stats_tx, stats_rx) = watch::channel(TaskStats::default());
+        // A replayed query waits for the whole log: a later PAUSE in it must find the query
+        // before it has consumed anything.
+        let replaying = self.replaying.load(std::sync::atomic::Ordering::SeqCst);
+        let (pause_tx, pause_rx) = watch::channel(replaying);
+        let metrics = Arc::new(QueryMetrics::new());
+        let control = task::Control {
+            stop: stop_rx,
+            paused: pause_rx,
+            stats: stats_tx,
+            metrics: metrics.clone(),
+        };
         let config = self.task_config.clone();
         let task_id = id.clone();
         let handle = tokio::spawn(async move {
-            if let Err(e) = task::run(pipeline, config, stop_rx, stats_tx).await {
+            if let Err(e) = task::run_with(pipeline, config, control).await {
                 error!(query = %task_id, error = %e, "query stopped");
             }
         });
@@ -367,6 +429,8 @@ impl Engine {
                 sink,
                 statement: statement.to_string(),
                 stop: stop_tx,
+                pause: pause_tx,
+                metrics,
                 stats: stats_rx,
                 handle,
                 materialized,
@@ -443,6 +507,74 @@ impl Engine {
         true
     }
 
+    /// PAUSE (`paused`) or RESUME a query, or all of them: recorded in the command log
+    /// first (as ksqlDB records them in its command topic), so a restarted server keeps the
+    /// query paused. Returns the ids it applied to; an unknown id is refused.
+    pub async fn set_paused(
+        &self,
+        target: &brook_sql::QueryTarget,
+        paused: bool,
+    ) -> Result<Vec<String>, StatementError> {
+        let verb = if paused { "PAUSE" } else { "RESUME" };
+        let ids: Vec<String> = {
+            let queries = self.queries.lock().await;
+            match target {
+                brook_sql::QueryTarget::All => queries.keys().cloned().collect(),
+                // Ids are printed upper-case; a quoted id keeps its case, a bare one was
+                // upper-cased by the parser, so both spellings are tried.
+                brook_sql::QueryTarget::Query(id) => {
+                    let upper = id.value.to_uppercase();
+                    let found = [&id.value, &upper]
+                        .into_iter()
+                        .find(|i| queries.contains_key(i.as_str()))
+                        .cloned();
+                    match found {
+                        Some(i) => vec![i],
+                        None => {
+                            return Err(PlanError::Invalid(format!(
+                                "Unknown queryId: {}",
+                                id.value
+                            ))
+                            .into())
+                        }
+                    }
+                }
+            }
+        };
+        for id in &ids {
+            self.append_command(&format!("{verb} `{id}`;")).await?;
+        }
+        let queries = self.queries.lock().await;
+        for id in &ids {
+            if let Some(q) = queries.get(id) {
+                let _ = q.pause.send(paused);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Every persistent query's counters.
+    pub async fn query_metrics(&self) -> Vec<QueryMetricsInfo> {
+        self.queries
+            .lock()
+            .await
+            .iter()
+            .map(|(id, q)| QueryMetricsInfo {
+                id: id.clone(),
+                sink: q.sink.clone(),
+                metrics: q.metrics.snapshot(),
+            })
+            .collect()
+    }
+
+    /// Push queries running now (one per subscriber), and started since the server did.
+    pub fn push_queries(&self) -> (u64, u64) {
+        (
+            self.push_active.load(Ordering::Relaxed),
+            self.push_started.load(Ordering::Relaxed),
+        )
+    }
+
     pub async fn queries(&self) -> Vec<QueryInfo> {
         self.queries
             .lock()
@@ -452,6 +584,7 @@ impl Engine {
                 id: id.clone(),
                 sink: q.sink.clone(),
                 running: !q.handle.is_finished(),
+                paused: *q.pause.borrow(),
                 stats: q.stats.borrow().clone(),
             })
             .collect()
@@ -529,6 +662,8 @@ impl Engine {
         let limit = query.limit;
         let stopping = self.stopping.subscribe();
         let task_id = id.clone();
+        self.push_started.fetch_add(1, Ordering::Relaxed);
+        let active = ActiveGuard::new(self.push_active.clone());
         tokio::spawn(async move {
             let run = Transient {
                 id: task_id.clone(),
@@ -542,6 +677,8 @@ impl Engine {
                 Ok(()) => debug!(query = %task_id, "push query ended"),
                 Err(e) => warn!(query = %task_id, error = %e, "push query failed"),
             }
+            // The subscriber is gone (or served) now, whatever closing the consumer takes.
+            drop(active);
             // Closing a consumer leaves its group, which blocks (seconds, when a join is
             // still in flight): off the runtime's worker threads.
             let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
@@ -647,6 +784,22 @@ impl Transient {
                 }
             }
         }
+    }
+}
+
+/// Counts a running push query for as long as it lives (however its task ends).
+struct ActiveGuard(Arc<AtomicU64>);
+
+impl ActiveGuard {
+    fn new(counter: Arc<AtomicU64>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(counter)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

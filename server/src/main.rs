@@ -44,7 +44,8 @@ struct Args {
     #[arg(long)]
     broker_in_memory: bool,
 
-    /// Address of the REST API (ksqlDB's: `/ksql`, `/query-stream`, `/query`, `/info`).
+    /// Address of the REST API (ksqlDB's: `/ksql`, `/query-stream`, `/query`, `/info`) and
+    /// of the gRPC API (`brook.v1.Brook`, with server reflection) on the same port.
     #[arg(long, env = "BROOK_LISTEN", default_value = "0.0.0.0:8088")]
     listen: SocketAddr,
 }
@@ -98,7 +99,7 @@ async fn run(args: Args) -> Result<(), ServerError> {
     let api_addr = listener
         .local_addr()
         .map_err(|e| ServerError::Runtime(e.into()))?;
-    info!(listen = %api_addr, "REST API listening on http://{api_addr}");
+    info!(listen = %api_addr, "REST API listening on http://{api_addr} (gRPC too: grpc://{api_addr})");
     let app = rest::router(engine.clone(), info, &bootstrap);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(async move {

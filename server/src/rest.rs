@@ -2,11 +2,17 @@
 //! `/info` and `/healthcheck`. Response bodies follow ksqlDB's wire shapes (`@type`
 //! entities, `error_code`s) so that ksqlDB's clients and tools can talk to Brook.
 
+// The gRPC API: the second transport of the same `Api`, on the same port.
+#[path = "grpc.rs"]
+mod grpc;
 mod inserts;
+mod metrics;
+mod pause;
 mod print;
 mod status;
 mod transient;
 mod values;
+mod ws;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -60,25 +66,29 @@ struct Api {
 }
 
 pub fn router(engine: Arc<Engine>, info: ServerInfo, bootstrap: &str) -> Router {
+    let api = Api {
+        engine,
+        info: Arc::new(info),
+        bootstrap: bootstrap.into(),
+        command_seq: Arc::new(AtomicI64::new(0)),
+        statuses: Arc::default(),
+        transient: Arc::default(),
+    };
     Router::new()
         .route("/ksql", post(ksql))
         .route("/query-stream", post(query_stream))
         .route("/query", post(query))
         .route("/info", get(server_info))
         .route("/healthcheck", get(healthcheck))
+        .route("/metrics", get(metrics::metrics))
+        .route("/ws/query", get(ws::ws_query))
         .route("/close-query", post(transient::close_query))
         .route("/inserts-stream", post(inserts::inserts_stream))
         .route("/status", get(status::statuses))
         .route("/status/{*command_id}", get(status::status))
         .route("/is_valid_property/{name}", get(status::is_valid_property))
-        .with_state(Api {
-            engine,
-            info: Arc::new(info),
-            bootstrap: bootstrap.into(),
-            command_seq: Arc::new(AtomicI64::new(0)),
-            statuses: Arc::default(),
-            transient: Arc::default(),
-        })
+        .with_state(api.clone())
+        .merge(grpc::routes(api))
 }
 
 /// The Kafka cluster id, for `/info` (empty when the cluster does not say).
@@ -287,6 +297,8 @@ impl Api {
                 })))
             }
             Statement::Terminate(target) => self.terminate(target, text).await.map(Some),
+            Statement::Pause(t) => self.pause_resume(t, true, text).await.map(Some),
+            Statement::Resume(t) => self.pause_resume(t, false, text).await.map(Some),
             Statement::Set { .. } | Statement::Unset { .. } => {
                 self.engine.execute_statement(ps).await?;
                 Ok(None)
@@ -484,7 +496,11 @@ impl Api {
             .get(&q.sink)
             .map(|s| s.topic.clone())
             .unwrap_or_default();
-        let state = if q.running { "RUNNING" } else { "ERROR" };
+        let state = match (q.running, q.paused) {
+            (false, _) => "ERROR",
+            (true, true) => "PAUSED",
+            (true, false) => "RUNNING",
+        };
         json!({
             "queryString": statement,
             "sinks": [q.sink],
@@ -597,32 +613,42 @@ impl Api {
         sql: &str,
         properties: &Map<String, Value>,
     ) -> Result<PushQuery, Response> {
-        let statements = brook_sql::parse(sql)
-            .map_err(|e| Refusal::bad(e.to_string()).statement(sql, vec![]))?;
+        self.start_select(sql, properties)
+            .await
+            .map_err(|(refusal, text)| refusal.statement(&text, vec![]))
+    }
+
+    /// `start_push` for both transports: the refusal comes with the statement it refuses.
+    async fn start_select(
+        &self,
+        sql: &str,
+        properties: &Map<String, Value>,
+    ) -> Result<PushQuery, (Refusal, String)> {
+        let statements =
+            brook_sql::parse(sql).map_err(|e| (Refusal::bad(e.to_string()), sql.to_string()))?;
         let [ps] = statements.as_slice() else {
-            return Err(
-                Refusal::bad("Expected exactly one SELECT statement").statement(sql, vec![])
-            );
+            let refusal = Refusal::bad("Expected exactly one SELECT statement");
+            return Err((refusal, sql.to_string()));
         };
         let text = format!("{};", ps.text);
         let Statement::Query(q) = &ps.statement else {
-            return Err(Refusal::bad(
-                "The /query endpoints run only SELECT statements; use /ksql for the others",
-            )
-            .statement(&text, vec![]));
+            return Err((
+                Refusal::bad(
+                    "The /query endpoints run only SELECT statements; use /ksql for the others",
+                ),
+                text,
+            ));
         };
         if q.emit.is_none() {
             return self
                 .engine
                 .pull_query(q)
                 .await
-                .map_err(|e| Refusal::from(e).statement(&text, vec![]));
+                .map_err(|e| (Refusal::from(e), text));
         }
         if q.emit != Some(brook_sql::Emit::Changes) {
-            return Err(
-                Refusal::bad("EMIT FINAL is not supported yet for push queries")
-                    .statement(&text, vec![]),
-            );
+            let refusal = Refusal::bad("EMIT FINAL is not supported yet for push queries");
+            return Err((refusal, text));
         }
         let reset = match properties
             .get("auto.offset.reset")
@@ -635,7 +661,7 @@ impl Api {
         self.engine
             .push_query(q, reset)
             .await
-            .map_err(|e| Refusal::from(e).statement(&text, vec![]))
+            .map_err(|e| (Refusal::from(e), text))
     }
 }
 

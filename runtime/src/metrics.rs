@@ -1,0 +1,166 @@
+//! Live counters of a persistent query, written by its Kafka task and read by whoever
+//! reports on it (the server's `/metrics`). Atomics rather than a channel: a scrape must
+//! not wait for the task, and the task must never wait for a scrape.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::statistics::Statistics;
+use std::sync::Arc;
+
+/// How often librdkafka reports the statistics the consumer lag is taken from.
+pub const STATISTICS_INTERVAL_MS: &str = "1000";
+
+/// One query's counters. Relaxed ordering throughout: each value is read on its own, and a
+/// scrape that sees a batch's input a moment before its output is harmless.
+#[derive(Debug)]
+pub struct QueryMetrics {
+    records_in: AtomicU64,
+    records_out: AtomicU64,
+    errors: AtomicU64,
+    /// Records in the input topics not yet committed; -1 while unknown.
+    consumer_lag: AtomicI64,
+    paused: AtomicBool,
+}
+
+impl Default for QueryMetrics {
+    fn default() -> Self {
+        QueryMetrics {
+            records_in: AtomicU64::new(0),
+            records_out: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            consumer_lag: AtomicI64::new(-1),
+            paused: AtomicBool::new(false),
+        }
+    }
+}
+
+/// The counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    pub records_in: u64,
+    pub records_out: u64,
+    /// Records skipped because they did not decode or evaluate (the processing log).
+    pub errors: u64,
+    pub consumer_lag: Option<i64>,
+    pub paused: bool,
+}
+
+impl QueryMetrics {
+    pub fn new() -> Self {
+        QueryMetrics::default()
+    }
+
+    /// Counts one processed batch.
+    pub fn add_batch(&self, records_in: u64, records_out: u64, errors: u64) {
+        self.records_in.fetch_add(records_in, Ordering::Relaxed);
+        self.records_out.fetch_add(records_out, Ordering::Relaxed);
+        self.errors.fetch_add(errors, Ordering::Relaxed);
+    }
+
+    pub fn set_consumer_lag(&self, lag: Option<i64>) {
+        self.consumer_lag
+            .store(lag.unwrap_or(-1), Ordering::Relaxed);
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let lag = self.consumer_lag.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            records_in: self.records_in.load(Ordering::Relaxed),
+            records_out: self.records_out.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            consumer_lag: (lag >= 0).then_some(lag),
+            paused: self.paused.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The query consumer's rdkafka context: librdkafka's periodic statistics carry each
+/// partition's lag behind its high watermark, which costs nothing extra to obtain (no
+/// metadata requests per scrape).
+pub struct LagContext {
+    metrics: Arc<QueryMetrics>,
+}
+
+impl LagContext {
+    pub fn new(metrics: Arc<QueryMetrics>) -> Self {
+        LagContext { metrics }
+    }
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        self.metrics.set_consumer_lag(consumer_lag(&statistics));
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+/// The summed lag of every partition whose lag librdkafka knows; `None` when it knows none
+/// (nothing committed yet, or no fetch answered yet).
+fn consumer_lag(statistics: &Statistics) -> Option<i64> {
+    let mut total = None;
+    for topic in statistics.topics.values() {
+        for (p, part) in &topic.partitions {
+            // Partition -1 is librdkafka's placeholder for not-yet-assigned messages.
+            if *p >= 0 && part.consumer_lag >= 0 {
+                *total.get_or_insert(0) += part.consumer_lag;
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_accumulate_and_lag_starts_unknown() {
+        let m = QueryMetrics::new();
+        assert_eq!(m.snapshot().consumer_lag, None);
+        m.add_batch(10, 7, 3);
+        m.add_batch(5, 5, 0);
+        m.set_consumer_lag(Some(4));
+        m.set_paused(true);
+        assert_eq!(
+            m.snapshot(),
+            MetricsSnapshot {
+                records_in: 15,
+                records_out: 12,
+                errors: 3,
+                consumer_lag: Some(4),
+                paused: true,
+            }
+        );
+        m.set_consumer_lag(None);
+        assert_eq!(m.snapshot().consumer_lag, None);
+    }
+
+    #[test]
+    fn lag_sums_known_partitions_only() {
+        let json = r#"{"name":"c","client_id":"c","type":"consumer","ts":0,"time":0,"age":0,
+            "replyq":0,"msg_cnt":0,"msg_size":0,"msg_max":0,"msg_size_max":0,"tx":0,
+            "tx_bytes":0,"rx":0,"rx_bytes":0,"txmsgs":0,"txmsg_bytes":0,"rxmsgs":0,
+            "rxmsg_bytes":0,"simple_cnt":0,"metadata_cache_cnt":0,"brokers":{},
+            "topics":{"t":{"topic":"t","age":0,"metadata_age":0,"batchsize":{"min":0,"max":0,"avg":0,"sum":0,"stddev":0,"p50":0,"p75":0,"p90":0,"p95":0,"p99":0,"p99_99":0,"outofrange":0,"hdrsize":0,"cnt":0},
+            "batchcnt":{"min":0,"max":0,"avg":0,"sum":0,"stddev":0,"p50":0,"p75":0,"p90":0,"p95":0,"p99":0,"p99_99":0,"outofrange":0,"hdrsize":0,"cnt":0},
+            "partitions":{
+              "0":{"partition":0,"broker":1,"leader":1,"desired":true,"unknown":false,"msgq_cnt":0,"msgq_bytes":0,"xmit_msgq_cnt":0,"xmit_msgq_bytes":0,"fetchq_cnt":0,"fetchq_size":0,"fetch_state":"active","query_offset":0,"next_offset":0,"app_offset":0,"stored_offset":0,"committed_offset":3,"eof_offset":0,"lo_offset":0,"hi_offset":5,"ls_offset":5,"consumer_lag":2,"consumer_lag_stored":2,"txmsgs":0,"txbytes":0,"rxmsgs":0,"rxbytes":0,"msgs":0,"rx_ver_drops":0,"msgs_inflight":0,"next_ack_seq":0,"next_err_seq":0,"acked_msgid":0},
+              "1":{"partition":1,"broker":1,"leader":1,"desired":true,"unknown":false,"msgq_cnt":0,"msgq_bytes":0,"xmit_msgq_cnt":0,"xmit_msgq_bytes":0,"fetchq_cnt":0,"fetchq_size":0,"fetch_state":"active","query_offset":0,"next_offset":0,"app_offset":0,"stored_offset":0,"committed_offset":-1001,"eof_offset":0,"lo_offset":0,"hi_offset":5,"ls_offset":5,"consumer_lag":-1,"consumer_lag_stored":-1,"txmsgs":0,"txbytes":0,"rxmsgs":0,"rxbytes":0,"msgs":0,"rx_ver_drops":0,"msgs_inflight":0,"next_ack_seq":0,"next_err_seq":0,"acked_msgid":0},
+              "-1":{"partition":-1,"broker":-1,"leader":-1,"desired":false,"unknown":false,"msgq_cnt":0,"msgq_bytes":0,"xmit_msgq_cnt":0,"xmit_msgq_bytes":0,"fetchq_cnt":0,"fetchq_size":0,"fetch_state":"none","query_offset":0,"next_offset":0,"app_offset":0,"stored_offset":0,"committed_offset":0,"eof_offset":0,"lo_offset":0,"hi_offset":0,"ls_offset":0,"consumer_lag":9,"consumer_lag_stored":9,"txmsgs":0,"txbytes":0,"rxmsgs":0,"rxbytes":0,"msgs":0,"rx_ver_drops":0,"msgs_inflight":0,"next_ack_seq":0,"next_err_seq":0,"acked_msgid":0}}}}}"#;
+        let stats: Statistics = match serde_json::from_str(json) {
+            Ok(s) => s,
+            Err(e) => panic!("statistics do not parse: {e}"),
+        };
+        assert_eq!(consumer_lag(&stats), Some(2));
+        let mut none = stats.clone();
+        none.topics.clear();
+        assert_eq!(consumer_lag(&none), None);
+    }
+}
