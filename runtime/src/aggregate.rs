@@ -13,7 +13,9 @@ use datafusion::common::ScalarValue;
 
 use crate::error::{Result, RuntimeError};
 use crate::operator::Operator;
-use crate::state::{read_scalar_key, scalar_key, Dirty, FastMap, Reader, StateChange, Writer};
+use crate::state::{
+    owned_row, read_scalar_key, scalar_key, Dirty, FastMap, Reader, StateChange, Writer,
+};
 
 /// A session's (start, end).
 type Span = (i64, i64);
@@ -907,7 +909,7 @@ impl AggregateOperator {
         for row in 0..rows {
             if let Some(k) = self.source_key(&batch, row)? {
                 self.dirty.mark(NS_PREVIOUS, &k);
-                self.previous.insert(k, batch.slice(row, 1));
+                self.previous.insert(k, owned_row(&batch, row)?);
             }
             let keys: Vec<ScalarValue> = group_cols
                 .iter()

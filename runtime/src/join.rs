@@ -14,7 +14,7 @@ use brook_planner::types::TypeRegistry;
 use datafusion::common::ScalarValue;
 
 use crate::error::{Result, RuntimeError};
-use crate::state::{read_scalar_key, scalar_key, Reader, StateChange, Writer};
+use crate::state::{owned_row, read_scalar_key, scalar_key, Reader, StateChange, Writer};
 
 fn eval_err(e: datafusion::error::DataFusionError) -> RuntimeError {
     RuntimeError::Eval(e.to_string())
@@ -93,7 +93,7 @@ impl JoinOperator {
             if deleted {
                 self.table.remove(&k);
             } else {
-                self.table.insert(k.clone(), batch.slice(row, 1));
+                self.table.insert(k.clone(), owned_row(batch, row)?);
             }
             self.dirty.insert((NS_TABLE, k.clone()));
             if self.plan.tables {
@@ -126,7 +126,7 @@ impl JoinOperator {
             if deleted {
                 self.left.remove(&k);
             } else {
-                self.left.insert(k.clone(), batch.slice(row, 1));
+                self.left.insert(k.clone(), owned_row(batch, row)?);
             }
             self.dirty.insert((NS_LEFT, k.clone()));
             let trigger = batch.slice(row, 1);

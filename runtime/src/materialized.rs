@@ -91,10 +91,12 @@ impl Materialized {
             .collect()
     }
 
+    /// A new chunk, pinned (one extra live count) until its caller has put its rows and
+    /// calls `release((chunk, 0))`: a deletion among those rows must not drop it early.
     fn add_chunk(&mut self, batch: RecordBatch) -> usize {
         self.held += batch.num_rows();
         self.open += 1;
-        self.chunks.push(Some(Chunk { batch, live: 0 }));
+        self.chunks.push(Some(Chunk { batch, live: 1 }));
         self.chunks.len() - 1
     }
 
@@ -195,6 +197,7 @@ impl Materialized {
             for (i, at) in self.rows.values_mut().enumerate() {
                 *at = (chunk, i);
             }
+            // Exactly the live rows: this chunk is not pinned, nothing releases a pin.
             if let Some(Some(c)) = self.chunks.get_mut(chunk) {
                 c.live = live;
             }
@@ -241,14 +244,8 @@ impl Materialized {
                 self.put(key, (chunk, row));
             }
         }
-        // A chunk whose rows were all deleted or overwritten within it holds nothing.
-        if let Some(Some(c)) = self.chunks.get(chunk) {
-            if c.live == 0 {
-                self.held -= c.batch.num_rows();
-                self.open -= 1;
-                self.chunks[chunk] = None;
-            }
-        }
+        // Unpinned: a chunk whose rows were all deleted or overwritten goes now.
+        self.release((chunk, 0));
         self.compact()
     }
 
@@ -304,6 +301,7 @@ impl Materialized {
         let row = Reader::new(value).batch()?;
         let chunk = self.add_chunk(row);
         self.put(key, (chunk, 0));
+        self.release((chunk, 0));
         Ok(())
     }
 
@@ -383,6 +381,15 @@ mod tests {
         assert_eq!(ids(&m), vec!["a"]);
         m.apply(&rows(&["a"], &[0], &[false]), true).unwrap();
         assert!(m.is_empty());
+        // A key written then deleted in one batch, then another key (a session window
+        // merged away and its successor): the batch's chunk must outlive the deletion.
+        m.apply(
+            &rows(&["s1", "s1", "s2"], &[1, 0, 2], &[false, true, false]),
+            false,
+        )
+        .unwrap();
+        assert_eq!(ids(&m), vec!["s2"]);
+        assert!(m.get(&[ScalarValue::Utf8(Some("s2".into()))]).is_some());
     }
 
     #[test]

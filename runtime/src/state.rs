@@ -192,6 +192,14 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// One row of `batch` in buffers of its own. State kept per key must not be a slice: a
+/// slice holds the whole batch it came from, so a table whose keys each kept one row of a
+/// different batch would hold every batch it ever read.
+pub fn owned_row(batch: &RecordBatch, row: usize) -> Result<RecordBatch> {
+    let index = arrow::array::UInt32Array::from(vec![row as u32]);
+    Ok(arrow::compute::take_record_batch(batch, &index)?)
+}
+
 /// Keyed state is hashed on every record: a fast non-cryptographic hasher (state keys are
 /// not attacker-chosen in a way that matters more than SipHash's cost on every update).
 pub type FastHasher = foldhash::fast::RandomState;
