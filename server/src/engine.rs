@@ -97,6 +97,9 @@ pub struct PushQuery {
     pub rows: mpsc::Receiver<Result<RecordBatch, String>>,
     /// The LIMIT, if any: the channel closes once that many rows were sent.
     pub limit: Option<u64>,
+    /// A pull query: its rows are all there at once, and `/query` sends them as one JSON
+    /// array rather than a push query's stream of row lines.
+    pub pull: bool,
 }
 
 pub struct Engine {
@@ -689,6 +692,7 @@ impl Engine {
             schema,
             rows: rx,
             limit,
+            pull: false,
         })
     }
 

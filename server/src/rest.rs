@@ -723,6 +723,9 @@ enum Framing {
     JsonArray,
     /// `/query`: a JSON array of `{"header"}`, `{"row"}` … `{"finalMessage"}` objects.
     Legacy,
+    /// `/query` for a push query, as ksqlDB writes it: every element is followed by
+    /// `,\n` as soon as it is written, so a line-reading client sees each row at once.
+    LegacyLines,
 }
 
 async fn query_stream(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
@@ -796,14 +799,25 @@ fn stream_response(
             "[{}",
             json!({"queryId": pq.id, "columnNames": names, "columnTypes": types})
         ),
-        Framing::Legacy => format!(
+        // ksqlDB ends each line of a push query's `/query` response as it writes it
+        // (`{row},\n`), and clients read it line by line; a pull query's rows come at once
+        // as one JSON array.
+        Framing::Legacy if pq.pull => format!(
             "[{}",
             json!({"header": {"queryId": pq.id, "schema": pq.schema.to_string()}})
         ),
+        Framing::Legacy | Framing::LegacyLines => format!(
+            "[{},\n",
+            json!({"header": {"queryId": pq.id, "schema": pq.schema.to_string()}})
+        ),
+    };
+    let framing = match framing {
+        Framing::Legacy if !pq.pull => Framing::LegacyLines,
+        other => other,
     };
     let content_type = content_type.unwrap_or(match framing {
         Framing::Delimited => DELIMITED,
-        Framing::JsonArray | Framing::Legacy => JSON,
+        Framing::JsonArray | Framing::Legacy | Framing::LegacyLines => JSON,
     });
     let state = RowState {
         rows: pq.rows,
@@ -860,6 +874,10 @@ impl RowState {
             Framing::JsonArray => "]".into(),
             Framing::Legacy if limit_reached => ",\n{\"finalMessage\":\"Limit Reached\"}]\n".into(),
             Framing::Legacy => "]\n".into(),
+            Framing::LegacyLines if limit_reached => {
+                "{\"finalMessage\":\"Limit Reached\"}]\n".into()
+            }
+            Framing::LegacyLines => "]\n".into(),
         }
     }
 
@@ -870,6 +888,7 @@ impl RowState {
             Framing::Delimited => format!("{error}\n"),
             Framing::JsonArray => format!(",{error}]"),
             Framing::Legacy => format!(",\n{}]\n", json!({"errorMessage": error})),
+            Framing::LegacyLines => format!("{}]\n", json!({"errorMessage": error})),
         }
     }
 }

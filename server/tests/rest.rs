@@ -150,6 +150,14 @@ async fn ksql_push_queries_errors_and_info() {
     assert_eq!(body[0]["header"]["schema"], "`NAME` STRING", "{text}");
     assert_eq!(body[1], json!({"row": {"columns": ["alice"]}}), "{text}");
     assert_eq!(body[2], json!({"finalMessage": "Limit Reached"}), "{text}");
+    // Each element's line ends as it is written, as ksqlDB's does: clients that read the
+    // response line by line see a row when it arrives, not when the next one does.
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.get(1),
+        Some(&r#"{"row":{"columns":["alice"]}},"#),
+        "{text}"
+    );
 
     // A statement that does not plan: 400 with ksqlDB's statement error.
     let (status, body) = ksql(&c, &api, "CREATE STREAM S2 AS SELECT * FROM NOPE;").await;

@@ -112,6 +112,7 @@ impl Engine {
             // The rows are already cut to the LIMIT, and a pull query's response ends
             // without ksqlDB's push-query "Limit Reached" message.
             limit: None,
+            pull: true,
         })
     }
 }

@@ -23,6 +23,7 @@ pub(super) fn rows_chunk(batch: &RecordBatch, framing: Framing) -> String {
             Framing::Delimited => {}
             Framing::JsonArray => out.push(','),
             Framing::Legacy => out.push_str(",\n{\"row\":{\"columns\":"),
+            Framing::LegacyLines => out.push_str("{\"row\":{\"columns\":"),
         }
         out.push('[');
         for (i, c) in columns.iter().enumerate() {
@@ -36,6 +37,7 @@ pub(super) fn rows_chunk(batch: &RecordBatch, framing: Framing) -> String {
             Framing::Delimited => out.push('\n'),
             Framing::JsonArray => {}
             Framing::Legacy => out.push_str("}}"),
+            Framing::LegacyLines => out.push_str("}},\n"),
         }
     }
     out
