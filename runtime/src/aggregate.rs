@@ -636,9 +636,12 @@ impl AggregateOperator {
     }
 
     /// Undoes a table key's previous row, emitting its group's new state.
-    fn retract(&mut self, source_key: &[ScalarValue], at: &RecordBatch, row: usize) -> Result<()> {
+    /// Undoes a table key's previous row and returns its group; the caller emits the
+    /// group's row, unless the new row lands in the same group (then ksqlDB, as Kafka
+    /// Streams' table aggregation, emits once, after both).
+    fn retract(&mut self, source_key: &[ScalarValue]) -> Result<Option<Vec<ScalarValue>>> {
         let Some(old) = self.previous.remove(source_key) else {
-            return Ok(());
+            return Ok(None);
         };
         self.dirty.mark(NS_PREVIOUS, source_key);
         let keys: Vec<ScalarValue> = self
@@ -653,7 +656,7 @@ impl AggregateOperator {
             .collect::<std::result::Result<_, _>>()
             .map_err(eval_err)?;
         if keys.iter().any(ScalarValue::is_null) {
-            return Ok(());
+            return Ok(None);
         }
         let args: Vec<Option<ScalarValue>> = self
             .plan
@@ -675,14 +678,16 @@ impl AggregateOperator {
             }
             self.dirty.mark(NS_GROUP, &keys);
         }
-        self.emit_row(at, row, &keys, None)
+        Ok(Some(keys))
     }
 
     /// A table's deleted rows: their contributions are taken back.
     pub fn delete(&mut self, batch: &RecordBatch) -> Result<()> {
         for row in 0..batch.num_rows() {
             if let Some(k) = self.source_key(batch, row)? {
-                self.retract(&k, batch, row)?;
+                if let Some(old) = self.retract(&k)? {
+                    self.emit_row(batch, row, &old, None)?;
+                }
             }
         }
         Ok(())
@@ -861,13 +866,26 @@ impl AggregateOperator {
             }
             return Ok(());
         }
-        if self.plan.retract_by.is_some() {
-            for row in 0..batch.num_rows() {
-                if let Some(k) = self.source_key(&batch, row)? {
-                    self.retract(&k, &batch, row)?;
-                }
+        // The group the row's previous version left, emitted before the new version's
+        // group unless that is the same group.
+        let mut retracted = None;
+        if self.plan.retract_by.is_some() && batch.num_rows() == 1 {
+            if let Some(k) = self.source_key(&batch, 0)? {
+                retracted = self.retract(&k)?.map(|old| (old, batch.clone()));
             }
         }
+        self.add_rows(batch, &mut retracted)?;
+        if let Some((old, at)) = retracted {
+            self.emit_row(&at, 0, &old, None)?;
+        }
+        Ok(())
+    }
+
+    fn add_rows(
+        &mut self,
+        batch: RecordBatch,
+        retracted: &mut Option<(Vec<ScalarValue>, RecordBatch)>,
+    ) -> Result<()> {
         let batch = match &self.plan.filter {
             None => batch,
             Some(f) => {
@@ -919,6 +937,11 @@ impl AggregateOperator {
             // ksqlDB drops rows whose grouping expression is NULL.
             if keys.iter().any(ScalarValue::is_null) {
                 continue;
+            }
+            if let Some((old, at)) = retracted.take() {
+                if old != keys {
+                    self.emit_row(&at, 0, &old, None)?;
+                }
             }
             let ts = batch
                 .column(0)
