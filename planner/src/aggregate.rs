@@ -573,7 +573,7 @@ pub fn plan_aggregate(
         )),
         other => other,
     };
-    let mut keys: Vec<Projection> = Vec::new();
+    let mut keys: Vec<(usize, Projection)> = Vec::new();
     let mut values: Vec<Projection> = Vec::new();
     let mut key_names: Vec<Option<String>> = vec![None; groups.len()];
     for (name, e, original) in &items {
@@ -598,12 +598,13 @@ pub fn plan_aggregate(
                 key_names[j] = Some(name.clone());
                 let mut p = p;
                 p.column.namespace = Namespace::Key;
-                keys.push(p);
+                keys.push((j, p));
             }
-            Some(_) => {
+            Some(j) => {
+                let first = key_names[j].clone().unwrap_or_default();
                 return Err(PlanError::Invalid(format!(
-                    "The projection contains a key column more than once: {name}"
-                )))
+                    "The projection contains a key column more than once: `{first}` and `{name}`."
+                )));
             }
             None => values.push(p),
         }
@@ -632,7 +633,9 @@ pub fn plan_aggregate(
         }
         None => None,
     };
-    let mut projections = keys;
+    // The key's columns come in GROUP BY order, whatever order the projection has them in.
+    keys.sort_by_key(|(j, _)| *j);
+    let mut projections: Vec<_> = keys.into_iter().map(|(_, p)| p).collect();
     projections.extend(values);
     let output = LogicalSchema {
         columns: projections.iter().map(|p| p.column.clone()).collect(),
