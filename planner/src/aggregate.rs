@@ -284,8 +284,84 @@ impl Rewriter<'_> {
             }
             SqlExpr::IsNull(x) => SqlExpr::IsNull(Box::new(self.rewrite(x)?)),
             SqlExpr::IsNotNull(x) => SqlExpr::IsNotNull(Box::new(self.rewrite(x)?)),
-            other => other.clone(),
+            other => self.rewrite_inside(other)?,
         })
+    }
+
+    /// The other expressions with sub-expressions (SUBSTRING and TRIM parse as their own
+    /// forms, not as function calls): a grouping expression inside them is a key too.
+    fn rewrite_inside(&mut self, e: &SqlExpr) -> Result<SqlExpr, PlanError> {
+        let mut out = e.clone();
+        let mut each = |x: &mut Box<SqlExpr>| -> Result<(), PlanError> {
+            let r = self.rewrite(x)?;
+            **x = r;
+            Ok(())
+        };
+        match &mut out {
+            SqlExpr::Substring {
+                expr,
+                substring_from,
+                substring_for,
+                ..
+            } => {
+                each(expr)?;
+                if let Some(x) = substring_from {
+                    each(x)?;
+                }
+                if let Some(x) = substring_for {
+                    each(x)?;
+                }
+            }
+            SqlExpr::Trim {
+                expr, trim_what, ..
+            } => {
+                each(expr)?;
+                if let Some(x) = trim_what {
+                    each(x)?;
+                }
+            }
+            SqlExpr::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => {
+                if let Some(x) = operand {
+                    each(x)?;
+                }
+                for c in conditions {
+                    c.condition = self.rewrite(&c.condition)?;
+                    c.result = self.rewrite(&c.result)?;
+                }
+                if let Some(x) = else_result {
+                    let r = self.rewrite(x)?;
+                    **x = r;
+                }
+            }
+            SqlExpr::Between {
+                expr, low, high, ..
+            } => {
+                each(expr)?;
+                each(low)?;
+                each(high)?;
+            }
+            SqlExpr::InList { expr, list, .. } => {
+                each(expr)?;
+                for x in list {
+                    *x = self.rewrite(x)?;
+                }
+            }
+            SqlExpr::Like { expr, pattern, .. } | SqlExpr::ILike { expr, pattern, .. } => {
+                each(expr)?;
+                each(pattern)?;
+            }
+            SqlExpr::IsDistinctFrom(a, b) | SqlExpr::IsNotDistinctFrom(a, b) => {
+                each(a)?;
+                each(b)?;
+            }
+            _ => {}
+        }
+        Ok(out)
     }
 }
 
@@ -567,19 +643,20 @@ pub fn plan_aggregate(
         });
     }
     let agg_schema: SchemaRef = Arc::new(Schema::new(fields));
-    let not_grouped = |e: PlanError, original: &SqlExpr| match e {
-        PlanError::Invalid(m) if m.contains("cannot be resolved") => PlanError::Invalid(format!(
-            "Non-aggregate SELECT expression(s) not part of GROUP BY: {original}"
-        )),
-        other => other,
-    };
+    // Every projected expression that is neither grouped nor aggregated, named together.
+    let mut not_grouped: Vec<String> = Vec::new();
     let mut keys: Vec<(usize, Projection)> = Vec::new();
     let mut values: Vec<Projection> = Vec::new();
     let mut key_names: Vec<Option<String>> = vec![None; groups.len()];
     for (name, e, original) in &items {
-        let t = agg_scope
-            .compile(e)
-            .map_err(|err| not_grouped(err, original))?;
+        let t = match agg_scope.compile(e) {
+            Ok(t) => t,
+            Err(PlanError::Invalid(m)) if m.contains("cannot be resolved") => {
+                not_grouped.push(ksql_text(original));
+                continue;
+            }
+            Err(other) => return Err(other),
+        };
         let ty = t.ty.clone().unwrap_or(Type::String);
         let p = Projection {
             column: Column::new(name.clone(), ty, Namespace::Value),
@@ -608,6 +685,13 @@ pub fn plan_aggregate(
             }
             None => values.push(p),
         }
+    }
+    if !not_grouped.is_empty() {
+        return Err(PlanError::Invalid(format!(
+            "Non-aggregate SELECT expression(s) not part of GROUP BY: {}\n\
+             Either add the column(s) to the GROUP BY or remove them from the SELECT.",
+            not_grouped.join(", ")
+        )));
     }
     for (j, n) in key_names.iter().enumerate() {
         if n.is_none() {
@@ -664,4 +748,19 @@ pub fn plan_aggregate(
             None
         },
     })
+}
+
+/// An expression as ksqlDB prints it in messages: binary operations in parentheses.
+fn ksql_text(e: &SqlExpr) -> String {
+    match e {
+        SqlExpr::BinaryOp { left, op, right } if brook_sql::as_dereference(e).is_none() => {
+            format!("({} {op} {})", ksql_text(left), ksql_text(right))
+        }
+        SqlExpr::Nested(x) => ksql_text(x),
+        SqlExpr::Function(f) => {
+            let args: Vec<String> = call_args(f).iter().map(ksql_text).collect();
+            format!("{}({})", f.name.to_string().to_uppercase(), args.join(", "))
+        }
+        other => other.to_string(),
+    }
 }
