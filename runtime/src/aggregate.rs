@@ -349,8 +349,8 @@ struct Group {
     accs: Vec<Acc>,
     /// Whether the key's row has been emitted (and so needs a tombstone if HAVING drops it).
     emitted: bool,
-    /// The newest record time of a time window's rows: its result's ROWTIME, as Kafka
-    /// Streams stamps windowed aggregates (`i64::MIN` for other groups).
+    /// The newest record time of a window's rows: its result's ROWTIME, as Kafka Streams
+    /// stamps windowed aggregates (a session's end; `i64::MIN` for unwindowed groups).
     max_ts: i64,
 }
 
@@ -755,12 +755,14 @@ impl AggregateOperator {
         }
         let mut k = keys.clone();
         k.push(ScalarValue::Int64(Some(start)));
+        // Kafka Streams stamps a session's result with the session's end (its newest
+        // record), also when a late record merges sessions.
         self.state.insert(
             k.clone(),
             Group {
                 accs,
                 emitted: false,
-                max_ts: i64::MIN,
+                max_ts: end,
             },
         );
         let mut list = keep;
