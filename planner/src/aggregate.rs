@@ -204,6 +204,26 @@ impl Rewriter<'_> {
                 };
                 let (arg, extra) = match kind {
                     AggKind::CountRows => (None, Vec::new()),
+                    // TOPK(col1, otherCols..., k): the top K rows by col1, each a STRUCT of
+                    // `sort_col` and the other columns as `col0`, `col1` …
+                    AggKind::TopK if args.len() > 2 => {
+                        let Some((k, cols)) = args.split_last() else {
+                            return Err(PlanError::Invalid("TOPK needs its K".into()));
+                        };
+                        let fields: Vec<String> = cols
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| match i {
+                                0 => format!("`sort_col` := {c}"),
+                                i => format!("`col{}` := {c}", i - 1),
+                            })
+                            .collect();
+                        let text = format!("STRUCT({})", fields.join(", "));
+                        let arg = brook_sql::parse_expr(&text).map_err(|e| {
+                            PlanError::Invalid(format!("TOPK's columns: {e}: {text}"))
+                        })?;
+                        (Some(arg), vec![k.clone()])
+                    }
                     _ => {
                         let max_extra = match kind {
                             AggKind::EarliestByOffset | AggKind::LatestByOffset => 2,

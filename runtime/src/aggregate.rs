@@ -230,9 +230,23 @@ impl Acc {
             }
             out
         };
-        let desc = |mut vals: Vec<ScalarValue>| {
-            vals.sort_by(|a, b| b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal));
-            vals
+        // TOPK with other columns collects STRUCTs ordered by their first field,
+        // `sort_col`; a row whose sort_col is NULL is ignored, as a NULL value is. The sort
+        // is stable: equal values keep their arrival order.
+        let sort_key = |v: &ScalarValue| match v {
+            ScalarValue::Struct(s) if s.num_columns() > 0 => {
+                ScalarValue::try_from_array(s.column(0), 0).unwrap_or(ScalarValue::Null)
+            }
+            other => other.clone(),
+        };
+        let desc = |vals: Vec<ScalarValue>| {
+            let mut keyed: Vec<(ScalarValue, ScalarValue)> = vals
+                .into_iter()
+                .map(|v| (sort_key(&v), v))
+                .filter(|(k, _)| !k.is_null())
+                .collect();
+            keyed.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
+            keyed.into_iter().map(|(_, v)| v).collect::<Vec<_>>()
         };
         if let Acc::Values(vals) = self {
             let n = call.n.unwrap_or(1);
