@@ -662,6 +662,29 @@ pub fn plan_aggregate(
             result_type,
         });
     }
+    // The aggregation's state is kept in the source's value format; DELIMITED holds no
+    // ARRAY, MAP or STRUCT, which these functions' intermediate values are.
+    let complex_state = aggs.iter().any(|a| {
+        matches!(
+            a.kind,
+            AggKind::Avg
+                | AggKind::StddevSamp
+                | AggKind::TopK
+                | AggKind::TopKDistinct
+                | AggKind::CollectList
+                | AggKind::CollectSet
+                | AggKind::Histogram
+                | AggKind::EarliestByOffset
+                | AggKind::LatestByOffset
+        )
+    });
+    if complex_state && source.value_format.kind == crate::format::FormatKind::Delimited {
+        return Err(PlanError::Invalid(
+            "One of the functions used in the statement has an intermediate type that the \
+             value format can not handle. Please remove the function or change the format."
+                .into(),
+        ));
+    }
     let agg_schema: SchemaRef = Arc::new(Schema::new(fields));
     // Every projected expression that is neither grouped nor aggregated, named together.
     let mut not_grouped: Vec<String> = Vec::new();
