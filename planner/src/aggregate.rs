@@ -516,7 +516,7 @@ pub fn plan_aggregate(
     };
     // Projection items, rewritten over the aggregate row.
     let mut items = Vec::new();
-    let mut synthetic = 0usize;
+    let mut synthetic = crate::query::ColumnNames::new([source]);
     for item in &q.projection {
         let (name, e) = match item {
             SelectItem::UnnamedExpr(e) => {
@@ -527,11 +527,7 @@ pub fn plan_aggregate(
                     }
                     _ => match brook_sql::as_dereference(e) {
                         Some((_, f)) => f.value.clone(),
-                        None => {
-                            let n = format!("KSQL_COL_{synthetic}");
-                            synthetic += 1;
-                            n
-                        }
+                        None => synthetic.next_name(),
                     },
                 };
                 (name, e.clone())

@@ -244,7 +244,7 @@ pub fn plan_join(q: &Query, catalog: &Catalog, sink: &str) -> Result<JoinPlan, P
     };
     // Projection.
     let mut items: Vec<(String, SqlExpr)> = Vec::new();
-    let mut synthetic = 0;
+    let mut synthetic = crate::query::ColumnNames::new([&left, &right]);
     for item in &q.projection {
         match item {
             SelectItem::Wildcard(_) => {
@@ -287,11 +287,7 @@ pub fn plan_join(q: &Query, catalog: &Catalog, sink: &str) -> Result<JoinPlan, P
                     }
                     _ => match brook_sql::as_dereference(e) {
                         Some((_, f)) => f.value.clone(),
-                        None => {
-                            let n = format!("KSQL_COL_{synthetic}");
-                            synthetic += 1;
-                            n
-                        }
+                        None => synthetic.next_name(),
                     },
                 };
                 items.push((name, e.clone()));

@@ -221,7 +221,7 @@ pub fn plan_stateless(
 
     // Expand the projection into (name, expression) pairs.
     let mut items: Vec<(String, SqlExpr, bool)> = Vec::new();
-    let mut synthetic = 0usize;
+    let mut synthetic = ColumnNames::new([source]);
     let mut has_star = false;
     let quals: Vec<String> = std::iter::once(source.name.clone())
         .chain(alias.map(str::to_string))
@@ -578,18 +578,43 @@ pub fn plan_stateless(
 
 /// The name ksqlDB gives an unaliased expression: a column's name, a struct field's name,
 /// or `KSQL_COL_n`.
-fn implicit_name(e: &SqlExpr, synthetic: &mut usize) -> String {
+fn implicit_name(e: &SqlExpr, synthetic: &mut ColumnNames) -> String {
     match e {
         SqlExpr::Identifier(i) => i.value.clone(),
         SqlExpr::CompoundIdentifier(p) => p.last().map(|i| i.value.clone()).unwrap_or_default(),
         _ => match brook_sql::as_dereference(e) {
             Some((_, f)) => f.value.clone(),
-            None => {
-                let n = format!("KSQL_COL_{synthetic}");
-                *synthetic += 1;
-                n
-            }
+            None => synthetic.next_name(),
         },
+    }
+}
+
+/// Names for unaliased expressions, `KSQL_COL_0`, `KSQL_COL_1` …, skipping the names the
+/// sources' columns already have, as ksqlDB's alias generator does.
+pub(crate) struct ColumnNames {
+    next: usize,
+    taken: std::collections::HashSet<String>,
+}
+
+impl ColumnNames {
+    pub(crate) fn new<'a>(sources: impl IntoIterator<Item = &'a crate::catalog::Source>) -> Self {
+        ColumnNames {
+            next: 0,
+            taken: sources
+                .into_iter()
+                .flat_map(|s| s.schema.columns.iter().map(|c| c.name.clone()))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn next_name(&mut self) -> String {
+        loop {
+            let n = format!("KSQL_COL_{}", self.next);
+            self.next += 1;
+            if !self.taken.contains(&n) {
+                return n;
+            }
+        }
     }
 }
 
