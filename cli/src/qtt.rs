@@ -355,26 +355,47 @@ pub fn run_case_with(
     Outcome::Pass
 }
 
-/// Registers a test topic's `keySchema` / `valueSchema` under `<topic>-key` /
-/// `<topic>-value`, as ksqlDB's test driver does before running the statements. Only Avro
-/// schemas are known to the registry; others (JSON_SR, PROTOBUF) are left out.
+/// Registers a test topic's `keySchema` / `valueSchema` (with its `…SchemaId` and, for
+/// PROTOBUF, its `…SchemaReferences`) under `<topic>-key` / `<topic>-value`, as ksqlDB's
+/// test driver does before running the statements. The topic's format says which kind of
+/// schema it is (AVRO when not given; JSON topics hold JSON schemas).
 fn register_schemas(driver: &Driver, topic: &str, t: &Value) {
     let registry = driver.registry();
-    for (schema, fmt, p) in [
-        ("keySchema", "keyFormat", format::Part::Key),
-        ("valueSchema", "valueFormat", format::Part::Value),
+    for (prefix, fmt, p) in [
+        ("key", "keyFormat", format::Part::Key),
+        ("value", "valueFormat", format::Part::Value),
     ] {
-        let Some(schema) = t.get(schema).filter(|s| !s.is_null()) else {
+        let Some(schema) = t.get(format!("{prefix}Schema")).filter(|s| !s.is_null()) else {
             continue;
         };
-        let avro = t[fmt]
-            .as_str()
-            .is_none_or(|f| f.eq_ignore_ascii_case("AVRO"));
-        if avro {
-            let subject = format::registry::subject(topic, p);
-            // A schema Avro cannot read belongs to another format: nothing to register.
-            let _ = format::registry::register_json(registry.as_ref(), &subject, schema);
-        }
+        let kind = t[fmt].as_str().unwrap_or("AVRO");
+        let Ok(kind) = brook_planner::format::FormatKind::parse(kind) else {
+            continue;
+        };
+        let id = t[format!("{prefix}SchemaId")]
+            .as_u64()
+            .and_then(|i| u32::try_from(i).ok());
+        let references: Vec<(String, String)> = t[format!("{prefix}SchemaReferences")]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| {
+                Some((
+                    r["name"].as_str()?.to_string(),
+                    r["schema"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        let subject = format::registry::subject(topic, p);
+        // A schema its format cannot read is left out, as a registry would refuse it.
+        let _ = format::registry::register_for_format(
+            registry.as_ref(),
+            &subject,
+            kind,
+            schema,
+            &references,
+            id,
+        );
     }
 }
 

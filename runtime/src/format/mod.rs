@@ -7,14 +7,17 @@
 //! one by one, and encodes rows of Arrow arrays into payloads.
 //!
 //! Implemented: JSON (and JSON_SR, without Schema Registry framing on write), DELIMITED,
-//! KAFKA, NONE and AVRO (with a [`registry::SchemaRegistry`]). PROTOBUF gives
-//! [`RuntimeError::FormatNotSupported`].
+//! KAFKA, NONE, AVRO (with a [`registry::SchemaRegistry`]), PROTOBUF and PROTOBUF_NOSR.
+//! The registry also holds PROTOBUF and JSON_SR schemas, from which `CREATE STREAM/TABLE`
+//! infers columns ([`registry::ksql_columns`]).
 
 mod avro;
 mod builder;
 mod delimited;
 mod json;
+mod json_schema;
 mod kafka;
+mod proto_schema;
 mod protobuf;
 pub mod registry;
 mod scalar;
@@ -351,6 +354,17 @@ impl Codec {
     /// is the caller's to decide. Arrays of another Arrow type than the column's are cast
     /// first.
     pub fn encode(&self, arrays: &[ArrayRef], rows: Range<usize>) -> Result<Vec<Option<Vec<u8>>>> {
+        self.encode_with(arrays, rows, true)
+    }
+
+    /// [`Codec::encode`]; `null_keys`: a key whose columns are all NULL is a null key
+    /// (false: it is written like any other, e.g. a JSON object of NULLs).
+    pub fn encode_with(
+        &self,
+        arrays: &[ArrayRef],
+        rows: Range<usize>,
+        null_keys: bool,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
         if arrays.len() != self.columns.len() {
             return Err(self.encode_err(format!(
                 "expected {} column arrays, got {}",
@@ -394,7 +408,7 @@ impl Codec {
         for row in rows {
             // A key whose columns are all null is a null key (a row keyed by a null),
             // whatever the format would otherwise write for null columns.
-            if self.part == Part::Key && cast.iter().all(|a| a.is_null(row)) {
+            if null_keys && self.part == Part::Key && cast.iter().all(|a| a.is_null(row)) {
                 out.push(None);
                 continue;
             }
@@ -518,6 +532,18 @@ pub fn encode(
     rows: Range<usize>,
 ) -> Result<Vec<Option<Vec<u8>>>> {
     Codec::new(spec, part, columns, &NoTypes)?.encode(arrays, rows)
+}
+
+/// See [`Codec::encode_with`].
+pub fn encode_with(
+    spec: &FormatSpec,
+    part: Part,
+    columns: &[Column],
+    arrays: &[ArrayRef],
+    rows: Range<usize>,
+    null_keys: bool,
+) -> Result<Vec<Option<Vec<u8>>>> {
+    Codec::new(spec, part, columns, &NoTypes)?.encode_with(arrays, rows, null_keys)
 }
 
 /// See [`Codec::json_to_payload`].

@@ -21,8 +21,9 @@
 //!
 //! PROTOBUF frames the message as Confluent's serializer does: a zero byte, a 4-byte schema
 //! id, then the message-index path (a single zero byte for the file's first message).
-//! Protobuf schemas are not registered (the registry holds Avro schemas), so the id written
-//! is [`UNREGISTERED_ID`] and readers ignore the id and path, reading fields by number.
+//! Codecs do not register the message they write, so the id written is [`UNREGISTERED_ID`];
+//! readers ignore the id and path and read fields by number, which also reads payloads
+//! written with a schema registered for inference.
 //! PROTOBUF_NOSR is the bare message. Values are never unwrapped (ksqlDB's PROTOBUF does not
 //! support it) and keys are always messages.
 

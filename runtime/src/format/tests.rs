@@ -1241,3 +1241,143 @@ fn custom_types_resolve_through_the_registry() {
     .unwrap_err();
     assert_eq!(e.to_string(), "unknown type `ADDRESS`");
 }
+
+// ---------------------------------------------------------------------------------------
+// Schema inference: `CREATE STREAM/TABLE` without columns, through a driver's registry.
+
+mod inference {
+    use super::registry::register_for_format;
+    use super::*;
+    use crate::driver::Driver;
+
+    /// `NAME TYPE [KEY]` of a source's columns, as ksqlDB's DESCRIBE lists them.
+    fn described(d: &Driver, source: &str) -> Vec<String> {
+        let src = &d.catalog().sources[source];
+        src.schema
+            .columns
+            .iter()
+            .map(|c| {
+                let key = if c.namespace == Namespace::Key {
+                    " KEY"
+                } else {
+                    ""
+                };
+                format!(
+                    "{} {}{key}",
+                    c.name,
+                    brook_planner::schema::SchemaType(&c.ty)
+                )
+            })
+            .collect()
+    }
+
+    fn register(d: &Driver, subject: &str, kind: FormatKind, schema: Value, id: Option<u32>) {
+        register_for_format(d.registry().as_ref(), subject, kind, &schema, &[], id)
+            .expect("registers");
+    }
+
+    const KEYS: &str =
+        "syntax = \"proto3\"; message K1 { uint32 a = 1; } message K2 { string k = 1; }";
+    const VALUES: &str = "syntax = \"proto3\"; message V1 { float c1 = 1; } message V2 { uint64 id = 1; string name = 2; }";
+
+    #[test]
+    fn protobuf_columns_come_from_the_topics_subjects() {
+        let mut d = Driver::new();
+        register(&d, "t-key", FormatKind::Protobuf, json!(KEYS), None);
+        register(&d, "t-value", FormatKind::Protobuf, json!(VALUES), None);
+        d.execute("CREATE TABLE T WITH (kafka_topic='t', format='PROTOBUF', partitions=1);")
+            .expect("infers");
+        // The first message of each schema, fields upper-cased; protobuf keys are messages
+        // whose fields are the key columns.
+        assert_eq!(described(&d, "T"), ["A BIGINT KEY", "C1 DOUBLE"]);
+        d.execute(
+            "CREATE TABLE U WITH (kafka_topic='t', format='PROTOBUF', \
+             KEY_SCHEMA_FULL_NAME='K2', VALUE_SCHEMA_FULL_NAME='V2');",
+        )
+        .expect("infers");
+        assert_eq!(
+            described(&d, "U"),
+            ["K STRING KEY", "ID BIGINT", "NAME STRING"]
+        );
+    }
+
+    #[test]
+    fn schema_ids_name_the_schema_and_keep_field_names() {
+        let mut d = Driver::new();
+        register(
+            &d,
+            "other-key",
+            FormatKind::JsonSr,
+            json!({"type": "integer", "connect.type": "int32"}),
+            Some(7),
+        );
+        register(
+            &d,
+            "other-value",
+            FormatKind::JsonSr,
+            json!({"type": "object", "properties": {"name": {"type": "string"}, "s": {"type": "object", "properties": {"f": {"type": "number"}}}}}),
+            Some(8),
+        );
+        d.execute(
+            "CREATE STREAM S WITH (kafka_topic='s', format='JSON_SR', KEY_SCHEMA_ID=7, VALUE_SCHEMA_ID=8, partitions=1);",
+        )
+        .expect("infers");
+        // JSON_SR keys are a single ROWKEY column.
+        assert_eq!(
+            described(&d, "S"),
+            ["ROWKEY INTEGER KEY", "name STRING", "s STRUCT<`f` DOUBLE>"]
+        );
+    }
+
+    #[test]
+    fn inference_errors_are_ksqldbs() {
+        let mut d = Driver::new();
+        register(&d, "t-key", FormatKind::Protobuf, json!(KEYS), None);
+        register(&d, "t-value", FormatKind::Protobuf, json!(VALUES), None);
+        let err = |d: &mut Driver, sql: &str| match d.execute(sql) {
+            Ok(()) => panic!("{sql} should fail"),
+            Err(e) => e.to_string(),
+        };
+        let e = err(
+            &mut d,
+            "CREATE STREAM A WITH (kafka_topic='t', key_format='KAFKA', value_format='PROTOBUF', KEY_SCHEMA_ID=1);",
+        );
+        assert!(e.contains("KEY_FORMAT should support schema inference when KEY_SCHEMA_ID is provided. Current format is KAFKA."), "{e}");
+        let e = err(
+            &mut d,
+            "CREATE STREAM A (C INT) WITH (kafka_topic='t', format='PROTOBUF', VALUE_SCHEMA_ID=2);",
+        );
+        assert!(
+            e.contains(
+                "Table elements and VALUE_SCHEMA_ID cannot both exist for create statement."
+            ),
+            "{e}"
+        );
+        let e = err(
+            &mut d,
+            "CREATE STREAM A WITH (kafka_topic='nothing', value_format='PROTOBUF');",
+        );
+        assert!(e.contains("Schema for message values on topic 'nothing' does not exist in the Schema Registry."), "{e}");
+        let e = err(
+            &mut d,
+            "CREATE STREAM A WITH (kafka_topic='t', value_format='PROTOBUF', VALUE_SCHEMA_FULL_NAME='Missing');",
+        );
+        assert!(e.contains("no message named Missing"), "{e}");
+        let e = err(
+            &mut d,
+            "CREATE STREAM A WITH (kafka_topic='t', value_format='JSON_SR');",
+        );
+        assert!(
+            e.contains("PROTOBUF schema, but the value format is JSON_SR"),
+            "{e}"
+        );
+        let e = err(
+            &mut d,
+            "CREATE STREAM A (V INT) WITH (kafka_topic='t', value_format='JSON', VALUE_AVRO_SCHEMA_FULL_NAME='x.y');",
+        );
+        assert!(
+            e.contains("JSON does not support the following configs: [fullSchemaName]"),
+            "{e}"
+        );
+    }
+}
