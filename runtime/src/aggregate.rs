@@ -2,6 +2,7 @@
 //! (ksqlDB's tests run with caching off; the server may later coalesce a batch's updates
 //! per key, as ksqlDB's cache does).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
@@ -383,6 +384,19 @@ pub struct AggregateOperator {
     dirty: Dirty,
     /// Rows emitted by the batch being processed.
     pending: Pending,
+    /// Every window in `state`, for closing them in time order: time windows by start,
+    /// sessions by end (a session's entry goes stale when it grows or merges; an entry
+    /// counts only while `sessions` still holds that span). Closed windows leave `state`,
+    /// so it stays bounded by the windows still open.
+    windows: BTreeMap<i64, Vec<Vec<ScalarValue>>>,
+    /// EMIT FINAL: the window close time of the last emission pass (Kafka Streams'
+    /// `lastEmitWindowCloseTime`); the next pass emits the windows closed since.
+    last_emit: Option<i64>,
+    /// EMIT FINAL, time windows: the newest window start stored; windows starting a
+    /// retention period before it have left Kafka Streams' window store unemitted.
+    max_start: i64,
+    /// The last input row, whose ROWPARTITION and ROWOFFSET rows emitted on idle carry.
+    last_row: Option<RecordBatch>,
 }
 
 /// Changelog namespaces of the aggregation's maps.
@@ -390,6 +404,7 @@ const NS_GROUP: u8 = b'g';
 const NS_PREVIOUS: u8 = b'p';
 const NS_SESSIONS: u8 = b's';
 const NS_TIME: u8 = b't';
+const NS_EMIT: u8 = b'e';
 
 impl AggregateOperator {
     pub fn new(plan: AggregatePlan, types: &dyn TypeRegistry) -> Result<Self> {
@@ -415,6 +430,10 @@ impl AggregateOperator {
             sessions: FastMap::default(),
             dirty: Dirty::default(),
             pending: Pending::default(),
+            windows: BTreeMap::new(),
+            last_emit: None,
+            max_start: i64::MIN,
+            last_row: None,
         })
     }
 
@@ -749,10 +768,13 @@ impl AggregateOperator {
             .map(|(a, dt)| Acc::new(a, dt, false))
             .collect::<Result<Vec<_>>>()?;
         merging.sort();
+        let grown = merging.as_slice() != [(start, end)];
         for (s, e) in &merging {
             let mut k = keys.clone();
             k.push(ScalarValue::Int64(Some(*s)));
-            self.emit(batch, row, &k, Some((*s, *e)), Some(*e))?;
+            if !self.plan.emit_final {
+                self.emit(batch, row, &k, Some((*s, *e)), Some(*e))?;
+            }
             if let Some(g) = self.state.remove(&k) {
                 for ((a, b), call) in accs.iter_mut().zip(&g.accs).zip(&aggs) {
                     a.merge(b, call)?;
@@ -784,6 +806,12 @@ impl AggregateOperator {
         self.dirty.mark(NS_GROUP, &k);
         self.dirty.mark(NS_SESSIONS, &keys);
         self.sessions.insert(keys, list);
+        if grown {
+            self.windows.entry(end).or_default().push(k.clone());
+        }
+        if self.plan.emit_final {
+            return Ok(());
+        }
         self.emit(batch, row, &k, Some((start, end)), None)
     }
 }
@@ -825,6 +853,12 @@ impl Operator for AggregateOperator {
                     }
                     w.buf
                 }),
+                NS_EMIT => {
+                    let mut w = Writer::default();
+                    w.i64(self.last_emit.unwrap_or(i64::MIN));
+                    w.i64(self.max_start);
+                    Some(w.buf)
+                }
                 _ => {
                     let mut w = Writer::default();
                     w.i64(self.stream_time);
@@ -842,6 +876,11 @@ impl Operator for AggregateOperator {
         match ns {
             NS_GROUP => {
                 let group = decode_group(&mut r)?;
+                if self.plan.window.is_some_and(|w| !w.is_session()) {
+                    if let Some(ScalarValue::Int64(Some(start))) = keys.last() {
+                        self.windows.entry(*start).or_default().push(keys.clone());
+                    }
+                }
                 self.state.insert(keys, group);
             }
             NS_PREVIOUS => {
@@ -852,9 +891,19 @@ impl Operator for AggregateOperator {
                 let spans = (0..n)
                     .map(|_| Ok((r.i64()?, r.i64()?)))
                     .collect::<Result<Vec<_>>>()?;
+                for (s, e) in &spans {
+                    let mut k = keys.clone();
+                    k.push(ScalarValue::Int64(Some(*s)));
+                    self.windows.entry(*e).or_default().push(k);
+                }
                 self.sessions.insert(keys, spans);
             }
             NS_TIME => self.stream_time = self.stream_time.max(r.i64()?),
+            NS_EMIT => {
+                let last = r.i64()?;
+                self.last_emit = (last != i64::MIN).then_some(last);
+                self.max_start = r.i64()?;
+            }
             _ => {
                 return Err(RuntimeError::State(format!(
                     "unknown aggregation state namespace {ns}"
@@ -869,6 +918,27 @@ impl Operator for AggregateOperator {
         let processed = self.process_rows(batch);
         self.flush(out)?;
         processed
+    }
+
+    fn idle_timeout_ms(&self) -> Option<u64> {
+        (self.plan.emit_final && self.plan.window.is_some() && self.plan.idle_timeout_ms > 0)
+            .then_some(self.plan.idle_timeout_ms)
+    }
+
+    fn on_idle(&mut self, elapsed_ms: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
+        // Nothing seen yet: there is no stream time to move on from.
+        if !self.plan.emit_final || self.stream_time == i64::MIN || elapsed_ms <= 0 {
+            return Ok(());
+        }
+        self.stream_time = self.stream_time.saturating_add(elapsed_ms);
+        self.dirty.mark(NS_TIME, &[]);
+        let at = match &self.last_row {
+            Some(b) => b.clone(),
+            None => self.placeholder_row()?,
+        };
+        let closed = self.close_windows(&at, 0);
+        self.flush(out)?;
+        closed
     }
 }
 
@@ -919,6 +989,9 @@ impl AggregateOperator {
         let rows = batch.num_rows();
         if rows == 0 {
             return Ok(());
+        }
+        if self.plan.emit_final {
+            self.last_row = Some(batch.slice(rows - 1, 1));
         }
         let group_cols: Vec<ArrayRef> = self
             .plan
@@ -972,6 +1045,9 @@ impl AggregateOperator {
             // The windows this row falls in (one for tumbling, size/advance for hopping),
             // oldest first, less those already closed.
             if let Some(w) = self.plan.window.filter(|w| w.is_session()) {
+                // Sessions that closed go (emitted first under EMIT FINAL) before the row
+                // looks for sessions to merge with.
+                self.close_windows(&batch, row)?;
                 self.session_row(&batch, row, keys, ts, w, &arg_cols)?;
                 continue;
             }
@@ -1015,6 +1091,13 @@ impl AggregateOperator {
                         max_ts: i64::MIN,
                     };
                     self.state.insert(keys.clone(), group);
+                    if let Some((start, _)) = window {
+                        self.windows.entry(start).or_default().push(keys.clone());
+                        if self.plan.emit_final && start > self.max_start {
+                            self.max_start = start;
+                            self.dirty.mark(NS_EMIT, &[]);
+                        }
+                    }
                 }
                 let Some(group) = self.state.get_mut(&keys) else {
                     continue;
@@ -1030,10 +1113,155 @@ impl AggregateOperator {
                     };
                     acc.update(call, v)?;
                 }
-                self.emit_row(&batch, row, &keys, window)?;
+                if !self.plan.emit_final {
+                    self.emit_row(&batch, row, &keys, window)?;
+                }
+            }
+            self.close_windows(&batch, row)?;
+        }
+        Ok(())
+    }
+}
+
+/// The (first, last) start of the windows holding `t` (Kafka Streams' `windowsFor`).
+fn windows_for(t: i64, size: i64, advance: i64) -> (i64, i64) {
+    let first = (t - size + advance).max(0) / advance * advance;
+    (first, t - t.rem_euclid(advance))
+}
+
+fn cmp_keys(a: &[ScalarValue], b: &[ScalarValue]) -> std::cmp::Ordering {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.partial_cmp(y).unwrap_or(std::cmp::Ordering::Equal))
+        .find(|o| o.is_ne())
+        .unwrap_or(std::cmp::Ordering::Equal)
+}
+
+impl AggregateOperator {
+    /// Drops the windows that closed (end + grace passed by stream time); under EMIT FINAL
+    /// each is emitted first, as Kafka Streams' emit-on-window-close does: one pass per
+    /// advance of the close time, over the windows closed since the last pass, in window
+    /// order, less those that fell out of the store's retention. `at` is the row that
+    /// moved stream time on (its ROWPARTITION and ROWOFFSET go with the emitted rows).
+    fn close_windows(&mut self, at: &RecordBatch, row: usize) -> Result<()> {
+        let Some(w) = self.plan.window else {
+            return Ok(());
+        };
+        if self.stream_time == i64::MIN {
+            return Ok(());
+        }
+        if w.is_session() {
+            return self.close_sessions(at, row, w);
+        }
+        let close = self.stream_time.saturating_sub(w.grace_ms);
+        // Windows starting at or before `upper` have ended by the close time.
+        let upper = close.saturating_sub(w.size_ms);
+        let mut emit_from = None;
+        if self.plan.emit_final && self.last_emit.is_none_or(|l| l < close) && upper >= 0 {
+            let lower = match self.last_emit {
+                None => 0,
+                Some(l) => l.saturating_sub(w.size_ms).max(0) + 1,
+            };
+            // A pass that finds no new window leaves the last close time as it was.
+            let new_windows = self.last_emit.is_none()
+                || windows_for(lower - 1, w.size_ms, w.advance_ms)
+                    != windows_for(upper, w.size_ms, w.advance_ms);
+            if new_windows {
+                emit_from = Some(lower.max(self.max_start.saturating_sub(w.retention_ms)));
+                self.last_emit = Some(close);
+                self.dirty.mark(NS_EMIT, &[]);
+            }
+        }
+        while let Some(entry) = self.windows.first_entry() {
+            if *entry.key() > upper {
+                break;
+            }
+            let (start, mut keys) = entry.remove_entry();
+            if emit_from.is_some_and(|from| start >= from) {
+                keys.sort_by(|a, b| cmp_keys(a, b));
+                for k in &keys {
+                    self.emit(at, row, k, Some((start, start + w.size_ms)), None)?;
+                }
+            }
+            for k in keys {
+                self.state.remove(&k);
+                self.dirty.mark(NS_GROUP, &k);
             }
         }
         Ok(())
+    }
+
+    /// Sessions whose end is a gap and grace before stream time are closed: emitted under
+    /// EMIT FINAL (stamped with their end), then dropped.
+    fn close_sessions(
+        &mut self,
+        at: &RecordBatch,
+        row: usize,
+        w: brook_planner::aggregate::WindowPlan,
+    ) -> Result<()> {
+        let close = self
+            .stream_time
+            .saturating_sub(w.grace_ms)
+            .saturating_sub(w.size_ms);
+        let emitting = self.plan.emit_final && self.last_emit.is_none_or(|l| l < close);
+        if emitting && close > 0 {
+            self.last_emit = Some(close);
+            self.dirty.mark(NS_EMIT, &[]);
+        }
+        while let Some(entry) = self.windows.first_entry() {
+            if *entry.key() >= close {
+                break;
+            }
+            let (end, mut keys) = entry.remove_entry();
+            keys.sort_by(|a, b| cmp_keys(a, b));
+            keys.dedup();
+            for k in keys {
+                let Some((ScalarValue::Int64(Some(start)), group)) = k.split_last() else {
+                    continue;
+                };
+                let start = *start;
+                // A stale entry: the session grew or merged since.
+                let live = self
+                    .sessions
+                    .get(group)
+                    .is_some_and(|l| l.contains(&(start, end)));
+                if !live {
+                    continue;
+                }
+                if emitting && end >= 0 {
+                    self.emit(at, row, &k, Some((start, end)), None)?;
+                }
+                let group = group.to_vec();
+                if let Some(list) = self.sessions.get_mut(&group) {
+                    list.retain(|span| *span != (start, end));
+                    if list.is_empty() {
+                        self.sessions.remove(&group);
+                    }
+                }
+                self.dirty.mark(NS_SESSIONS, &group);
+                self.state.remove(&k);
+                self.dirty.mark(NS_GROUP, &k);
+            }
+        }
+        Ok(())
+    }
+
+    /// A one-row stand-in for the input row when rows are emitted on idle before any
+    /// input arrived in this run (only the pseudo columns are read from it).
+    fn placeholder_row(&self) -> Result<RecordBatch> {
+        let schema = Schema::new(vec![
+            Field::new(brook_planner::schema::ROWTIME, DataType::Int64, false),
+            Field::new(brook_planner::schema::ROWPARTITION, DataType::Int32, false),
+            Field::new(brook_planner::schema::ROWOFFSET, DataType::Int64, false),
+        ]);
+        Ok(RecordBatch::try_new(
+            Arc::new(schema),
+            vec![
+                Arc::new(Int64Array::from(vec![self.stream_time])),
+                Arc::new(arrow::array::Int32Array::from(vec![0])),
+                Arc::new(Int64Array::from(vec![-1])),
+            ],
+        )?)
     }
 }
 

@@ -49,6 +49,19 @@ pub trait Operator: Send {
     fn restore(&mut self, _key: &[u8], _value: &[u8]) -> Result<()> {
         Ok(())
     }
+
+    /// How long (wall-clock milliseconds) the input must stay quiet before `on_idle` is
+    /// called; `None` for operators whose output never waits on time passing.
+    fn idle_timeout_ms(&self) -> Option<u64> {
+        None
+    }
+
+    /// The input has been quiet: `elapsed_ms` more wall-clock time passed without a record
+    /// since the last call (or the last record). Only the Kafka task calls it; the
+    /// deterministic driver never does, so tests replay exactly.
+    fn on_idle(&mut self, _elapsed_ms: i64, _out: &mut Vec<RecordBatch>) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// WHERE then SELECT: evaluates DataFusion physical expressions over each batch.
