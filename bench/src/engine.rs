@@ -91,6 +91,36 @@ pub fn run_pipeline(
     Ok(t)
 }
 
+/// Feeds records of several inputs (a join's), each tagged with its input's index, in
+/// order through the pipeline in batches of [`BATCH`]; all of them are timed.
+pub fn run_inputs(
+    pipeline: &mut Pipeline,
+    records: &[(usize, Record)],
+) -> Result<Timed, BenchError> {
+    let (cpu0, wall0) = (thread_cpu(), Instant::now());
+    let mut t = Timed::default();
+    for chunk in records.chunks(BATCH) {
+        // Runs of one input, in order, as the Kafka task splits a consumed batch.
+        let mut start = 0;
+        while start < chunk.len() {
+            let input = chunk[start].0;
+            let mut end = start + 1;
+            while end < chunk.len() && chunk[end].0 == input {
+                end += 1;
+            }
+            let run: Vec<Record> = chunk[start..end].iter().map(|(_, r)| r.clone()).collect();
+            let done = pipeline.process_input(input, &run)?;
+            t.outputs += done.outputs.len() as u64;
+            t.errors += done.errors.len() as u64;
+            start = end;
+        }
+    }
+    t.records = records.len() as u64;
+    t.cpu = thread_cpu().saturating_sub(cpu0);
+    t.wall = wall0.elapsed();
+    Ok(t)
+}
+
 /// The orders' value columns as arrow-json reads them.
 pub fn orders_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![

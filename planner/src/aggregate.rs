@@ -58,6 +58,9 @@ pub struct AggCall {
 #[derive(Debug, Clone)]
 pub struct AggregatePlan {
     pub source: String,
+    /// A join whose joined rows are the aggregation's input (`input_schema` is then the
+    /// joined row's schema).
+    pub join: Option<Box<crate::join::JoinPlan>>,
     pub input_schema: SchemaRef,
     pub filter: Option<Arc<dyn PhysicalExpr>>,
     pub group_by: Vec<Arc<dyn PhysicalExpr>>,
@@ -72,7 +75,22 @@ pub struct AggregatePlan {
     /// Over a table each key's previous row is retracted (its contribution undone) before
     /// its new row counts: the input row schema's indexes of the table's key columns.
     pub retract_by: Option<Vec<usize>>,
+    /// EMIT FINAL: a window's row is emitted once, when the window closes, instead of on
+    /// every update.
+    pub emit_final: bool,
+    /// EMIT FINAL over Kafka: after this long (wall-clock ms) without input, stream time
+    /// advances by the idle time so windows close without waiting for the next record;
+    /// 0 turns that off. Set from [`EMIT_FINAL_IDLE_TIMEOUT`].
+    pub idle_timeout_ms: u64,
 }
+
+/// ksqlDB's refusal of EMIT FINAL anywhere but on a windowed aggregation.
+pub const EMIT_FINAL_UNWINDOWED: &str = "EMIT FINAL is only supported for windowed aggregations.";
+
+/// The property (Brook's own) that sets [`AggregatePlan::idle_timeout_ms`].
+pub const EMIT_FINAL_IDLE_TIMEOUT: &str = "brook.emit.final.idle.timeout.ms";
+/// Its default: a few seconds, so a quiet input delays final results only that long.
+pub const DEFAULT_EMIT_FINAL_IDLE_TIMEOUT_MS: u64 = 3_000;
 
 /// A time window (tumbling when `advance_ms == size_ms`), or a session window when
 /// `advance_ms` is 0 (then `size_ms` is the inactivity gap).
@@ -82,6 +100,10 @@ pub struct WindowPlan {
     pub advance_ms: i64,
     /// How long after its end a window still takes records (ksqlDB's default: 24 hours).
     pub grace_ms: i64,
+    /// How long a window stays in the store, counted back from the newest window start
+    /// (Kafka Streams' default: size + grace; ksqlDB's RETENTION sets it). EMIT FINAL
+    /// never emits a window that fell out of it.
+    pub retention_ms: i64,
 }
 
 impl WindowPlan {
@@ -413,18 +435,21 @@ pub fn plan_aggregate(
     catalog: &Catalog,
     sink: &str,
 ) -> Result<AggregatePlan, PlanError> {
-    if !q.joins.is_empty() {
-        return Err(PlanError::Unsupported("joins are not supported yet".into()));
-    }
     let window = match &q.window {
         None => None,
         Some(w) => {
             let grace_ms = w.grace.map(|g| g.millis() as i64).unwrap_or(24 * 3_600_000);
+            let retention = |size: i64| {
+                w.retention
+                    .map(|r| r.millis() as i64)
+                    .unwrap_or(size.saturating_add(grace_ms))
+            };
             match &w.kind {
                 brook_sql::WindowKind::Tumbling { size } => Some(WindowPlan {
                     size_ms: size.millis() as i64,
                     advance_ms: size.millis() as i64,
                     grace_ms,
+                    retention_ms: retention(size.millis() as i64),
                 }),
                 brook_sql::WindowKind::Hopping { size, advance } => {
                     if advance.millis() > size.millis() || advance.millis() == 0 {
@@ -436,12 +461,14 @@ pub fn plan_aggregate(
                         size_ms: size.millis() as i64,
                         advance_ms: advance.millis() as i64,
                         grace_ms,
+                        retention_ms: retention(size.millis() as i64),
                     })
                 }
                 brook_sql::WindowKind::Session { gap } => Some(WindowPlan {
                     size_ms: gap.millis() as i64,
                     advance_ms: 0,
                     grace_ms,
+                    retention_ms: retention(gap.millis() as i64),
                 }),
             }
         }
@@ -456,17 +483,48 @@ pub fn plan_aggregate(
             "aggregations without GROUP BY are not supported yet".into(),
         ));
     }
-    let source = catalog.source(&q.from.name.value)?;
-    let input_schema_ref = source.schema.row_schema(false, catalog)?;
-    let table_input = source.kind == brook_sql::SourceKind::Table;
+    // What the aggregation reads: the FROM source's rows, or a join's joined rows.
+    let (join, scope, input_schema, sources, table_input, retract_keys) = if q.joins.is_empty() {
+        let source = catalog.source(&q.from.name.value)?;
+        let input_schema = source.schema.row_schema(false, catalog)?;
+        let alias = q.from.alias.as_ref().map(|a| a.value.as_str());
+        let retract: Vec<usize> = source
+            .schema
+            .key_columns()
+            .filter_map(|c| input_schema.index_of(&c.name).ok())
+            .collect();
+        (
+            None,
+            scope_for(source, alias, catalog),
+            input_schema,
+            vec![source.clone()],
+            source.kind == brook_sql::SourceKind::Table,
+            retract,
+        )
+    } else {
+        let (plan, scope) = crate::join::plan_join_rows(q, catalog)?;
+        let schema = plan.joined_schema.clone();
+        let sources: Vec<crate::catalog::Source> =
+            plan.inputs.iter().map(|i| i.source.clone()).collect();
+        // A table join's rows change and go: they are retracted by the join's key.
+        let (tables, retract) = match (plan.tables, plan.synthetic_key) {
+            (true, Some(k)) => (true, vec![k]),
+            _ => (false, Vec::new()),
+        };
+        (
+            Some(Box::new(plan)),
+            scope,
+            schema,
+            sources,
+            tables,
+            retract,
+        )
+    };
     if table_input && q.window.is_some() {
         return Err(PlanError::Unsupported(
             "windowed aggregation of a table is not supported yet".into(),
         ));
     }
-    let alias = q.from.alias.as_ref().map(|a| a.value.as_str());
-    let scope = scope_for(source, alias, catalog);
-    let input_schema = source.schema.row_schema(false, catalog)?;
     let filter = match &q.selection {
         None => None,
         Some(w) => Some(physical(&scope.compile(w)?.expr, &input_schema)?),
@@ -516,7 +574,7 @@ pub fn plan_aggregate(
     };
     // Projection items, rewritten over the aggregate row.
     let mut items = Vec::new();
-    let mut synthetic = crate::query::ColumnNames::new([source]);
+    let mut synthetic = crate::query::ColumnNames::new(sources.iter());
     for item in &q.projection {
         let (name, e) = match item {
             SelectItem::UnnamedExpr(e) => {
@@ -549,6 +607,10 @@ pub fn plan_aggregate(
         return Err(PlanError::Invalid(
             "GROUP BY requires aggregate functions in either the SELECT or HAVING clause.".into(),
         ));
+    }
+    let emit_final = q.emit == Some(brook_sql::Emit::Final);
+    if emit_final && window.is_none() {
+        return Err(PlanError::Invalid(EMIT_FINAL_UNWINDOWED.into()));
     }
     // Aggregates and the aggregate row.
     let mut aggs = Vec::new();
@@ -674,7 +736,11 @@ pub fn plan_aggregate(
                 | AggKind::LatestByOffset
         )
     });
-    if complex_state && source.value_format.kind == crate::format::FormatKind::Delimited {
+    if complex_state
+        && sources
+            .iter()
+            .any(|s| s.value_format.kind == crate::format::FormatKind::Delimited)
+    {
         return Err(PlanError::Invalid(
             "One of the functions used in the statement has an intermediate type that the \
              value format can not handle. Please remove the function or change the format."
@@ -764,7 +830,7 @@ pub fn plan_aggregate(
         columns: projections.iter().map(|p| p.column.clone()).collect(),
     };
     Ok(AggregatePlan {
-        source: source.name.clone(),
+        source: sources[0].name.clone(),
         input_schema,
         filter,
         group_by: groups,
@@ -775,17 +841,10 @@ pub fn plan_aggregate(
         having,
         output,
         window,
-        retract_by: if table_input {
-            Some(
-                source
-                    .schema
-                    .key_columns()
-                    .filter_map(|c| input_schema_ref.index_of(&c.name).ok())
-                    .collect(),
-            )
-        } else {
-            None
-        },
+        retract_by: table_input.then_some(retract_keys),
+        join,
+        emit_final,
+        idle_timeout_ms: DEFAULT_EMIT_FINAL_IDLE_TIMEOUT_MS,
     })
 }
 

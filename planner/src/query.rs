@@ -38,6 +38,9 @@ pub struct StatelessPlan {
     pub kind: SourceKind,
     /// The source's windowing: rows carry WINDOWSTART/WINDOWEND and so do the results.
     pub window: Option<crate::catalog::WindowType>,
+    /// PARTITION BY gave every row a new key: a multi-column key of NULLs is still a key
+    /// (an object of NULLs), not a missing one.
+    pub rekeyed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,13 +209,20 @@ pub fn plan_stateless(
     let filter = match &q.selection {
         None => None,
         Some(w) => {
-            let t = scope
-                .compile(w)
-                .map_err(|e| prefix("Error in WHERE expression: ", e))?;
+            let t = scope.compile(w).map_err(|e| match e {
+                // ksqlDB names the clause an unknown column was used in.
+                PlanError::Invalid(m)
+                    if m.starts_with("Column '") && m.ends_with("cannot be resolved.") =>
+                {
+                    PlanError::Invalid(format!("WHERE c{}", &m[1..]))
+                }
+                other => prefix("Error in WHERE expression: ", other),
+            })?;
             if !matches!(t.ty, None | Some(Type::Boolean)) {
                 return Err(PlanError::Invalid(format!(
-                    "Type error in WHERE expression: Should be BOOLEAN but is {} for expression: {w}",
-                    t.ty.map(|t| t.to_string()).unwrap_or_default()
+                    "Type error in WHERE expression: Should evaluate to boolean but is {} ({}) instead.",
+                    crate::expr::ksql_text(w),
+                    t.ty.map(|t| crate::schema::SchemaType(&t).to_string()).unwrap_or_default()
                 )));
             }
             Some(physical(&t.expr, &input_schema)?)
@@ -371,11 +381,16 @@ pub fn plan_stateless(
             {
                 PlanError::Invalid(format!("SELECT c{}", &m[1..]))
             }
+            // An unsupported CAST is found by ksqlDB's code generation, which names the
+            // clause it was compiling.
+            PlanError::Invalid(m) if m.starts_with("Cast of ") => {
+                PlanError::Invalid(format!("Invalid Select: {m}"))
+            }
             other => other,
         })?;
         if t.ty.is_none() {
             return Err(PlanError::Invalid(
-                "Can't infer a type of null. Please explicitly cast it to the required type, e.g. CAST(null AS VARCHAR).".into(),
+                "Can't infer a type of null. Please explicitly cast it to a required type, e.g. CAST(null AS VARCHAR).".into(),
             ));
         }
         compiled.push((name, e, t));
@@ -397,6 +412,14 @@ pub fn plan_stateless(
         });
         Ok(())
     };
+    if q.partition_by
+        .iter()
+        .any(|e| matches!(e, SqlExpr::Tuple(v) if v.is_empty()))
+    {
+        return Err(PlanError::Invalid(
+            "PARTITION BY requires at least one expression".into(),
+        ));
+    }
     let partition_null = q.partition_by.len() == 1
         && matches!(&q.partition_by[0], SqlExpr::Value(v) if v.value == brook_sql::sqlparser::ast::Value::Null);
     if partitioned && !partition_null {
@@ -463,14 +486,21 @@ pub fn plan_stateless(
         }
         if !missing.is_empty() {
             if let Target::Sink(sink) = target {
-                let (what, list) = if missing.len() == 1 {
-                    ("expression", missing[0].clone())
+                // ksqlDB names every partitioning expression, not only the missing ones.
+                let mut all: Vec<String> = q
+                    .partition_by
+                    .iter()
+                    .map(|p| qualify(p, &source.name).to_string())
+                    .collect();
+                let example = all.join(", ");
+                let (what, list) = if all.len() == 1 {
+                    ("expression", all[0].clone())
                 } else {
-                    let last = missing.pop().unwrap_or_default();
-                    ("expressions", format!("{} and {last}", missing.join(", ")))
+                    let last = all.pop().unwrap_or_default();
+                    ("expressions", format!("{} and {last}", all.join(", ")))
                 };
                 return Err(PlanError::Invalid(format!(
-                    "The query used to build `{sink}` must include the partitioning {what} {list} in its projection (eg, SELECT {list}...)."
+                    "The query used to build `{sink}` must include the partitioning {what} {list} in its projection (eg, SELECT {example}...)."
                 )));
             }
         }
@@ -573,6 +603,7 @@ pub fn plan_stateless(
         output,
         kind: source.kind,
         window: source.window,
+        rekeyed: partitioned && !partition_null,
     })
 }
 

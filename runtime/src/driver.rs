@@ -138,20 +138,21 @@ impl Driver {
         // Queries start from the earliest offset: records already in the topic flow now
         // (a join's table first, so stream records find the rows that came before them).
         let idx = self.queries.len() - 1;
-        if let Some(table_topic) = self.queries[idx]
+        let others: Vec<String> = self.queries[idx]
             .pipeline
-            .table
-            .as_ref()
+            .others
+            .iter()
             .map(|t| t.topic.clone())
-        {
+            .collect();
+        for (k, other_topic) in others.iter().enumerate() {
             let rows: Vec<Record> = self
                 .topics
-                .get(&table_topic)
+                .get(other_topic)
                 .map(|t| t.records.clone())
                 .unwrap_or_default();
             let mut work = VecDeque::new();
             for r in rows {
-                self.run_table(idx, &r, &mut work);
+                self.run_table(idx, k + 1, &r, &mut work);
             }
             self.drain(work);
         }
@@ -223,13 +224,16 @@ impl Driver {
                     self.run_query(i, &rec, &mut work);
                     self.restart_check(i);
                 }
-                if self.queries[i]
+                let inputs: Vec<usize> = self.queries[i]
                     .pipeline
-                    .table
-                    .as_ref()
-                    .is_some_and(|t| t.topic == topic)
-                {
-                    self.run_table(i, &rec, &mut work);
+                    .others
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.topic == topic)
+                    .map(|(k, _)| k + 1)
+                    .collect();
+                for k in inputs {
+                    self.run_table(i, k, &rec, &mut work);
                     self.restart_check(i);
                 }
             }
@@ -263,10 +267,16 @@ impl Driver {
         }
     }
 
-    fn run_table(&mut self, idx: usize, rec: &Record, work: &mut VecDeque<(String, Record)>) {
+    fn run_table(
+        &mut self,
+        idx: usize,
+        input: usize,
+        rec: &Record,
+        work: &mut VecDeque<(String, Record)>,
+    ) {
         let result = self.queries[idx]
             .pipeline
-            .process_table(std::slice::from_ref(rec))
+            .process_input(input, std::slice::from_ref(rec))
             .and_then(|p| match p.errors.first() {
                 Some((_, e)) => Err(crate::error::RuntimeError::Plan(e.clone())),
                 None => Ok(p.outputs),

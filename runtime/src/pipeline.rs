@@ -1,6 +1,7 @@
 //! A persistent query's processing step, shared by the deterministic driver and the Kafka
 //! task: records of the input topic in, encoded records for the sink topic out.
 
+use arrow::array::RecordBatch;
 use brook_planner::catalog::{Catalog, Source};
 
 use crate::aggregate::AggregateOperator;
@@ -8,7 +9,7 @@ use crate::error::{Result, RuntimeError};
 use crate::join::JoinOperator;
 use crate::materialized::{Materialized, Shared, NS_MATERIALIZED};
 use crate::operator::{FilterProject, Operator};
-use crate::rows::{decode_records, encode_batch, Record};
+use crate::rows::{decode_records, encode_batch, encode_batch_with, Record};
 use crate::session::{QueryPlan, QuerySpec};
 
 /// A record to write to the sink topic.
@@ -31,8 +32,8 @@ pub struct Pipeline {
     pub id: String,
     pub source: Source,
     pub sink: Source,
-    /// A join's second input (the table of a stream–table join).
-    pub table: Option<Source>,
+    /// A join's inputs after the first (`source`), in FROM order.
+    pub others: Vec<Source>,
     operator: Box<dyn Operator>,
     join: Option<JoinOperator>,
     /// A record without a value never passes a filter.
@@ -45,6 +46,10 @@ pub struct Pipeline {
     /// Whether results are written to the sink topic; a source table's materialization
     /// only keeps them for pull queries.
     emits: bool,
+    /// PARTITION BY re-keys every row (see [`encode_batch_with`]).
+    rekeyed: bool,
+    /// The join's rows go on to `operator` (an aggregation of a join).
+    join_feeds: bool,
 }
 
 /// The store a table sink's rows are kept in, keyed by its key columns (and window start).
@@ -74,17 +79,24 @@ fn materialized_for(sink: &Source, types: &Catalog) -> Result<Option<Shared>> {
 
 impl Pipeline {
     pub fn new(spec: QuerySpec, types: &Catalog) -> Result<Pipeline> {
+        // An aggregation of a join: the join's rows feed the aggregation.
+        let mut spec = spec;
+        let feeding = match &mut spec.plan {
+            QueryPlan::Aggregate(p) => p.join.take(),
+            _ => None,
+        };
         // An aggregation skips records without a value, as a filter would.
         let deletes = matches!(&spec.plan, QueryPlan::Aggregate(p) if p.retract_by.is_some());
         let materialized = materialized_for(&spec.sink, types)?;
         if let QueryPlan::Join(p) = spec.plan {
-            let table = Some(p.table.clone());
+            let others = p.inputs[1..].iter().map(|i| i.source.clone()).collect();
             let tables = p.tables;
+            let rekeyed = p.partitioned;
             return Ok(Pipeline {
                 id: spec.id,
                 source: spec.input,
                 sink: spec.sink,
-                table,
+                others,
                 operator: Box::new(crate::operator::Nothing),
                 join: Some(JoinOperator::new(*p, types)?),
                 // A table–table join takes deletions from both sides.
@@ -93,8 +105,12 @@ impl Pipeline {
                 types: types.clone(),
                 materialized,
                 emits: true,
+                rekeyed,
+                join_feeds: false,
             });
         }
+        let rekeyed = matches!(&spec.plan, QueryPlan::Stateless(p) if p.rekeyed)
+            || matches!(&spec.plan, QueryPlan::Join(p) if p.partitioned);
         let (filters, operator): (bool, Box<dyn Operator>) = match spec.plan {
             // Over a table, a deleted row (no value) is forwarded as a deletion, whatever
             // the filter says, and a row the filter drops becomes a deletion too.
@@ -110,18 +126,26 @@ impl Pipeline {
             }
             QueryPlan::Join(_) => unreachable_join()?,
         };
+        let others = feeding
+            .as_ref()
+            .map(|j| j.inputs[1..].iter().map(|i| i.source.clone()).collect())
+            .unwrap_or_default();
+        let join_feeds = feeding.is_some();
+        let join = feeding.map(|j| JoinOperator::new(*j, types)).transpose()?;
         Ok(Pipeline {
             id: spec.id,
             source: spec.input,
             sink: spec.sink,
-            table: None,
+            others,
             operator,
-            join: None,
+            join,
+            join_feeds,
             filters,
             deletes,
             types: types.clone(),
             materialized,
             emits: true,
+            rekeyed,
         })
     }
 
@@ -161,10 +185,10 @@ impl Pipeline {
         };
         let mut out = Vec::new();
         if let Some(j) = &mut self.join {
-            if self.deletes {
-                j.left_rows(&batch, null_values, &mut out)?;
-            } else {
-                j.stream_rows(&batch, &mut out)?;
+            j.process_input(0, &batch, null_values && self.deletes, &mut out)?;
+            if self.join_feeds {
+                let deleted = j.take_deleted_runs();
+                feed(self.operator.as_mut(), &mut out, &deleted)?;
             }
         } else if null_values && self.deletes {
             self.operator.process_deletes(batch, &mut out)?;
@@ -178,7 +202,7 @@ impl Pipeline {
             if !self.emits {
                 continue;
             }
-            for (key, value, timestamp) in encode_batch(&self.sink, &b)? {
+            for (key, value, timestamp) in encode_batch_with(&self.sink, &b, self.rekeyed)? {
                 // Kafka takes no negative timestamps: such a result is dropped, as
                 // ksqlDB's producer would fail it.
                 if timestamp < 0 {
@@ -221,9 +245,11 @@ impl Pipeline {
     /// The state entries changed since the last call.
     pub fn take_changes(&mut self) -> Result<Vec<crate::state::StateChange>> {
         let mut out = Vec::new();
-        match &mut self.join {
-            Some(j) => j.take_changes(&mut out)?,
-            None => self.operator.take_changes(&mut out)?,
+        if let Some(j) = &mut self.join {
+            j.take_changes(&mut out)?;
+        }
+        if self.join.is_none() || self.join_feeds {
+            self.operator.take_changes(&mut out)?;
         }
         if let Some(m) = &self.materialized {
             write(m)?.take_changes(&mut out)?;
@@ -242,10 +268,31 @@ impl Pipeline {
             return Ok(());
         }
         match &mut self.join {
-            Some(j) => j.restore(key, value),
-            None => self.operator.restore(key, value),
+            Some(j)
+                if !self.join_feeds
+                    || key
+                        .first()
+                        .is_some_and(|&ns| JoinOperator::owns_namespace(ns)) =>
+            {
+                j.restore(key, value)
+            }
+            _ => self.operator.restore(key, value),
         }
     }
+}
+
+/// A join's rows into the operator it feeds (deletions of a table join as deletions);
+/// `out` then holds the operator's results.
+fn feed(operator: &mut dyn Operator, out: &mut Vec<RecordBatch>, deleted: &[bool]) -> Result<()> {
+    let joined = std::mem::take(out);
+    for (i, b) in joined.into_iter().enumerate() {
+        if deleted.get(i).copied().unwrap_or(false) {
+            operator.process_deletes(b, out)?;
+        } else {
+            operator.process(b, out)?;
+        }
+    }
+    Ok(())
 }
 
 fn write(m: &Shared) -> Result<std::sync::RwLockWriteGuard<'_, Materialized>> {
@@ -260,13 +307,28 @@ fn unreachable_join() -> Result<(bool, Box<dyn Operator>)> {
 }
 
 impl Pipeline {
-    /// Processes records of the join's table topic: they update the table's state and
-    /// produce nothing (a stream–table join emits on stream records only).
+    /// Processes records of the join's second input (the table of a stream–table join).
     pub fn process_table(&mut self, records: &[Record]) -> Result<Processed> {
+        self.process_input(1, records)
+    }
+
+    /// The topic each input reads: index 0 is `source`, then the join's other inputs.
+    pub fn input_topics(&self) -> Vec<String> {
+        std::iter::once(self.source.topic.clone())
+            .chain(self.others.iter().map(|s| s.topic.clone()))
+            .collect()
+    }
+
+    /// Processes records of input `input` (0 is `source`, as [`Pipeline::process`]).
+    pub fn process_input(&mut self, input: usize, records: &[Record]) -> Result<Processed> {
+        if input == 0 {
+            return self.process(records);
+        }
         let mut done = Processed::default();
-        let (Some(table), Some(join)) = (&self.table, &mut self.join) else {
+        let (Some(source), Some(join)) = (self.others.get(input - 1), &mut self.join) else {
             return Ok(done);
         };
+        let is_table = source.kind == brook_sql::SourceKind::Table;
         let mut start = 0;
         while start < records.len() {
             let deleted = records[start].value.is_none();
@@ -274,12 +336,21 @@ impl Pipeline {
             while end < records.len() && records[end].value.is_none() == deleted {
                 end += 1;
             }
-            let decoded = decode_records(table, &records[start..end], &self.types)?;
+            // A stream's record without a value joins nothing.
+            if deleted && !is_table {
+                start = end;
+                continue;
+            }
+            let decoded = decode_records(source, &records[start..end], &self.types)?;
             done.errors
                 .extend(decoded.errors.into_iter().map(|(i, e)| (i + start, e)));
             if let Some(batch) = decoded.batch {
                 let mut out = Vec::new();
-                join.table_rows(&batch, deleted, &mut out)?;
+                join.process_input(input, &batch, deleted, &mut out)?;
+                if self.join_feeds {
+                    let runs = join.take_deleted_runs();
+                    feed(self.operator.as_mut(), &mut out, &runs)?;
+                }
                 for b in out {
                     if let Some(m) = &self.materialized {
                         write(m)?.apply(&b, false)?;
@@ -297,6 +368,49 @@ impl Pipeline {
                 }
             }
             start = end;
+        }
+        Ok(done)
+    }
+}
+
+impl Pipeline {
+    /// How long the input must be quiet before [`Pipeline::on_idle`] is worth calling
+    /// (EMIT FINAL aggregations); `None` when the query's output never waits on time.
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        if self.join.is_some() {
+            return None;
+        }
+        self.operator
+            .idle_timeout_ms()
+            .map(std::time::Duration::from_millis)
+    }
+
+    /// The input has been quiet for `elapsed_ms` more wall-clock milliseconds: stream time
+    /// moves on by as much, and the windows that closed meanwhile are emitted.
+    pub fn on_idle(&mut self, elapsed_ms: i64) -> Result<Processed> {
+        let mut done = Processed::default();
+        if self.join.is_some() {
+            return Ok(done);
+        }
+        let mut out = Vec::new();
+        self.operator.on_idle(elapsed_ms, &mut out)?;
+        for b in out {
+            if let Some(m) = &self.materialized {
+                write(m)?.apply(&b, false)?;
+            }
+            if !self.emits {
+                continue;
+            }
+            for (key, value, timestamp) in encode_batch(&self.sink, &b)? {
+                if timestamp < 0 {
+                    continue;
+                }
+                done.outputs.push(Output {
+                    key,
+                    value,
+                    timestamp,
+                });
+            }
         }
         Ok(done)
     }

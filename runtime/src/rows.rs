@@ -249,6 +249,16 @@ pub type EncodedRow = (Option<Vec<u8>>, Option<Vec<u8>>, i64);
 
 /// Encodes a row batch of a source's schema into key and value payloads.
 pub fn encode_batch(sink: &Source, batch: &RecordBatch) -> Result<Vec<EncodedRow>> {
+    encode_batch_with(sink, batch, false)
+}
+
+/// [`encode_batch`]; `rekeyed`: the rows were given new keys (PARTITION BY), so a
+/// multi-column key of NULLs is written as one (in object formats) rather than as no key.
+pub fn encode_batch_with(
+    sink: &Source,
+    batch: &RecordBatch,
+    rekeyed: bool,
+) -> Result<Vec<EncodedRow>> {
     let schema = batch.schema();
     let pick = |cols: &[Column]| -> Result<Vec<ArrayRef>> {
         cols.iter()
@@ -270,7 +280,23 @@ pub fn encode_batch(sink: &Source, batch: &RecordBatch) -> Result<Vec<EncodedRow
         .collect();
     let rows = batch.num_rows();
     let key_arrays = pick(&keys)?;
-    let mut k = format::encode(&sink.key_format, Part::Key, &keys, &key_arrays, 0..rows)?;
+    let object_format = matches!(
+        sink.key_format.kind,
+        brook_planner::format::FormatKind::Json
+            | brook_planner::format::FormatKind::JsonSr
+            | brook_planner::format::FormatKind::Avro
+            | brook_planner::format::FormatKind::Protobuf
+            | brook_planner::format::FormatKind::ProtobufNoSr
+    );
+    let keep_nulls = rekeyed && object_format && key_arrays.len() > 1;
+    let mut k = format::encode_with(
+        &sink.key_format,
+        Part::Key,
+        &keys,
+        &key_arrays,
+        0..rows,
+        !keep_nulls,
+    )?;
     // A key whose columns are all NULL is a null key, whatever the format.
     for (i, slot) in k.iter_mut().enumerate() {
         // (A multi-column key in an object format keeps its fields, as NULLs.)

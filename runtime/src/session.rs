@@ -79,7 +79,7 @@ impl QueryPlan {
         match self {
             QueryPlan::Stateless(p) => &p.source,
             QueryPlan::Aggregate(p) => &p.source,
-            QueryPlan::Join(p) => &p.stream.name,
+            QueryPlan::Join(p) => &p.first().name,
         }
     }
 }
@@ -105,13 +105,24 @@ pub enum Action {
     Drop(String),
 }
 
-/// Drops the quotes from struct field names at any depth.
+/// Drops the quotes from struct field names at any depth where the name reads the same
+/// without them (a plain upper-case identifier), so that inferred types are the ones a
+/// written column list would give; names that keep their case stay quoted.
 fn unquote_fields(ty: &mut brook_sql::Type) {
     use brook_sql::Type;
     match ty {
         Type::Struct(fields) => {
             for f in fields {
-                f.name.quote_style = None;
+                let v = &f.name.value;
+                let plain = v
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+                    && v.chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                if plain {
+                    f.name.quote_style = None;
+                }
                 unquote_fields(&mut f.ty);
             }
         }
@@ -122,6 +133,78 @@ fn unquote_fields(ty: &mut brook_sql::Type) {
         }
         _ => {}
     }
+}
+
+/// Formats whose schemas live in Schema Registry, from which columns can be inferred.
+fn infers_schemas(kind: FormatKind) -> bool {
+    matches!(
+        kind,
+        FormatKind::Avro | FormatKind::Protobuf | FormatKind::JsonSr
+    )
+}
+
+/// `KEY` / `VALUE`, as property names spell the part.
+fn part_word(part: Part) -> &'static str {
+    match part {
+        Part::Key => "KEY",
+        Part::Value => "VALUE",
+    }
+}
+
+/// `KEY_SCHEMA_ID` / `VALUE_SCHEMA_ID`.
+fn schema_id(props: &Properties, part: Part) -> Result<Option<u32>, StatementError> {
+    let name = format!("{}_SCHEMA_ID", part_word(part));
+    match prop_int(props, &name)? {
+        None => Ok(None),
+        Some(id) => u32::try_from(id).map(Some).map_err(|_| {
+            PlanError::InvalidProperty {
+                name,
+                reason: format!("{id} is not a schema id"),
+            }
+            .into()
+        }),
+    }
+}
+
+/// `KEY_SCHEMA_FULL_NAME` / `VALUE_SCHEMA_FULL_NAME` (or `VALUE_AVRO_SCHEMA_FULL_NAME`),
+/// trimmed.
+fn full_schema_name(props: &Properties, part: Part) -> Option<String> {
+    let names: &[&str] = match part {
+        Part::Key => &["KEY_SCHEMA_FULL_NAME"],
+        Part::Value => &["VALUE_SCHEMA_FULL_NAME", "VALUE_AVRO_SCHEMA_FULL_NAME"],
+    };
+    names
+        .iter()
+        .find_map(|n| prop_text(props, n))
+        .map(|n| n.trim().to_string())
+}
+
+/// A full schema name must name something, and only formats with registered schemas have
+/// one (ksqlDB's wording: the format's `fullSchemaName` config).
+fn check_full_schema_names(
+    props: &Properties,
+    key: &brook_planner::format::FormatSpec,
+    value: &brook_planner::format::FormatSpec,
+) -> Result<(), StatementError> {
+    for (part, format) in [(Part::Key, key), (Part::Value, value)] {
+        let Some(name) = full_schema_name(props, part) else {
+            continue;
+        };
+        if !infers_schemas(format.kind) {
+            return Err(PlanError::Invalid(format!(
+                "{} does not support the following configs: [fullSchemaName]",
+                format.kind
+            ))
+            .into());
+        }
+        if name.is_empty() {
+            return Err(PlanError::Invalid(
+                "fullSchemaName cannot be empty. Format configuration: {fullSchemaName=}".into(),
+            )
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// The catalog and session settings.
@@ -169,7 +252,10 @@ impl Session {
 
     /// The columns a `CREATE STREAM/TABLE` leaves out, taken from the schemas registered for
     /// its topic when its formats have schemas (as ksqlDB infers them): value columns when
-    /// none are given, key columns when no key is given. `None` when nothing is inferred.
+    /// none are given, key columns when no key is given. The schema is the one
+    /// `KEY_SCHEMA_ID` / `VALUE_SCHEMA_ID` names (field names kept as they are), else the
+    /// latest under `<topic>-key` / `<topic>-value` (field names upper-cased);
+    /// `*_SCHEMA_FULL_NAME` picks a protobuf message. `None` when nothing is inferred.
     fn infer_elements(
         &self,
         kind: SourceKind,
@@ -183,42 +269,69 @@ impl Session {
         let Ok((key_format, value_format)) = formats(props, &self.defaults) else {
             return Ok(None);
         };
-        let is_key = |e: &TableElement| {
+        check_full_schema_names(props, &key_format, &value_format)?;
+        let has_keys = elements.iter().any(|e| {
             matches!(
                 e.constraint,
                 Some(ColumnConstraint::Key) | Some(ColumnConstraint::PrimaryKey)
             )
-        };
-        let lookup = |part: Part, unwrapped: bool, single: &str| -> Result<_, StatementError> {
-            let subject = format::registry::subject(&topic, part);
-            let latest = self
-                .registry
-                .latest(&subject)
-                .map_err(|e| PlanError::Invalid(e.to_string()))?;
-            let Some((_, schema)) = latest else {
-                return Ok(Vec::new());
-            };
-            format::registry::ksql_columns(&schema, unwrapped, single).map_err(|reason| {
-                StatementError::Plan(PlanError::Invalid(format!(
-                    "Unable to verify if the schema for topic: {topic} is compatible with ksqlDB: {reason}"
-                )))
-            })
-        };
-        let keys = if value_format.kind == FormatKind::Avro || key_format.kind == FormatKind::Avro {
-            if key_format.kind == FormatKind::Avro && !elements.iter().any(is_key) {
-                lookup(Part::Key, true, "ROWKEY")?
-            } else {
-                Vec::new()
+        });
+        // Header columns are neither key nor value columns.
+        let has_values = elements.iter().any(|e| e.constraint.is_none());
+        let key_id = schema_id(props, Part::Key)?;
+        let value_id = schema_id(props, Part::Value)?;
+        for (part, id, format, given) in [
+            (Part::Key, key_id, &key_format, has_keys),
+            (Part::Value, value_id, &value_format, has_values),
+        ] {
+            let word = part_word(part);
+            if id.is_some() && !infers_schemas(format.kind) {
+                return Err(PlanError::Invalid(format!(
+                    "{word}_FORMAT should support schema inference when {word}_SCHEMA_ID is provided. Current format is {}.",
+                    format.kind
+                ))
+                .into());
             }
+            if id.is_some() && given {
+                return Err(PlanError::Invalid(format!(
+                    "Table elements and {word}_SCHEMA_ID cannot both exist for create statement."
+                ))
+                .into());
+            }
+        }
+        let key_name = full_schema_name(props, Part::Key);
+        let value_name = full_schema_name(props, Part::Value);
+        let keys = if infers_schemas(key_format.kind) && !has_keys {
+            let how = format::registry::Inference {
+                // Protobuf keys are always messages, whose fields are the key columns; other
+                // formats' keys are a single column, whatever the schema.
+                unwrapped: key_format.kind != FormatKind::Protobuf,
+                single: "ROWKEY",
+                upper: key_id.is_none(),
+                full_name: key_name.as_deref(),
+            };
+            self.registered_columns(&topic, Part::Key, key_format.kind, key_id, &how)?
+                .unwrap_or_default()
         } else {
             Vec::new()
         };
-        let values = if value_format.kind == FormatKind::Avro && elements.iter().all(is_key) {
-            lookup(
-                Part::Value,
-                value_format.wrap_single_value == Some(false),
-                "ROWVAL",
-            )?
+        let values = if infers_schemas(value_format.kind) && !has_values {
+            let how = format::registry::Inference {
+                unwrapped: value_format.wrap_single_value == Some(false),
+                single: "ROWVAL",
+                upper: value_id.is_none(),
+                full_name: value_name.as_deref(),
+            };
+            match self.registered_columns(&topic, Part::Value, value_format.kind, value_id, &how)? {
+                Some(columns) => columns,
+                None => {
+                    return Err(PlanError::Invalid(format!(
+                        "Schema for message values on topic '{topic}' does not exist in the Schema Registry.\nSubject: {}",
+                        format::registry::subject(&topic, Part::Value)
+                    ))
+                    .into())
+                }
+            }
         } else {
             Vec::new()
         };
@@ -244,7 +357,7 @@ impl Session {
         match brook_sql::parse_one(&sql)? {
             Statement::CreateSource { mut elements, .. } => {
                 // Field names were quoted only to survive the parser; as columns they are
-                // the plain upper-cased names ksqlDB infers.
+                // the plain names ksqlDB infers.
                 for e in &mut elements {
                     unquote_fields(&mut e.ty);
                 }
@@ -252,6 +365,52 @@ impl Session {
             }
             _ => Ok(None),
         }
+    }
+
+    /// The columns the schema for `topic`'s `part` gives: the one with id `id`, else the
+    /// latest under the topic's subject (`None` when there is none).
+    fn registered_columns(
+        &self,
+        topic: &str,
+        part: Part,
+        format: FormatKind,
+        id: Option<u32>,
+        how: &format::registry::Inference,
+    ) -> Result<Option<Vec<(String, String)>>, StatementError> {
+        let registry_err = |e: RuntimeError| PlanError::Invalid(e.to_string());
+        let schema = match id {
+            Some(id) => {
+                let schema = self.registry.get(id).map_err(registry_err)?;
+                Some(schema.ok_or_else(|| {
+                    PlanError::Invalid(format!(
+                        "Schema with id {id} for message {}s on topic '{topic}' does not exist in the Schema Registry.",
+                        part
+                    ))
+                })?)
+            }
+            None => self
+                .registry
+                .latest_schema(&format::registry::subject(topic, part))
+                .map_err(registry_err)?
+                .map(|(_, s)| s),
+        };
+        let Some(schema) = schema else {
+            return Ok(None);
+        };
+        let incompatible = |reason: String| {
+            StatementError::Plan(PlanError::Invalid(format!(
+                "Unable to verify if the schema for topic: {topic} is compatible with ksqlDB: {reason}"
+            )))
+        };
+        if schema.format() != format {
+            return Err(incompatible(format!(
+                "the registered {part} schema is a {} schema, but the {part} format is {format}",
+                schema.format()
+            )));
+        }
+        format::registry::ksql_columns(&schema, how)
+            .map(Some)
+            .map_err(incompatible)
     }
 
     /// Checks and plans a statement, updating the catalog; what must happen outside the
@@ -272,6 +431,14 @@ impl Session {
                 properties,
             } => {
                 let name = name.value.clone();
+                if *or_replace && *source {
+                    return Err(PlanError::Invalid(format!(
+                        "Cannot add {} '{name}': CREATE OR REPLACE is not supported on source {}s.",
+                        kind_word(*kind),
+                        kind_word(*kind)
+                    ))
+                    .into());
+                }
                 if let Some(existing) = self.catalog.sources.get(&name) {
                     if *if_not_exists {
                         return Ok(Action::None);
@@ -332,13 +499,13 @@ impl Session {
                     ))
                     .into());
                 }
-                let plan = if !query.joins.is_empty() {
-                    if is_aggregation(query) {
-                        return Err(PlanError::Unsupported(
-                            "aggregating a join is not supported yet".into(),
-                        )
-                        .into());
-                    }
+                if query.emit == Some(brook_sql::Emit::Final) && !is_aggregation(query) {
+                    return Err(PlanError::Invalid(
+                        brook_planner::aggregate::EMIT_FINAL_UNWINDOWED.into(),
+                    )
+                    .into());
+                }
+                let plan = if !query.joins.is_empty() && !is_aggregation(query) {
                     let p = brook_planner::join::plan_join(query, &self.catalog, &name)?;
                     let produces = if p.tables {
                         SourceKind::Table
@@ -364,7 +531,19 @@ impl Session {
                         )
                         .into());
                     }
-                    QueryPlan::Aggregate(plan_aggregate(query, &self.catalog, &name)?)
+                    let mut p = plan_aggregate(query, &self.catalog, &name)?;
+                    if let Some(v) = self
+                        .properties
+                        .get(brook_planner::aggregate::EMIT_FINAL_IDLE_TIMEOUT)
+                    {
+                        p.idle_timeout_ms = v.trim().parse().map_err(|_| {
+                            PlanError::Invalid(format!(
+                                "{} must be a number of milliseconds, not '{v}'",
+                                brook_planner::aggregate::EMIT_FINAL_IDLE_TIMEOUT
+                            ))
+                        })?;
+                    }
+                    QueryPlan::Aggregate(p)
                 } else {
                     QueryPlan::Stateless(plan_stateless(query, &self.catalog, Target::Sink(&name))?)
                 };
@@ -421,6 +600,14 @@ impl Session {
                     ))
                     .into());
                 }
+                if target.read_only {
+                    return Err(PlanError::Invalid(format!(
+                        "Cannot insert into read-only {}: {}",
+                        kind_word(target.kind),
+                        target.name
+                    ))
+                    .into());
+                }
                 if target.schema.header_columns().next().is_some() {
                     return Err(PlanError::Invalid(format!(
                         "Cannot insert into {} because it has header columns",
@@ -434,11 +621,27 @@ impl Session {
                     )
                     .into());
                 }
-                let plan = plan_stateless(query, &self.catalog, Target::Sink(&target.name))?;
-                let input = self.catalog.source(&plan.source)?.clone();
-                if plan.output.columns.len() != target.schema.columns.len()
-                    || plan
-                        .output
+                let plan = if query.joins.is_empty() {
+                    QueryPlan::Stateless(plan_stateless(
+                        query,
+                        &self.catalog,
+                        Target::Sink(&target.name),
+                    )?)
+                } else {
+                    let p = brook_planner::join::plan_join(query, &self.catalog, &target.name)?;
+                    if p.tables {
+                        return Err(PlanError::Invalid(format!(
+                            "INSERT INTO can only be used to insert into a stream. {} is a table.",
+                            target.name
+                        ))
+                        .into());
+                    }
+                    QueryPlan::Join(Box::new(p))
+                };
+                let input = self.catalog.source(plan.source())?.clone();
+                let output = plan.output();
+                if output.columns.len() != target.schema.columns.len()
+                    || output
                         .columns
                         .iter()
                         .zip(&target.schema.columns)
@@ -446,7 +649,7 @@ impl Session {
                 {
                     return Err(PlanError::Invalid(format!(
                         "Incompatible schema between results and sink.\nResult schema is {}\nSink schema is {}",
-                        plan.output, target.schema
+                        output, target.schema
                     ))
                     .into());
                 }
@@ -456,7 +659,7 @@ impl Session {
                     id,
                     input,
                     sink: target,
-                    plan: QueryPlan::Stateless(plan),
+                    plan,
                     sink_partitions: None,
                 })))
             }
@@ -647,7 +850,34 @@ impl Session {
         columns: &[brook_sql::sqlparser::ast::Ident],
         values: &[brook_sql::sqlparser::ast::Expr],
     ) -> Result<(Source, Vec<EncodedRow>), StatementError> {
-        let source = self.catalog.source(target)?.clone();
+        let Ok(source) = self.catalog.source(target).cloned() else {
+            // A name that differs only in case: ksqlDB hints at the quoting.
+            let hint = self
+                .catalog
+                .sources
+                .keys()
+                .find(|n| n.eq_ignore_ascii_case(target))
+                .map(|n| {
+                    if n.to_uppercase() == *n {
+                        format!("\nDid you mean {n}? Hint: try removing double quotes from the source name.")
+                    } else {
+                        format!("\nDid you mean \"{n}\"? Hint: wrap the source name in double quotes to make it case-sensitive.")
+                    }
+                })
+                .unwrap_or_default();
+            return Err(PlanError::Invalid(format!(
+                "Cannot insert values into an unknown stream/table: `{target}`{hint}"
+            ))
+            .into());
+        };
+        if source.read_only {
+            return Err(PlanError::Invalid(format!(
+                "Cannot insert values into read-only {}: {}",
+                kind_word(source.kind),
+                source.name
+            ))
+            .into());
+        }
         let all: Vec<String> = if columns.is_empty() {
             let mut v = vec!["ROWTIME".to_string()];
             v.extend(

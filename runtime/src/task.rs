@@ -356,6 +356,85 @@ async fn wait_paused(consumer: &QueryConsumer, control: &mut Control, id: &str) 
     Ok(resumed)
 }
 
+/// Records the state changed since the last call in the query's changelog, then the
+/// input positions that state corresponds to.
+async fn write_changelog(
+    pipeline: &mut Pipeline,
+    producer: &FutureProducer,
+    topic: &str,
+    positions: &Positions,
+) -> Result<()> {
+    let changes = pipeline.take_changes()?;
+    send_all(
+        producer,
+        topic,
+        changes
+            .iter()
+            .map(|c| (Some(c.key.as_slice()), c.value.as_deref(), None))
+            .collect(),
+    )
+    .await?;
+    let marker = crate::changelog::marker_value(positions);
+    send_all(
+        producer,
+        topic,
+        vec![(Some(MARKER_KEY), Some(marker.as_slice()), None)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// When a query whose output waits on stream time (EMIT FINAL) has had no input for its
+/// idle timeout, and how much wall-clock time passed since: that much is added to stream
+/// time, once per timeout while the input stays quiet.
+struct IdleClock {
+    timeout: Option<Duration>,
+    /// When the last input was processed. Unset until this run processes its first
+    /// record, so a restarted query never moves time on ahead of a backlog it has not
+    /// read yet.
+    since: Option<tokio::time::Instant>,
+    /// The idle time already handed to the pipeline since then.
+    applied: Duration,
+}
+
+impl IdleClock {
+    fn new(timeout: Option<Duration>) -> Self {
+        IdleClock {
+            timeout,
+            since: None,
+            applied: Duration::ZERO,
+        }
+    }
+
+    fn input_seen(&mut self) {
+        if self.timeout.is_some() {
+            self.since = Some(tokio::time::Instant::now());
+            self.applied = Duration::ZERO;
+        }
+    }
+
+    /// A pause is not idleness: records produced meanwhile are on their way, so the
+    /// clock starts over (if it was running).
+    fn resumed(&mut self) {
+        if self.since.is_some() {
+            self.input_seen();
+        }
+    }
+
+    /// Resolves when the next idle step is due, with the milliseconds of idle time not
+    /// yet applied; never resolves for a query without an idle timeout.
+    async fn due(&mut self) -> i64 {
+        let (Some(timeout), Some(since)) = (self.timeout, self.since) else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep_until(since + self.applied + timeout).await;
+        let elapsed = since.elapsed();
+        let step = elapsed.saturating_sub(self.applied);
+        self.applied = elapsed;
+        i64::try_from(step.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
 /// Runs a query under `control` (stop, pause and resume; counters and metrics).
 pub async fn run_with(
     mut pipeline: Pipeline,
@@ -369,10 +448,9 @@ pub async fn run_with(
     let consumer: QueryConsumer =
         cc.create_with_context(LagContext::new(control.metrics.clone()))?;
     let producer: FutureProducer = producer_config(&config.bootstrap_servers).create()?;
-    let input = pipeline.source.topic.clone();
     let sink = pipeline.sink.topic.clone();
     // A join also reads its table's topic; its records update state, in arrival order.
-    let table_topic = pipeline.table.as_ref().map(|t| t.topic.clone());
+    let topics = pipeline.input_topics();
     let changelog = pipeline
         .stateful()
         .then(|| crate::changelog::topic_name(&pipeline.id));
@@ -382,29 +460,55 @@ pub async fn run_with(
         // group's committed offsets: its partitions are assigned, not subscribed.
         Some(cl) => {
             positions = restore(&mut pipeline, &config, &producer, cl).await?;
-            let mut topics = vec![input.clone()];
-            topics.extend(table_topic.clone());
             assign(&consumer, &config, &topics, &positions).await?;
         }
-        None => match &table_topic {
-            Some(t) => consumer.subscribe(&[&input, t])?,
-            None => consumer.subscribe(&[&input])?,
-        },
+        None => {
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            consumer.subscribe(&names)?
+        }
     }
-    let is_table = |m: &BorrowedMessage<'_>| table_topic.as_deref() == Some(m.topic());
+    // Which input a record belongs to (a join reads several topics).
+    let is_table = |m: &BorrowedMessage<'_>| -> usize {
+        topics.iter().position(|t| t == m.topic()).unwrap_or(0)
+    };
     let mut totals = TaskStats::default();
+    let mut idle = IdleClock::new(pipeline.idle_timeout());
     loop {
         // Pauses take effect between batches, so everything consumed before is processed
         // and committed and a resume continues with the next record.
-        if *control.paused.borrow_and_update()
-            && !wait_paused(&consumer, &mut control, &pipeline.id).await?
-        {
-            break;
+        if *control.paused.borrow_and_update() {
+            if !wait_paused(&consumer, &mut control, &pipeline.id).await? {
+                break;
+            }
+            idle.resumed();
         }
         let first = tokio::select! {
             _ = control.stop.changed() => break,
             // Paused (handled at the top) or resumed (nothing to do).
             _ = next_value(&mut control.paused) => continue,
+            elapsed = idle.due() => {
+                let processed = pipeline.on_idle(elapsed)?;
+                let produced = send_all(
+                    &producer,
+                    &sink,
+                    processed
+                        .outputs
+                        .iter()
+                        .map(|o| (o.key.as_deref(), o.value.as_deref(), Some(o.timestamp)))
+                        .collect(),
+                )
+                .await?;
+                if let Some(cl) = &changelog {
+                    write_changelog(&mut pipeline, &producer, cl, &positions).await?;
+                }
+                if produced > 0 {
+                    totals.records_out += produced;
+                    control.metrics.add_batch(0, produced, 0);
+                    let _ = control.stats.send(totals.clone());
+                    debug!(query = %pipeline.id, produced, "idle input: windows closed");
+                }
+                continue;
+            }
             m = consumer.recv() => m,
         };
         let first = match first {
@@ -442,11 +546,7 @@ pub async fn run_with(
             while end < batch.len() && sides[end] == table {
                 end += 1;
             }
-            let part = if table {
-                pipeline.process_table(&batch[start..end])?
-            } else {
-                pipeline.process(&batch[start..end])?
-            };
+            let part = pipeline.process_input(table, &batch[start..end])?;
             processed
                 .errors
                 .extend(part.errors.into_iter().map(|(i, e)| (i + start, e)));
@@ -458,7 +558,7 @@ pub async fn run_with(
             // The processing log: the record is skipped, the query goes on.
             warn!(
                 query = %pipeline.id,
-                topic = %(if sides[*i] { table_topic.as_deref().unwrap_or("") } else { input.as_str() }),
+                topic = %topics[sides[*i]],
                 partition = r.partition,
                 offset = r.offset,
                 "record skipped: {e}"
@@ -478,47 +578,26 @@ pub async fn run_with(
         .await?;
         if let Some(cl) = &changelog {
             for (r, table) in batch.iter().zip(&sides) {
-                let topic = match (&table_topic, table) {
-                    (Some(t), true) => t.clone(),
-                    _ => input.clone(),
-                };
+                let topic = topics[*table].clone();
                 let e = positions
                     .entry((topic, r.partition))
                     .or_insert(r.offset + 1);
                 *e = (*e).max(r.offset + 1);
             }
-            let changes = pipeline.take_changes()?;
-            send_all(
-                &producer,
-                cl,
-                changes
-                    .iter()
-                    .map(|c| (Some(c.key.as_slice()), c.value.as_deref(), None))
-                    .collect(),
-            )
-            .await?;
-            let marker = crate::changelog::marker_value(&positions);
-            send_all(
-                &producer,
-                cl,
-                vec![(Some(MARKER_KEY), Some(marker.as_slice()), None)],
-            )
-            .await?;
+            write_changelog(&mut pipeline, &producer, cl, &positions).await?;
         }
-        let mut next: BTreeMap<(bool, i32), i64> = BTreeMap::new();
+        let mut next: BTreeMap<(usize, i32), i64> = BTreeMap::new();
         for (r, table) in batch.iter().zip(&sides) {
             let e = next.entry((*table, r.partition)).or_insert(r.offset + 1);
             *e = (*e).max(r.offset + 1);
         }
         let mut tpl = TopicPartitionList::new();
         for ((table, p), o) in next {
-            let topic = match (&table_topic, table) {
-                (Some(t), true) => t.as_str(),
-                _ => input.as_str(),
-            };
+            let topic = topics[table].as_str();
             tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
         }
         consumer.commit(&tpl, CommitMode::Async)?;
+        idle.input_seen();
         totals.records_in += batch.len() as u64;
         totals.records_out += produced;
         totals.errors += processed.errors.len() as u64;

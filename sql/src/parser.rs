@@ -1012,7 +1012,15 @@ pub(crate) fn parse_query(p: &mut Parser) -> PResult<Query> {
         Vec::new()
     };
     let partition_by = if kws(p, &["PARTITION", "BY"]) {
-        expr_list(p)?
+        if p.peek_token().token == Token::LParen && p.peek_nth_token(1).token == Token::RParen {
+            // `PARTITION BY ()`: an empty list, which the planner rejects with ksqlDB's
+            // message.
+            p.next_token();
+            p.next_token();
+            vec![Expr::Tuple(Vec::new())]
+        } else {
+            expr_list(p)?
+        }
     } else {
         Vec::new()
     };
