@@ -38,6 +38,8 @@ pub enum AggKind {
     TopKDistinct,
     CountDistinct,
     StddevSamp,
+    /// CORRELATION(x, y): over STRUCT(x, y) values as DOUBLEs.
+    Correlation,
     Attr,
     Histogram,
 }
@@ -152,6 +154,7 @@ fn agg_kind(name: &str, args: &[SqlExpr]) -> Option<AggKind> {
         "TOPKDISTINCT" => AggKind::TopKDistinct,
         "COUNT_DISTINCT" => AggKind::CountDistinct,
         "STDDEV_SAMP" | "STDDEV_SAMPLE" => AggKind::StddevSamp,
+        "CORRELATION" => AggKind::Correlation,
         "ATTR" => AggKind::Attr,
         "HISTOGRAM" => AggKind::Histogram,
         _ => return None,
@@ -173,11 +176,11 @@ pub fn is_aggregate(name: &str) -> bool {
             | "COLLECT_SET"
             | "COUNT_DISTINCT"
             | "HISTOGRAM"
+            | "CORRELATION"
             | "TOPK"
             | "TOPKDISTINCT"
             | "STDDEV_SAMP"
             | "STDDEV_SAMPLE"
-            | "CORRELATION"
             | "ATTR"
     )
 }
@@ -226,6 +229,22 @@ impl Rewriter<'_> {
                 };
                 let (arg, extra) = match kind {
                     AggKind::CountRows => (None, Vec::new()),
+                    // CORRELATION(x, y): each row's pair as one STRUCT of DOUBLEs.
+                    AggKind::Correlation => {
+                        let [x, y] = args.as_slice() else {
+                            return Err(PlanError::Invalid(format!(
+                                "Function 'correlation' does not accept {} parameters.",
+                                args.len()
+                            )));
+                        };
+                        let text = format!(
+                            "STRUCT(`x` := CAST({x} AS DOUBLE), `y` := CAST({y} AS DOUBLE))"
+                        );
+                        let arg = brook_sql::parse_expr(&text).map_err(|e| {
+                            PlanError::Invalid(format!("CORRELATION's columns: {e}: {text}"))
+                        })?;
+                        (Some(arg), Vec::new())
+                    }
                     // TOPK(col1, otherCols..., k): the top K rows by col1, each a STRUCT of
                     // `sort_col` and the other columns as `col0`, `col1` …
                     AggKind::TopK if args.len() > 2 => {
@@ -679,7 +698,7 @@ pub fn plan_aggregate(
         };
         let result_type = match kind {
             AggKind::CountRows | AggKind::Count | AggKind::CountDistinct => Type::Bigint,
-            AggKind::Avg | AggKind::StddevSamp => Type::Double,
+            AggKind::Avg | AggKind::StddevSamp | AggKind::Correlation => Type::Double,
             AggKind::Histogram => Type::Map(Box::new(Type::String), Box::new(Type::Bigint)),
             AggKind::CollectList | AggKind::CollectSet | AggKind::TopK | AggKind::TopKDistinct => {
                 Type::Array(Box::new(arg_type.clone().unwrap_or(Type::String)))
@@ -727,6 +746,7 @@ pub fn plan_aggregate(
             a.kind,
             AggKind::Avg
                 | AggKind::StddevSamp
+                | AggKind::Correlation
                 | AggKind::TopK
                 | AggKind::TopKDistinct
                 | AggKind::CollectList

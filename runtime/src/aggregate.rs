@@ -54,7 +54,11 @@ impl Acc {
                 Acc::MinMax(ScalarValue::try_from(dt).map_err(eval_err)?)
             }
             AggKind::Avg => Acc::Avg(0.0, 0),
-            AggKind::EarliestByOffset | AggKind::LatestByOffset if call.n.is_none() => {
+            // One value that may itself be NULL (nulls not ignored) needs the Values form:
+            // ByOffset takes NULL for "nothing yet".
+            AggKind::EarliestByOffset | AggKind::LatestByOffset
+                if call.n.is_none() && call.ignore_nulls =>
+            {
                 Acc::ByOffset(ScalarValue::try_from(dt).map_err(eval_err)?)
             }
             _ => Acc::Values(Vec::new()),
@@ -68,7 +72,7 @@ impl Acc {
                 if let Some(v) = v {
                     let skip_null = match kind {
                         AggKind::EarliestByOffset | AggKind::LatestByOffset => call.ignore_nulls,
-                        AggKind::CollectList => false,
+                        AggKind::CollectList | AggKind::CollectSet | AggKind::Attr => false,
                         _ => true,
                     };
                     if !(v.is_null() && skip_null) {
@@ -325,6 +329,37 @@ impl Acc {
                     } else {
                         ScalarValue::try_from(dt).map_err(eval_err)?
                     })
+                }
+                AggKind::Correlation => {
+                    // Pearson's r over the pairs with both values; NaN below two pairs.
+                    let (mut n, mut sx, mut sy, mut sxy, mut sxx, mut syy) =
+                        (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+                    for v in vals {
+                        let ScalarValue::Struct(s) = v else { continue };
+                        let field = |i: usize| {
+                            s.column(i)
+                                .as_any()
+                                .downcast_ref::<arrow::array::Float64Array>()
+                                .filter(|a| !a.is_empty() && !a.is_null(0))
+                                .map(|a| a.value(0))
+                        };
+                        let (Some(x), Some(y)) = (field(0), field(1)) else {
+                            continue;
+                        };
+                        n += 1.0;
+                        sx += x;
+                        sy += y;
+                        sxy += x * y;
+                        sxx += x * x;
+                        syy += y * y;
+                    }
+                    let r = if n < 2.0 {
+                        f64::NAN
+                    } else {
+                        (n * sxy - sx * sy)
+                            / ((n * sxx - sx * sx).sqrt() * (n * syy - sy * sy).sqrt())
+                    };
+                    Ok(ScalarValue::Float64(Some(r)))
                 }
                 AggKind::StddevSamp => {
                     let xs: Vec<f64> = vals
