@@ -498,9 +498,38 @@ pub fn plan_aggregate(
         ));
     }
     if q.group_by.is_empty() {
-        return Err(PlanError::Unsupported(
-            "aggregations without GROUP BY are not supported yet".into(),
-        ));
+        // ksqlDB's messages: the non-aggregate items first, else the aggregates.
+        let mut plain = Vec::new();
+        let mut aggs = Vec::new();
+        for item in &q.projection {
+            let e = match item {
+                SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+                _ => continue,
+            };
+            match e {
+                SqlExpr::Function(f) if is_aggregate(&f.name.to_string().to_uppercase()) => {
+                    let name = f.name.to_string().to_uppercase();
+                    let args: Vec<String> = call_args(f).iter().map(ksql_text).collect();
+                    let args = if args.is_empty() || args == ["*"] {
+                        "ROWTIME".to_string()
+                    } else {
+                        args.join(", ")
+                    };
+                    aggs.push(format!("{name}({args})"));
+                }
+                other => plain.push(ksql_text(other).to_uppercase()),
+            }
+        }
+        if !plain.is_empty() {
+            return Err(PlanError::Invalid(format!(
+                "Non-aggregate SELECT expression(s) not part of GROUP BY: {}",
+                plain.join(", ")
+            )));
+        }
+        return Err(PlanError::Invalid(format!(
+            "CREATE TABLE AS SELECT statement does not support aggregate function [{}] without a GROUP BY clause.",
+            aggs.join(", ")
+        )));
     }
     // What the aggregation reads: the FROM source's rows, or a join's joined rows.
     let (join, scope, input_schema, sources, table_input, retract_keys) = if q.joins.is_empty() {
@@ -539,6 +568,17 @@ pub fn plan_aggregate(
             retract,
         )
     };
+    let kafka: Vec<&str> = sources
+        .iter()
+        .filter(|s| s.value_format.kind == crate::format::FormatKind::Kafka)
+        .map(|s| s.name.as_str())
+        .collect();
+    if !kafka.is_empty() {
+        return Err(PlanError::Invalid(format!(
+            "Source(s) {} are using the 'KAFKA' value format. This format does not yet support GROUP BY.",
+            kafka.join(", ")
+        )));
+    }
     if table_input && q.window.is_some() {
         return Err(PlanError::Unsupported(
             "windowed aggregation of a table is not supported yet".into(),
@@ -569,15 +609,18 @@ pub fn plan_aggregate(
     let mut group_types = Vec::new();
     let mut group_exprs = Vec::new();
     for g in &q.group_by {
-        if let SqlExpr::Function(f) = g {
-            let name = f.name.to_string().to_uppercase();
-            if is_aggregate(&name) {
-                return Err(PlanError::Invalid(format!(
-                    "GROUP BY does not support aggregate functions: {name} is an aggregate function."
-                )));
-            }
+        if let Some(name) = nested_aggregate(g) {
+            return Err(PlanError::Invalid(format!(
+                "GROUP BY does not support aggregate functions: {name} is an aggregate function."
+            )));
         }
         let t = scope.compile(g)?;
+        if group_exprs.contains(&t.expr) {
+            return Err(PlanError::Invalid(format!(
+                "Duplicate GROUP BY expression: {}",
+                ksql_text(g).to_uppercase()
+            )));
+        }
         let ty =
             t.ty.clone()
                 .ok_or_else(|| PlanError::Invalid("GROUP BY NULL is not supported".into()))?;
@@ -818,15 +861,34 @@ pub fn plan_aggregate(
             not_grouped.join(", ")
         )));
     }
-    for (j, n) in key_names.iter().enumerate() {
-        if n.is_none() {
-            let g = &q.group_by[j];
-            let shown = match g {
-                SqlExpr::Identifier(i) => i.value.clone(),
-                other => other.to_string(),
-            };
+    let missing: Vec<String> = key_names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.is_none())
+        .map(|(j, _)| match &q.group_by[j] {
+            SqlExpr::Identifier(i) => i.value.clone(),
+            other => other.to_string(),
+        })
+        .collect();
+    if !missing.is_empty() {
+        let example = missing.join(", ");
+        let (what, list) = match missing.split_last() {
+            Some((last, rest)) if !rest.is_empty() => {
+                ("expressions", format!("{} and {last}", rest.join(", ")))
+            }
+            _ => ("expression", example.clone()),
+        };
+        return Err(PlanError::Invalid(format!(
+            "The query used to build `{sink}` must include the grouping {what} {list} in its projection (eg, SELECT {example}...)."
+        )));
+    }
+    // A value column may not share a key column's name.
+    for v in &values {
+        if keys.iter().any(|(_, k)| k.column.name == v.column.name) {
             return Err(PlanError::Invalid(format!(
-                "The query used to build `{sink}` must include the grouping expression {shown} in its projection (eg, SELECT {shown}...)."
+                "Duplicate value columns found in schema: `{}` {}",
+                v.column.name,
+                crate::schema::SchemaType(&v.column.ty)
             )));
         }
     }
@@ -837,7 +899,27 @@ pub fn plan_aggregate(
     }
     let having = match having {
         Some(h) => {
-            let t = agg_scope.compile(&h)?;
+            let t = agg_scope.compile(&h).map_err(|e| match e {
+                // A source column HAVING reads outside of an aggregate.
+                PlanError::Invalid(m)
+                    if m.starts_with("Column '") && m.ends_with("' cannot be resolved.") =>
+                {
+                    let col = &m["Column '".len()..m.len() - "' cannot be resolved.".len()];
+                    if scope
+                        .compile(&brook_sql::parse_expr(col).unwrap_or(SqlExpr::Value(
+                            brook_sql::sqlparser::ast::Value::Null.into(),
+                        )))
+                        .is_ok()
+                    {
+                        PlanError::Invalid(format!(
+                            "Non-aggregate HAVING expression not part of GROUP BY: {col}"
+                        ))
+                    } else {
+                        PlanError::Invalid(m)
+                    }
+                }
+                other => other,
+            })?;
             Some(physical(&t.expr, &agg_schema)?)
         }
         None => None,
@@ -866,6 +948,34 @@ pub fn plan_aggregate(
         emit_final,
         idle_timeout_ms: DEFAULT_EMIT_FINAL_IDLE_TIMEOUT_MS,
     })
+}
+
+/// The name of an aggregate function called anywhere inside `e`.
+fn nested_aggregate(e: &SqlExpr) -> Option<String> {
+    match e {
+        SqlExpr::Function(f) => {
+            let name = f.name.to_string().to_uppercase();
+            if is_aggregate(&name) {
+                return Some(name);
+            }
+            call_args(f).iter().find_map(nested_aggregate)
+        }
+        SqlExpr::BinaryOp { left, right, .. } => {
+            nested_aggregate(left).or_else(|| nested_aggregate(right))
+        }
+        SqlExpr::UnaryOp { expr, .. } | SqlExpr::Nested(expr) | SqlExpr::Cast { expr, .. } => {
+            nested_aggregate(expr)
+        }
+        SqlExpr::Substring {
+            expr,
+            substring_from,
+            substring_for,
+            ..
+        } => nested_aggregate(expr)
+            .or_else(|| substring_from.as_deref().and_then(nested_aggregate))
+            .or_else(|| substring_for.as_deref().and_then(nested_aggregate)),
+        _ => None,
+    }
 }
 
 /// An expression as ksqlDB prints it in messages: binary operations in parentheses.
