@@ -18,9 +18,11 @@ use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
     binary_expr, cast, expr::Like, in_list, is_not_null, is_null, lit, not, when, Expr, Operator,
+    TryCast,
 };
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 
+use crate::functions::cast::{ksql_cast, needs_ksql_cast};
 use crate::types::{arrow_type, TypeRegistry};
 use crate::PlanError;
 
@@ -122,6 +124,13 @@ impl Scope<'_> {
             SqlExpr::Value(v) => literal(&v.value),
             SqlExpr::Nested(inner) => self.compile(inner),
             SqlExpr::UnaryOp { op, expr } => {
+                // ksqlDB's grammar makes the sign part of a numeric literal, so
+                // `-2147483648` is an INT and `-9223372036854775808` a BIGINT.
+                if let (UnaryOperator::Minus, SqlExpr::Value(v)) = (op, expr.as_ref()) {
+                    if let Value::Number(n, _) = &v.value {
+                        return number_literal(&format!("-{n}"));
+                    }
+                }
                 let t = self.compile(expr)?;
                 match op {
                     UnaryOperator::Not => {
@@ -132,12 +141,6 @@ impl Scope<'_> {
                         let ty = t.ty.clone().unwrap_or(Type::Int);
                         if !is_numeric(&ty) {
                             return err(format!("Unsupported unary minus on {ty}"));
-                        }
-                        // Literals fold, so `-2147483648` stays an INT.
-                        if let (Expr::Literal(s, _), SqlExpr::Value(_)) = (&t.expr, expr.as_ref()) {
-                            if let Some(n) = negate_literal(s) {
-                                return Ok(Typed::new(lit(n.clone()), literal_type(&n, &ty)));
-                            }
                         }
                         Ok(Typed::new(Expr::Negative(Box::new(t.expr)), ty))
                     }
@@ -167,8 +170,8 @@ impl Scope<'_> {
                 high,
             } => {
                 let x = self.compile(expr)?;
-                let lo = self.compile(low)?;
-                let hi = self.compile(high)?;
+                let lo = pseudo_time(expr, &x, low, self.compile(low)?)?;
+                let hi = pseudo_time(expr, &x, high, self.compile(high)?)?;
                 let (x1, lo) = self.common(e, x.clone(), lo)?;
                 let (x2, hi) = self.common(e, x, hi)?;
                 let inside = binary_expr(
@@ -186,22 +189,24 @@ impl Scope<'_> {
                 list,
                 negated,
             } => {
-                let x = self.compile(expr)?;
-                let compiled: Vec<Typed> = list
-                    .iter()
-                    .map(|i| self.compile(i))
-                    .collect::<Result<_, _>>()?;
-                let pairs: Vec<(&SqlExpr, &Typed)> = list.iter().zip(compiled.iter()).collect();
-                let target = self
-                    .unify(x.ty.clone(), &pairs, true)
-                    .map_err(|e| prefix_err("Invalid Predicate: ", e))?
-                    .unwrap_or(Type::String);
-                let x = self.coerce(x, &target)?;
-                let mut items = Vec::new();
-                for c in compiled {
-                    items.push(self.coerce(c, &target)?.expr);
+                // ksqlDB coerces the tested expression and the items as one list.
+                let mut items = vec![(expr.as_ref(), self.compile(expr)?)];
+                for i in list {
+                    items.push((i, self.compile(i)?));
                 }
-                Ok(Typed::new(in_list(x.expr, items, *negated), Type::Boolean))
+                let (common, items) = self
+                    .coerce_list(items)
+                    .map_err(|e| prefix_err("Invalid Predicate: ", e))?;
+                // All NULLs: any one type serves, as long as every side has it.
+                let target = common.unwrap_or(Type::String);
+                let mut items = items
+                    .into_iter()
+                    .map(|t| self.coerce(t, &target).map(|t| t.expr));
+                let Some(x) = items.next().transpose()? else {
+                    return err(format!("IN needs a tested expression: {e}"));
+                };
+                let items = items.collect::<Result<Vec<_>, _>>()?;
+                Ok(Typed::new(in_list(x, items, *negated), Type::Boolean))
             }
             SqlExpr::Like {
                 negated,
@@ -249,8 +254,18 @@ impl Scope<'_> {
                 self.cast_to(x, &target)
             }
             SqlExpr::CompoundFieldAccess { root, access_chain } => {
-                let mut cur = self.compile(root)?;
-                for access in access_chain {
+                // `source.column[…]`: the root is a qualifier, not a column.
+                let (mut cur, chain) = match (root.as_ref(), access_chain.first()) {
+                    (SqlExpr::Identifier(q), Some(AccessExpr::Dot(SqlExpr::Identifier(f))))
+                        if !self.columns.iter().any(|c| c.name == q.value)
+                            && self.columns.iter().any(|c| c.qualifiers.contains(&q.value)) =>
+                    {
+                        let col = SqlExpr::CompoundIdentifier(vec![q.clone(), f.clone()]);
+                        (self.compile(&col)?, &access_chain[1..])
+                    }
+                    _ => (self.compile(root)?, &access_chain[..]),
+                };
+                for access in chain {
                     cur = match access {
                         AccessExpr::Subscript(Subscript::Index { index }) => {
                             self.subscript(cur, self.compile(index)?)?
@@ -262,13 +277,12 @@ impl Scope<'_> {
                 Ok(cur)
             }
             SqlExpr::Array(arr) => {
-                let items: Vec<Typed> = arr
+                let items = arr
                     .elem
                     .iter()
-                    .map(|i| self.compile(i))
-                    .collect::<Result<_, _>>()?;
-                let pairs: Vec<(&SqlExpr, &Typed)> = arr.elem.iter().zip(items.iter()).collect();
-                let elem = self.unify(None, &pairs, false)?;
+                    .map(|i| Ok((i, self.compile(i)?)))
+                    .collect::<Result<Vec<_>, PlanError>>()?;
+                let (elem, items) = self.coerce_list(items)?;
                 let Some(elem) = elem else {
                     return err("Cannot construct an array with all NULL elements (see https://github.com/confluentinc/ksql/issues/4239). As a workaround, you may cast a NULL value to the desired type.");
                 };
@@ -355,14 +369,40 @@ impl Scope<'_> {
             return Ok(t);
         }
         let dt = self.arrow(target)?;
+        // Arrow cannot add or drop struct fields, nor convert nested values field by field.
+        if let Some(from @ (Type::Array(_) | Type::Map(..) | Type::Struct(_))) = &t.ty {
+            if needs_ksql_cast(&self.arrow(from)?, &dt) {
+                return Ok(Typed::new(ksql_cast(t.expr, dt), target.clone()));
+            }
+        }
         Ok(Typed::new(cast(t.expr, dt), target.clone()))
     }
 
     fn cast_to(&self, t: Typed, target: &Type) -> Result<Typed, PlanError> {
-        if let Some(from) = &t.ty {
-            if !castable(from, target) {
-                return err(format!("Cast of {from} to {target} is not supported"));
-            }
+        let Some(from) = &t.ty else {
+            return self.coerce(t, target);
+        };
+        if !castable(from, target) {
+            return err(format!(
+                "Cast of {} to {} is not supported",
+                crate::schema::SchemaType(from),
+                crate::schema::SchemaType(target)
+            ));
+        }
+        if from == target {
+            return Ok(t);
+        }
+        let dt = self.arrow(target)?;
+        if needs_ksql_cast(&self.arrow(from)?, &dt) {
+            return Ok(Typed::new(ksql_cast(t.expr, dt), target.clone()));
+        }
+        // ksqlDB evaluates a text that does not read as the target to NULL (its
+        // expression errors null the value), not to a failed record.
+        if *from == Type::String {
+            return Ok(Typed::new(
+                Expr::TryCast(TryCast::new(Box::new(t.expr), dt)),
+                target.clone(),
+            ));
         }
         self.coerce(t, target)
     }
@@ -385,6 +425,21 @@ impl Scope<'_> {
         }
         let l = self.compile(left)?;
         let r = self.compile(right)?;
+        let (l, r) = if matches!(
+            op,
+            BinaryOperator::Eq
+                | BinaryOperator::NotEq
+                | BinaryOperator::Lt
+                | BinaryOperator::LtEq
+                | BinaryOperator::Gt
+                | BinaryOperator::GtEq
+        ) {
+            let r = pseudo_time(left, &l, right, r)?;
+            let l = pseudo_time(right, &r, left, l)?;
+            (l, r)
+        } else {
+            (l, r)
+        };
         let cmp = |op: Operator| -> Result<Typed, PlanError> {
             let ordering = matches!(
                 op,
@@ -457,7 +512,10 @@ impl Scope<'_> {
         }
         if !is_numeric(&lt) || !is_numeric(&rt) {
             return err(format!(
-                "Error processing expression: {e}. Unsupported arithmetic types. {lt} {rt}"
+                "Error processing expression: {}. Unsupported arithmetic types. {} {}",
+                ksql_text(e),
+                base_type_name(&lt),
+                base_type_name(&rt)
             ));
         }
         let result = arithmetic_type(op, &lt, &rt);
@@ -635,6 +693,9 @@ impl Scope<'_> {
         for a in &args {
             match a {
                 FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => typed.push(self.compile(e)?),
+                // ksqlDB reads `F(*)` as a call without arguments (COUNT(*) is the
+                // aggregate planner's).
+                FunctionArg::Unnamed(FunctionArgExpr::Wildcard) => {}
                 _ => return err(format!("Unsupported argument in {f}")),
             }
         }
@@ -657,7 +718,18 @@ impl Scope<'_> {
             fields.push(StructField { name, ty });
         }
         if fields.is_empty() {
-            return err("STRUCT() needs at least one field");
+            // DataFusion's named_struct needs a field; an empty struct is built directly.
+            let expr = crate::functions::udf::call_batch(
+                "struct",
+                DataType::Struct(Default::default()),
+                vec![],
+                |_, rows| {
+                    Ok(Arc::new(arrow::array::StructArray::new_empty_fields(
+                        rows, None,
+                    )))
+                },
+            );
+            return Ok(Typed::new(expr, Type::Struct(vec![])));
         }
         Ok(Typed::new(
             datafusion::functions::core::expr_fn::named_struct(parts),
@@ -668,28 +740,22 @@ impl Scope<'_> {
     fn map_ctor(&self, args: &[&FunctionArg]) -> Result<Typed, PlanError> {
         let mut keys = Vec::new();
         let mut values = Vec::new();
-        let mut key_exprs = Vec::new();
-        let mut value_exprs = Vec::new();
         for a in args {
             let Some((name, v)) = assignment(a) else {
                 return err("MAP entries are written `key := value`");
             };
-            keys.push(self.compile(name)?);
-            values.push(self.compile(v)?);
-            key_exprs.push(name);
-            value_exprs.push(v);
+            keys.push((name, self.compile(name)?));
+            values.push((v, self.compile(v)?));
         }
-        let key_pairs: Vec<(&SqlExpr, &Typed)> =
-            key_exprs.iter().copied().zip(keys.iter()).collect();
-        let value_pairs: Vec<(&SqlExpr, &Typed)> =
-            value_exprs.iter().copied().zip(values.iter()).collect();
         if keys.is_empty() {
             return err("Map constructor cannot be empty. Please supply at least one key value pair (see https://github.com/confluentinc/ksql/issues/4239).");
         }
-        let Some(kt) = self.unify(None, &key_pairs, false)? else {
+        let (kt, keys) = self.coerce_list(keys)?;
+        let Some(kt) = kt else {
             return err("Cannot construct a map with all NULL keys (see https://github.com/confluentinc/ksql/issues/4239). As a workaround, you may cast a NULL key to the desired type.");
         };
-        let Some(vt) = self.unify(None, &value_pairs, false)? else {
+        let (vt, values) = self.coerce_list(values)?;
+        let Some(vt) = vt else {
             return err("Cannot construct a map with all NULL values (see https://github.com/confluentinc/ksql/issues/4239). As a workaround, you may cast a NULL value to the desired type.");
         };
         let keys = keys
@@ -706,50 +772,184 @@ impl Scope<'_> {
         ))
     }
 
-    /// The common type of a list of items (IN lists, ARRAY and MAP constructors): a string
-    /// literal may stand for a number or boolean if it reads as one, as in ksqlDB.
-    fn unify(
+    /// ksqlDB's coercion of a user-written list (IN lists, ARRAY and MAP constructors):
+    /// the items' common type, found in order from the first typed item, and the items
+    /// converted to it. Literals are converted as values (a string literal may stand for
+    /// a number or boolean, any scalar literal for a string); other expressions are cast.
+    fn coerce_list(
         &self,
-        start: Option<Type>,
-        items: &[(&SqlExpr, &Typed)],
-        predicate: bool,
-    ) -> Result<Option<Type>, PlanError> {
-        let mut acc = start;
-        for (sql, t) in items {
-            let Some(b) = &t.ty else { continue };
-            acc = match acc {
-                None => Some(b.clone()),
-                Some(a) => {
-                    if let Some(c) = common_type(&a, b) {
-                        Some(c)
-                    } else if let (Some(text), true) = (string_literal(sql), *b == Type::String) {
-                        if !literal_reads_as(text, &a) {
-                            return err(format!(
-                                "invalid input syntax for type {}: \"{text}\".",
-                                base_type_name(&a)
-                            ));
-                        }
-                        Some(a)
-                    } else if predicate {
-                        return err(format!(
-                            "operator does not exist: {} = {} ({})\nHint: You might need to add explicit type casts.",
-                            crate::schema::SchemaType(&a),
-                            crate::schema::SchemaType(b),
-                            sql
-                        ));
-                    } else {
-                        return err(format!(
-                            "invalid input syntax for type {}: \"{}\".",
-                            base_type_name(&a),
-                            string_literal(sql)
-                                .map(str::to_string)
-                                .unwrap_or_else(|| sql.to_string())
-                        ));
-                    }
-                }
-            };
+        items: Vec<(&SqlExpr, Typed)>,
+    ) -> Result<(Option<Type>, Vec<Typed>), PlanError> {
+        let mut common: Option<Type> = None;
+        for (sql, t) in &items {
+            common = self
+                .item_type(sql, t.ty.as_ref(), common)
+                .map_err(ListError::into_plan)?;
         }
-        Ok(acc)
+        let Some(target) = common else {
+            return Ok((None, items.into_iter().map(|(_, t)| t).collect()));
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (sql, t) in items {
+            out.push(self.convert_item(sql, t, &target)?);
+        }
+        Ok((Some(target), out))
+    }
+
+    /// The common type once `sql` (of type `ty`) joins a list whose type so far is `common`.
+    fn item_type(
+        &self,
+        sql: &SqlExpr,
+        ty: Option<&Type>,
+        common: Option<Type>,
+    ) -> Result<Option<Type>, ListError> {
+        let Some(target) = common else {
+            return Ok(ty.cloned());
+        };
+        let Some(source) = ty else {
+            return Ok(Some(target));
+        };
+        // A nested mismatch is reported as one of the enclosing constructor.
+        let mismatch = || ListError::Mismatch(mismatch_message(&target, source, sql));
+        let rewrap = |e: ListError| match e {
+            ListError::Mismatch(_) => mismatch(),
+            other => other,
+        };
+        match constructor(sql) {
+            Some(Constructor::Array(elems)) => {
+                let Type::Array(item) = &target else {
+                    return Err(mismatch());
+                };
+                let item = self
+                    .structured_type((**item).clone(), &elems)
+                    .map_err(rewrap)?;
+                return Ok(Some(Type::Array(Box::new(item))));
+            }
+            Some(Constructor::Map(entries)) => {
+                let Type::Map(k, v) = &target else {
+                    return Err(mismatch());
+                };
+                let keys: Vec<&SqlExpr> = entries.iter().map(|(k, _)| *k).collect();
+                let values: Vec<&SqlExpr> = entries.iter().map(|(_, v)| *v).collect();
+                let k = self.structured_type((**k).clone(), &keys).map_err(rewrap)?;
+                let v = self
+                    .structured_type((**v).clone(), &values)
+                    .map_err(rewrap)?;
+                return Ok(Some(Type::Map(Box::new(k), Box::new(v))));
+            }
+            Some(Constructor::Struct(fields)) => {
+                let Type::Struct(target_fields) = &target else {
+                    return Err(mismatch());
+                };
+                return self
+                    .struct_type(&fields, target_fields)
+                    .map(|t| Some(Type::Struct(t)))
+                    .map_err(rewrap);
+            }
+            None => {}
+        }
+        if let Some(text) = string_literal(sql) {
+            if is_numeric(&target) {
+                let Some(from_text) = string_number_type(text) else {
+                    return Err(ListError::Other(invalid_syntax(text, &target)));
+                };
+                return Ok(common_type(&from_text, &target));
+            }
+            if target == Type::Boolean {
+                if parse_boolean(text).is_none() {
+                    return Err(ListError::Other(invalid_syntax(text, &target)));
+                }
+                return Ok(Some(target));
+            }
+        }
+        let lax = is_literal(sql);
+        if let Some(t) = coercible(source, &target, lax) {
+            return Ok(Some(t));
+        }
+        if let Some(t) = coercible(&target, source, lax) {
+            return Ok(Some(t));
+        }
+        Err(mismatch())
+    }
+
+    /// The common type of a constructor's elements, starting from the type they must meet.
+    fn structured_type(&self, target: Type, elems: &[&SqlExpr]) -> Result<Type, ListError> {
+        let mut common = Some(target.clone());
+        for e in elems {
+            let t = self.compile(e).map_err(ListError::Other)?;
+            common = self.item_type(e, t.ty.as_ref(), common)?;
+        }
+        Ok(common.unwrap_or(target))
+    }
+
+    /// A STRUCT constructor joining a list of structs: the union of the fields, in the
+    /// constructor's order and then the list's, each field's type found as for a list.
+    fn struct_type(
+        &self,
+        fields: &[(&sql::Ident, &SqlExpr)],
+        target: &[StructField],
+    ) -> Result<Vec<StructField>, ListError> {
+        let mut names: Vec<&sql::Ident> = Vec::new();
+        for n in fields
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(target.iter().map(|f| &f.name))
+        {
+            if !names.iter().any(|m| m.value == n.value) {
+                names.push(n);
+            }
+        }
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let source = fields.iter().find(|(n, _)| n.value == name.value);
+            let existing = target.iter().find(|f| f.name.value == name.value);
+            let ty = match (source, existing) {
+                (Some((_, e)), Some(f)) => {
+                    let t = self.compile(e).map_err(ListError::Other)?;
+                    self.item_type(e, t.ty.as_ref(), Some(f.ty.clone()))?
+                        .unwrap_or_else(|| f.ty.clone())
+                }
+                (Some((_, e)), None) => self
+                    .compile(e)
+                    .map_err(ListError::Other)?
+                    .ty
+                    .unwrap_or(Type::String),
+                (None, Some(f)) => f.ty.clone(),
+                (None, None) => continue,
+            };
+            out.push(StructField {
+                name: name.clone(),
+                ty,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Brings one list item to the list's common type.
+    fn convert_item(&self, sql: &SqlExpr, t: Typed, target: &Type) -> Result<Typed, PlanError> {
+        if t.ty.as_ref() == Some(target) {
+            return Ok(t);
+        }
+        if t.ty.is_some() && is_literal(sql) {
+            if let Some(text) = string_literal(sql) {
+                if *target == Type::Boolean {
+                    let b = parse_boolean(text).ok_or_else(|| invalid_syntax(text, target))?;
+                    return Ok(Typed::new(lit(b), Type::Boolean));
+                }
+                if is_numeric(target) {
+                    let v = number_from_text(text, target)
+                        .ok_or_else(|| invalid_syntax(text, target))?;
+                    return Ok(Typed::new(lit(v), target.clone()));
+                }
+            }
+            if *target == Type::String {
+                if let Expr::Literal(v, _) = &t.expr {
+                    let text = crate::functions::collections::kernels::java_string(v);
+                    return Ok(Typed::new(lit(text), Type::String));
+                }
+            }
+        }
+        self.coerce(t, target)
     }
 
     pub fn coerce_pub(&self, t: Typed, target: &Type) -> Result<Typed, PlanError> {
@@ -784,23 +984,359 @@ fn string_literal(e: &SqlExpr) -> Option<&str> {
     }
 }
 
-fn literal_reads_as(text: &str, ty: &Type) -> bool {
-    let t = text.trim();
-    match ty {
-        Type::Int => t.parse::<i32>().is_ok(),
-        Type::Bigint => t.parse::<i64>().is_ok(),
-        Type::Double | Type::Decimal { .. } => t.parse::<f64>().is_ok(),
-        Type::Boolean => matches!(
-            t.to_ascii_lowercase().as_str(),
-            "true" | "false" | "yes" | "no" | "t" | "f" | "y" | "n"
+/// Why a list has no common type: a plain type mismatch (reported as the enclosing
+/// constructor's when nested) or anything else, reported as is.
+enum ListError {
+    Mismatch(String),
+    Other(PlanError),
+}
+
+impl ListError {
+    fn into_plan(self) -> PlanError {
+        match self {
+            ListError::Mismatch(m) => PlanError::Invalid(m),
+            ListError::Other(e) => e,
+        }
+    }
+}
+
+fn mismatch_message(target: &Type, source: &Type, sql: &SqlExpr) -> String {
+    format!(
+        "operator does not exist: {} = {} ({})\nHint: You might need to add explicit type casts.",
+        crate::schema::SchemaType(target),
+        crate::schema::SchemaType(source),
+        ksql_text(sql)
+    )
+}
+
+fn invalid_syntax(text: &str, target: &Type) -> PlanError {
+    PlanError::Invalid(format!(
+        "invalid input syntax for type {}: \"{text}\".",
+        base_type_name(target)
+    ))
+}
+
+/// A constructor whose elements take part in finding a list's common type.
+enum Constructor<'a> {
+    Array(Vec<&'a SqlExpr>),
+    Map(Vec<(&'a SqlExpr, &'a SqlExpr)>),
+    Struct(Vec<(&'a sql::Ident, &'a SqlExpr)>),
+}
+
+fn constructor(e: &SqlExpr) -> Option<Constructor<'_>> {
+    match e {
+        SqlExpr::Array(arr) => Some(Constructor::Array(arr.elem.iter().collect())),
+        SqlExpr::Function(f) => {
+            let FunctionArguments::List(l) = &f.args else {
+                return None;
+            };
+            match f.name.to_string().to_uppercase().as_str() {
+                "MAP" => l
+                    .args
+                    .iter()
+                    .map(assignment)
+                    .collect::<Option<Vec<_>>>()
+                    .map(Constructor::Map),
+                "STRUCT" => l
+                    .args
+                    .iter()
+                    .map(|a| match assignment(a) {
+                        Some((SqlExpr::Identifier(id), v)) => Some((id, v)),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()
+                    .map(Constructor::Struct),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// An expression as ksqlDB prints it in messages (`MAP('a':=1)`, `ARRAY[1, null]`,
+/// `(A + 1)`).
+pub fn ksql_text(e: &SqlExpr) -> String {
+    let join = |items: Vec<String>| items.join(", ");
+    match (e, constructor(e)) {
+        (_, Some(Constructor::Array(elems))) => {
+            format!(
+                "ARRAY[{}]",
+                join(elems.into_iter().map(ksql_text).collect())
+            )
+        }
+        (_, Some(Constructor::Map(entries))) => format!(
+            "MAP({})",
+            join(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| format!("{}:={}", ksql_text(k), ksql_text(v)))
+                    .collect()
+            )
         ),
+        (_, Some(Constructor::Struct(fields))) => format!(
+            "STRUCT({})",
+            join(
+                fields
+                    .into_iter()
+                    .map(|(k, v)| format!("{}:={}", k.value, ksql_text(v)))
+                    .collect()
+            )
+        ),
+        (SqlExpr::Value(v), None) if v.value == Value::Null => "null".into(),
+        (SqlExpr::Value(v), None) => match &v.value {
+            Value::Boolean(b) => b.to_string(),
+            _ => e.to_string(),
+        },
+        (SqlExpr::Nested(inner), None) => ksql_text(inner),
+        (SqlExpr::BinaryOp { left, op, right }, None) if *op != BinaryOperator::Assignment => {
+            format!("({} {op} {})", ksql_text(left), ksql_text(right))
+        }
+        (
+            SqlExpr::UnaryOp {
+                op: UnaryOperator::Not,
+                expr,
+            },
+            None,
+        ) => format!("(NOT {})", ksql_text(expr)),
+        (SqlExpr::IsNull(x), None) => format!("({} IS NULL)", ksql_text(x)),
+        (SqlExpr::IsNotNull(x), None) => format!("({} IS NOT NULL)", ksql_text(x)),
+        (SqlExpr::Function(f), None) => match &f.args {
+            FunctionArguments::List(l) => format!(
+                "{}({})",
+                f.name.to_string().to_uppercase(),
+                join(
+                    l.args
+                        .iter()
+                        .map(|a| match a {
+                            FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => ksql_text(x),
+                            other => other.to_string(),
+                        })
+                        .collect()
+                )
+            ),
+            FunctionArguments::None => format!("{}()", f.name.to_string().to_uppercase()),
+            FunctionArguments::Subquery(_) => e.to_string(),
+        },
+        _ => e.to_string(),
+    }
+}
+
+/// ROWTIME, WINDOWSTART and WINDOWEND compared with a string literal: ksqlDB reads the
+/// string as a (possibly partial) timestamp, so the comparison is of epoch milliseconds.
+fn pseudo_time(
+    col: &SqlExpr,
+    col_t: &Typed,
+    other: &SqlExpr,
+    t: Typed,
+) -> Result<Typed, PlanError> {
+    let name = match col {
+        SqlExpr::Identifier(id) => &id.value,
+        SqlExpr::CompoundIdentifier(parts) => match parts.last() {
+            Some(id) => &id.value,
+            None => return Ok(t),
+        },
+        _ => return Ok(t),
+    };
+    if !matches!(name.as_str(), "ROWTIME" | "WINDOWSTART" | "WINDOWEND")
+        || col_t.ty != Some(Type::Bigint)
+    {
+        return Ok(t);
+    }
+    let Some(text) = string_literal(other) else {
+        return Ok(t);
+    };
+    match crate::functions::datetime::partial_timestamp_millis(text) {
+        Some(ms) => Ok(Typed::new(lit(ms), Type::Bigint)),
+        None => err(format!(
+            "Failed to parse timestamp '{text}': expected yyyy-MM-dd'T'HH:mm:ss.SSS, optionally followed by a zone"
+        )),
+    }
+}
+
+/// Literals are coerced leniently (ksqlDB's LAX coercer); other expressions strictly.
+fn is_literal(e: &SqlExpr) -> bool {
+    match e {
+        SqlExpr::Value(_) => true,
+        SqlExpr::UnaryOp {
+            op: UnaryOperator::Minus | UnaryOperator::Plus,
+            expr,
+        } => matches!(expr.as_ref(), SqlExpr::Value(_)),
+        SqlExpr::Nested(inner) => is_literal(inner),
         _ => false,
     }
 }
 
+/// The type `from` becomes when converted to `to`, if it can be implicitly: numbers
+/// widen, nested types convert element by element, a struct may gain fields; leniently,
+/// any scalar also becomes a STRING and a STRING a date or time.
+fn coercible(from: &Type, to: &Type, lax: bool) -> Option<Type> {
+    if from == to {
+        return Some(to.clone());
+    }
+    if is_numeric(from) && is_numeric(to) {
+        return common_type(from, to);
+    }
+    match (from, to) {
+        (Type::Array(a), Type::Array(b)) => coercible(a, b, lax).map(|t| Type::Array(Box::new(t))),
+        (Type::Map(k1, v1), Type::Map(k2, v2)) => Some(Type::Map(
+            Box::new(coercible(k1, k2, lax)?),
+            Box::new(coercible(v1, v2, lax)?),
+        )),
+        (Type::Struct(fa), Type::Struct(fb)) => {
+            if !fa
+                .iter()
+                .all(|f| fb.iter().any(|g| g.name.value == f.name.value))
+            {
+                return None;
+            }
+            let fields = fb
+                .iter()
+                .map(|g| match fa.iter().find(|f| f.name.value == g.name.value) {
+                    Some(f) => coercible(&f.ty, &g.ty, lax).map(|ty| StructField {
+                        name: g.name.clone(),
+                        ty,
+                    }),
+                    None => Some(g.clone()),
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some(Type::Struct(fields))
+        }
+        (Type::Array(_) | Type::Map(..) | Type::Struct(_) | Type::Bytes, Type::String) => None,
+        (_, Type::String) if lax => Some(Type::String),
+        (Type::String, Type::Timestamp | Type::Date | Type::Time) if lax => Some(to.clone()),
+        _ => None,
+    }
+}
+
+/// ksqlDB's reading of a boolean string: any non-empty prefix of `true`/`yes` or
+/// `false`/`no`, case-insensitively.
+fn parse_boolean(text: &str) -> Option<bool> {
+    let t = text.trim().to_ascii_lowercase();
+    if t.is_empty() {
+        return None;
+    }
+    if "true".starts_with(&t) || "yes".starts_with(&t) {
+        Some(true)
+    } else if "false".starts_with(&t) || "no".starts_with(&t) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// A decimal number's text as an unscaled value and scale (Java's `BigDecimal`).
+fn parse_decimal_text(text: &str) -> Option<(i128, i32)> {
+    let (mantissa, exp) = match text.find(['e', 'E']) {
+        Some(i) => (&text[..i], text[i + 1..].parse::<i32>().ok()?),
+        None => (text, 0),
+    };
+    let (neg, digits) = match mantissa.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, mantissa.strip_prefix('+').unwrap_or(mantissa)),
+    };
+    let (whole, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if whole.is_empty() && frac.is_empty() {
+        return None;
+    }
+    if !whole
+        .chars()
+        .chain(frac.chars())
+        .all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    let all = format!("{whole}{frac}");
+    let unscaled: i128 = all
+        .trim_start_matches('0')
+        .parse()
+        .or_else(|e| {
+            if all.trim_start_matches('0').is_empty() {
+                Ok(0)
+            } else {
+                Err(e)
+            }
+        })
+        .ok()?;
+    let scale = i32::try_from(frac.len()).ok()?.checked_sub(exp)?;
+    Some((if neg { -unscaled } else { unscaled }, scale))
+}
+
+/// The type a numeric string literal reads as: INTEGER or BIGINT when it is a whole
+/// number written without a point or exponent, otherwise the DECIMAL that holds it.
+fn string_number_type(text: &str) -> Option<Type> {
+    let (unscaled, scale) = parse_decimal_text(text.trim())?;
+    if !text.contains(['.', 'e', 'E']) {
+        if unscaled > i32::MIN as i128 && unscaled < i32::MAX as i128 {
+            return Some(Type::Int);
+        }
+        if unscaled > i64::MIN as i128 && unscaled < i64::MAX as i128 {
+            return Some(Type::Bigint);
+        }
+    }
+    let (unscaled, scale) = if scale < 0 {
+        (
+            unscaled.checked_mul(10i128.checked_pow(scale.unsigned_abs())?)?,
+            0u32,
+        )
+    } else {
+        (unscaled, scale as u32)
+    };
+    let digits = unscaled.unsigned_abs().to_string().len() as u32;
+    let precision = if digits <= scale { scale + 1 } else { digits };
+    (precision <= 38).then_some(Type::Decimal { precision, scale })
+}
+
+/// A numeric string literal as a value of numeric type `ty`.
+fn number_from_text(text: &str, ty: &Type) -> Option<ScalarValue> {
+    let t = text.trim();
+    if *ty == Type::Double {
+        return t.parse::<f64>().ok().map(|v| ScalarValue::Float64(Some(v)));
+    }
+    let (unscaled, scale) = parse_decimal_text(t)?;
+    let rescale = |to: i32| -> Option<i128> {
+        if scale <= to {
+            unscaled.checked_mul(10i128.checked_pow((to - scale) as u32)?)
+        } else {
+            let d = 10i128.checked_pow((scale - to) as u32)?;
+            let q = unscaled / d;
+            let r = unscaled % d;
+            // BigDecimal's HALF_UP.
+            Some(if r.abs() * 2 >= d {
+                q + unscaled.signum()
+            } else {
+                q
+            })
+        }
+    };
+    match ty {
+        Type::Int => i32::try_from(rescale(0)?)
+            .ok()
+            .map(|v| ScalarValue::Int32(Some(v))),
+        Type::Bigint => i64::try_from(rescale(0)?)
+            .ok()
+            .map(|v| ScalarValue::Int64(Some(v))),
+        Type::Decimal {
+            precision,
+            scale: s,
+        } => {
+            let v = rescale(*s as i32)?;
+            (v.unsigned_abs() < 10u128.checked_pow(*precision)?).then_some(ScalarValue::Decimal128(
+                Some(v),
+                *precision as u8,
+                *s as i8,
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// ksqlDB's `SqlBaseType`: the type without its parameters.
 fn base_type_name(t: &Type) -> String {
     match t {
         Type::Decimal { .. } => "DECIMAL".into(),
+        Type::Array(_) => "ARRAY".into(),
+        Type::Map(..) => "MAP".into(),
+        Type::Struct(_) => "STRUCT".into(),
         other => crate::schema::SchemaType(other).to_string(),
     }
 }
@@ -946,6 +1482,8 @@ pub fn common_type(a: &Type, b: &Type) -> Option<Type> {
         (Type::Timestamp, Type::String) | (Type::String, Type::Timestamp) => Some(Type::Timestamp),
         (Type::Date, Type::String) | (Type::String, Type::Date) => Some(Type::Date),
         (Type::Time, Type::String) | (Type::String, Type::Time) => Some(Type::Time),
+        // A DATE compares with a TIMESTAMP as its midnight.
+        (Type::Date, Type::Timestamp) | (Type::Timestamp, Type::Date) => Some(Type::Timestamp),
         (Type::Array(x), Type::Array(y)) => common_type(x, y).map(|t| Type::Array(Box::new(t))),
         _ => None,
     }
@@ -999,6 +1537,7 @@ fn castable(from: &Type, to: &Type) -> bool {
     use Type::*;
     match (from, to) {
         (a, b) if a == b => true,
+        (String, Array(_) | Map(..) | Struct(_)) => false,
         (String, _) | (_, String) => !matches!(to, Bytes) && !matches!(from, Bytes),
         (a, b) if is_numeric(a) && is_numeric(b) => true,
         (Boolean, Int | Bigint) => false,
@@ -1023,29 +1562,41 @@ fn literal(v: &Value) -> Result<Typed, PlanError> {
     })
 }
 
+/// A numeric literal (with its sign) as ksqlDB types it: INTEGER, else BIGINT for a whole
+/// number, DECIMAL with a point, DOUBLE with an exponent; a whole number beyond BIGINT
+/// or a DOUBLE beyond its range is an error.
 fn number_literal(n: &str) -> Result<Typed, PlanError> {
     if n.contains(['e', 'E']) {
         let v: f64 = n
             .parse()
             .map_err(|_| PlanError::Invalid(format!("Invalid number {n}")))?;
+        if v.is_infinite() {
+            return err(format!("Number overflows DOUBLE: {n}"));
+        }
         return Ok(Typed::new(lit(v), Type::Double));
     }
     if let Some((whole, frac)) = n.split_once('.') {
-        let digits = format!("{whole}{frac}");
+        let unsigned = whole.trim_start_matches(['-', '+']);
+        let digits = format!("{unsigned}{frac}");
         let trimmed = digits.trim_start_matches('0');
         let scale = frac.len() as u32;
         let precision = (trimmed.len() as u32).max(scale).max(1);
-        let unscaled: i128 = if digits.is_empty() {
-            0
-        } else {
-            digits
-                .parse()
-                .map_err(|_| PlanError::Invalid(format!("Invalid number {n}")))?
-        };
         if precision > 38 {
             let v: f64 = n.parse().unwrap_or(f64::NAN);
             return Ok(Typed::new(lit(v), Type::Double));
         }
+        let unscaled: i128 = if trimmed.is_empty() {
+            0
+        } else {
+            trimmed
+                .parse()
+                .map_err(|_| PlanError::Invalid(format!("Invalid number {n}")))?
+        };
+        let unscaled = if whole.starts_with('-') {
+            -unscaled
+        } else {
+            unscaled
+        };
         return Ok(Typed::new(
             lit(ScalarValue::Decimal128(
                 Some(unscaled),
@@ -1061,42 +1612,275 @@ fn number_literal(n: &str) -> Result<Typed, PlanError> {
     if let Ok(i) = n.parse::<i64>() {
         return Ok(Typed::new(lit(i), Type::Bigint));
     }
-    // Beyond BIGINT: ksqlDB reads it as a DECIMAL.
-    let precision = n.len() as u32;
-    if precision <= 38 {
-        if let Ok(v) = n.parse::<i128>() {
-            return Ok(Typed::new(
-                lit(ScalarValue::Decimal128(Some(v), precision as u8, 0)),
-                Type::Decimal {
-                    precision,
-                    scale: 0,
-                },
-            ));
+    err(format!("Invalid numeric literal: {n}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::NoTypes;
+    use arrow::array::{ArrayRef, Int32Array, Int64Array, ListArray, RecordBatch, StructArray};
+    use arrow::datatypes::{Field, Int64Type, Schema};
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+
+    fn columns() -> Vec<(&'static str, Type, ArrayRef)> {
+        let st = brook_sql::parse_type("STRUCT<F0 BIGINT, `f1` INT>").expect("type");
+        let DataType::Struct(fields) = arrow_type(&st, &NoTypes).expect("arrow") else {
+            panic!("not a struct")
+        };
+        vec![
+            (
+                "A",
+                Type::Int,
+                Arc::new(Int32Array::from(vec![Some(1), Some(-2147483648), None])),
+            ),
+            (
+                "B",
+                Type::Bigint,
+                Arc::new(Int64Array::from(vec![Some(2147483648), Some(20), None])),
+            ),
+            (
+                "ARR",
+                Type::Array(Box::new(Type::Bigint)),
+                Arc::new(ListArray::from_iter_primitive::<Int64Type, _, _>(vec![
+                    Some(vec![Some(10), Some(2147483648)]),
+                    Some(vec![Some(3), None]),
+                    None,
+                ])),
+            ),
+            (
+                "ST",
+                st,
+                Arc::new(StructArray::new(
+                    fields,
+                    vec![
+                        Arc::new(Int64Array::from(vec![Some(1), None, Some(3)])),
+                        Arc::new(Int32Array::from(vec![Some(2), Some(5), None])),
+                    ],
+                    None,
+                )),
+            ),
+        ]
+    }
+
+    fn scope_of(cols: &[(&'static str, Type, ArrayRef)]) -> Scope<'static> {
+        Scope {
+            columns: cols
+                .iter()
+                .map(|(n, t, _)| ScopeColumn {
+                    name: n.to_string(),
+                    qualifiers: vec![],
+                    ty: t.clone(),
+                    field: n.to_string(),
+                })
+                .collect(),
+            types: &NoTypes,
         }
     }
-    err(format!("Invalid number {n}"))
-}
 
-fn negate_literal(s: &ScalarValue) -> Option<ScalarValue> {
-    Some(match s {
-        ScalarValue::Int32(Some(v)) => ScalarValue::Int32(Some(v.checked_neg()?)),
-        ScalarValue::Int64(Some(v)) => {
-            if *v == i32::MAX as i64 + 1 {
-                ScalarValue::Int32(Some(i32::MIN))
-            } else {
-                ScalarValue::Int64(Some(v.checked_neg()?))
-            }
+    fn compile(sql: &str) -> Result<Typed, String> {
+        let cols = columns();
+        let e = brook_sql::parse_expr(sql).map_err(|e| e.to_string())?;
+        scope_of(&cols).compile(&e).map_err(|e| e.to_string())
+    }
+
+    /// Each row's value as text, and the ksqlDB type.
+    fn eval(sql: &str) -> (Vec<String>, Type) {
+        let cols = columns();
+        let schema = Arc::new(Schema::new(
+            cols.iter()
+                .map(|(n, t, _)| Field::new(*n, arrow_type(t, &NoTypes).expect("type"), true))
+                .collect::<Vec<_>>(),
+        ));
+        let batch =
+            RecordBatch::try_new(schema.clone(), cols.iter().map(|c| c.2.clone()).collect())
+                .expect("batch");
+        let t = compile(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let out = physical(&t.expr, &schema)
+            .and_then(|p| {
+                p.evaluate(&batch)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+                    .map_err(|e| PlanError::DataFusion(e.to_string()))
+            })
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let options = FormatOptions::default().with_null("NULL");
+        let f = ArrayFormatter::try_new(out.as_ref(), &options).expect("formatter");
+        let rows = (0..out.len()).map(|i| f.value(i).to_string()).collect();
+        (rows, t.ty.expect("typed"))
+    }
+
+    #[test]
+    fn boolean_strings_are_prefixes_of_true_yes_false_no() {
+        for (text, want) in [
+            ("TrUe", Some(true)),
+            ("tr", Some(true)),
+            ("Y", Some(true)),
+            (" no ", Some(false)),
+            ("fa", Some(false)),
+            ("", None),
+            ("Not a boolean", None),
+        ] {
+            assert_eq!(parse_boolean(text), want, "{text:?}");
         }
-        ScalarValue::Float64(Some(v)) => ScalarValue::Float64(Some(-v)),
-        ScalarValue::Decimal128(Some(v), p, s) => ScalarValue::Decimal128(Some(-v), *p, *s),
-        _ => return None,
-    })
-}
+    }
 
-fn literal_type(s: &ScalarValue, fallback: &Type) -> Type {
-    match s {
-        ScalarValue::Int32(_) => Type::Int,
-        ScalarValue::Int64(_) => Type::Bigint,
-        _ => fallback.clone(),
+    #[test]
+    fn numeric_strings_read_as_the_narrowest_type() {
+        assert_eq!(string_number_type("10"), Some(Type::Int));
+        assert_eq!(string_number_type("2147483648"), Some(Type::Bigint));
+        assert_eq!(
+            string_number_type("4.000"),
+            Some(Type::Decimal {
+                precision: 4,
+                scale: 3
+            })
+        );
+        assert_eq!(
+            string_number_type("2e1"),
+            Some(Type::Decimal {
+                precision: 2,
+                scale: 0
+            })
+        );
+        assert_eq!(string_number_type("not 10"), None);
+        let dec = Type::Decimal {
+            precision: 19,
+            scale: 0,
+        };
+        assert_eq!(
+            number_from_text("2e1", &dec),
+            Some(ScalarValue::Decimal128(Some(20), 19, 0))
+        );
+        assert_eq!(
+            number_from_text("2147483648", &Type::Bigint),
+            Some(ScalarValue::Int64(Some(2147483648)))
+        );
+    }
+
+    #[test]
+    fn in_list_items_take_the_tested_expressions_type() {
+        // The string literal is a BIGINT, so the INT column widens rather than failing.
+        let (rows, _) = eval("A IN (1, '2147483648')");
+        assert_eq!(rows, ["true", "false", "NULL"]);
+        let (rows, _) = eval("B IN ('2147483648', 20.0)");
+        assert_eq!(rows, ["true", "true", "NULL"]);
+        // Constructors' elements are coerced one by one, string literals included.
+        let (rows, _) = eval("ARR IN (ARRAY['3', NULL], ARRAY[10, 2147483648])");
+        assert_eq!(rows, ["true", "true", "NULL"]);
+        // A constructor may add fields; the tested struct gains them as NULL.
+        let (rows, _) = eval("ST IN (STRUCT(F0 := 1, `f1` := 2, G := 'x'), STRUCT(`f1` := 5))");
+        assert_eq!(rows, ["false", "true", "false"]);
+    }
+
+    #[test]
+    fn in_list_mismatches_are_reported_as_ksqldb_does() {
+        let e = compile("A IN (true)").expect_err("mismatch");
+        assert!(
+            e.contains("Invalid Predicate: operator does not exist: INTEGER = BOOLEAN (true)"),
+            "{e}"
+        );
+        let e = compile("B IN (10, '10 - not a number')").expect_err("bad string");
+        assert!(
+            e.contains("invalid input syntax for type BIGINT: \"10 - not a number\"."),
+            "{e}"
+        );
+        let e = compile("ARR IN (ARRAY['10', 'not 10'])").expect_err("bad element");
+        assert!(
+            e.contains("invalid input syntax for type BIGINT: \"not 10\""),
+            "{e}"
+        );
+        let e = compile("ARR IN (MAP('a' := B))").expect_err("not an array");
+        assert!(
+            e.contains("ARRAY<BIGINT> = MAP<STRING, BIGINT> (MAP('a':=B))"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn constructors_find_a_common_type() {
+        let (rows, ty) = eval("ARRAY[NULL, 10, '2e1', A, B]");
+        assert_eq!(
+            ty,
+            Type::Array(Box::new(Type::Decimal {
+                precision: 19,
+                scale: 0
+            }))
+        );
+        assert_eq!(rows[1], "[NULL, 10, 20, -2147483648, 20]");
+        let (rows, ty) = eval("MAP('k' := true, 10 := 'no')");
+        assert_eq!(
+            ty,
+            Type::Map(Box::new(Type::String), Box::new(Type::Boolean))
+        );
+        assert_eq!(rows[0], "{k: true, 10: false}");
+    }
+
+    #[test]
+    fn casts_follow_ksqldb() {
+        let (rows, _) = eval("CAST(ARR AS ARRAY<INT>)");
+        assert_eq!(rows, ["[10, -2147483648]", "[3, NULL]", "NULL"]);
+        let (rows, _) = eval("CAST(ST AS STRING)");
+        assert_eq!(rows, ["Struct{F0=1,f1=2}", "Struct{f1=5}", "Struct{F0=3}"]);
+        let (rows, _) = eval("CAST(A AS DECIMAL(2, 1))");
+        assert_eq!(rows, ["1.0", "NULL", "NULL"]);
+        let e = compile("CAST('x' AS MAP<STRING, INT>)").expect_err("unsupported");
+        assert_eq!(e, "Cast of STRING to MAP<STRING, INTEGER> is not supported");
+    }
+
+    #[test]
+    fn text_that_is_not_a_number_casts_to_null() {
+        let (rows, _) = eval("CAST(CAST(A AS STRING) AS INT)");
+        assert_eq!(rows, ["1", "-2147483648", "NULL"]);
+        let (rows, _) = eval("CAST('foo' AS BIGINT)");
+        assert_eq!(rows, ["NULL", "NULL", "NULL"]);
+    }
+
+    #[test]
+    fn dates_compare_with_timestamps_and_structs_may_be_empty() {
+        let t = compile("CAST(A AS DATE) < CAST(B AS TIMESTAMP)");
+        assert!(t.is_err(), "an INT does not cast to DATE");
+        let scope = Scope {
+            columns: vec![
+                ScopeColumn {
+                    name: "D".into(),
+                    qualifiers: vec![],
+                    ty: Type::Date,
+                    field: "D".into(),
+                },
+                ScopeColumn {
+                    name: "TS".into(),
+                    qualifiers: vec![],
+                    ty: Type::Timestamp,
+                    field: "TS".into(),
+                },
+            ],
+            types: &NoTypes,
+        };
+        let e = brook_sql::parse_expr("D > TS").expect("parses");
+        assert_eq!(scope.compile(&e).expect("compares").ty, Some(Type::Boolean));
+        let (rows, ty) = eval("STRUCT()");
+        assert_eq!(ty, Type::Struct(vec![]));
+        assert_eq!(rows.len(), 3);
+    }
+
+    #[test]
+    fn numeric_literals_carry_their_sign() {
+        assert_eq!(compile("-2147483648").expect("int").ty, Some(Type::Int));
+        assert_eq!(
+            compile("-9223372036854775808").expect("bigint").ty,
+            Some(Type::Bigint)
+        );
+        assert_eq!(
+            compile("9223372036854775808").expect_err("overflow"),
+            "Invalid numeric literal: 9223372036854775808"
+        );
+        assert_eq!(
+            compile("-1.7976931348623160E308").expect_err("overflow"),
+            "Number overflows DOUBLE: -1.7976931348623160E308"
+        );
+        assert_eq!(
+            compile("TRUE + 1.5").expect_err("not arithmetic"),
+            "Error processing expression: (true + 1.5). Unsupported arithmetic types. BOOLEAN DECIMAL"
+        );
     }
 }

@@ -30,6 +30,8 @@ pub fn arrow_type(ty: &Type, types: &dyn TypeRegistry) -> Result<DataType, PlanE
         Type::Bigint => DataType::Int64,
         Type::Double => DataType::Float64,
         Type::Decimal { precision, scale } => {
+            // Arrow's Decimal256 would hold ksqlDB's wider decimals, but the formats have no
+            // codec for it: such a column is refused here rather than every record later.
             if *precision == 0 || *precision > 38 || scale > precision {
                 return Err(PlanError::InvalidDecimal {
                     precision: *precision,

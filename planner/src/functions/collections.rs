@@ -4,7 +4,7 @@
 //! comparing elements as DataFusion scalars so that nested element types (arrays of
 //! maps, say) compare the way Java's `equals` does.
 
-mod kernels;
+pub(crate) mod kernels;
 mod lambda;
 
 use std::collections::{HashMap, HashSet};

@@ -178,7 +178,12 @@ fn compile(scope: &Scope, name: &str, args: Vec<Typed>) -> Result<Typed, PlanErr
                 let (Some(text), Some(fmt)) = (utf8(&row[0]), utf8(&row[1])) else {
                     return Ok(ScalarValue::Null);
                 };
-                Ok(match pattern::parse_date(fmt, text.trim()) {
+                let parsed = if to_date {
+                    pattern::parse_date_prefix(fmt, text.trim())
+                } else {
+                    pattern::parse_date(fmt, text.trim())
+                };
+                Ok(match parsed {
                     Ok(d) if to_date => ScalarValue::Date32(Some(d)),
                     Ok(d) => ScalarValue::Int32(Some(d)),
                     Err(_) => ScalarValue::Null,
@@ -346,6 +351,44 @@ impl Unit {
 
 /// DATEADD, DATESUB, TIMEADD, TIMESUB, TIMESTAMPADD and TIMESTAMPSUB, whose first
 /// argument is a bare time unit rather than an expression.
+/// ksqlDB's reading of a string compared with ROWTIME, WINDOWSTART or WINDOWEND: a
+/// possibly partial `yyyy-MM-dd'T'HH:mm:ss.SSS` (`2018`, `2019-01-01T00:00`), optionally
+/// followed by a zone (`+0445`, `Z`); UTC unless given. Epoch milliseconds.
+pub(crate) fn partial_timestamp_millis(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (date, time, zone) = match text.split_once('T') {
+        Some((date, rest)) => {
+            let zone_at = rest.find(['+', '-']).or_else(|| rest.find('Z'));
+            let (time, zone) = rest.split_at(zone_at.unwrap_or(rest.len()));
+            (date.to_string(), time, zone)
+        }
+        None => {
+            let date = match text.split('-').count() {
+                1 => format!("{text}-01-01"),
+                2 => format!("{text}-01"),
+                _ => text.to_string(),
+            };
+            (date, "", "")
+        }
+    };
+    let time = match time.len() {
+        0 => "00:00:00.000".to_string(),
+        2 => format!("{time}:00:00.000"),
+        5 => format!("{time}:00.000"),
+        8 => format!("{time}.000"),
+        _ => time.to_string(),
+    };
+    let local =
+        chrono::NaiveDateTime::parse_from_str(&format!("{date}T{time}"), "%Y-%m-%dT%H:%M:%S%.f")
+            .ok()?;
+    let zone = if zone.is_empty() {
+        Zone::UTC
+    } else {
+        Zone::parse(zone)?
+    };
+    Some(zone.utc_of(&local).and_utc().timestamp_millis())
+}
+
 pub(crate) fn unit_call(
     scope: &Scope,
     name: &str,
@@ -422,6 +465,25 @@ pub(crate) fn unit_call(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partial_timestamps_fill_in_the_rest() {
+        assert_eq!(partial_timestamp_millis("2018"), Some(1514764800000));
+        assert_eq!(
+            partial_timestamp_millis("2018-01-01T00:00:00.001"),
+            Some(1514764800001)
+        );
+        assert_eq!(
+            partial_timestamp_millis("2018-01-01T00:00:01"),
+            Some(1514764801000)
+        );
+        // 2019-01-01T00:00 at +04:45 is 2018-12-31T19:15Z.
+        assert_eq!(
+            partial_timestamp_millis("2019-01-01T00:00:00+0445"),
+            Some(1546283700000)
+        );
+        assert_eq!(partial_timestamp_millis("not a time"), None);
+    }
 
     #[test]
     fn units_truncate_like_java() {

@@ -6,6 +6,7 @@
 use crate::expr::{Scope, Typed};
 use crate::PlanError;
 
+pub(crate) mod cast;
 pub(crate) mod collections;
 pub(crate) mod datetime;
 mod strings;

@@ -506,6 +506,17 @@ fn match_name(s: &str, names: &[String]) -> Option<(usize, usize)> {
 
 /// Parses `text` against the whole pattern.
 pub(crate) fn parse(tokens: &[Token], text: &str) -> Result<Parsed, String> {
+    let (p, pos) = parse_prefix(tokens, text)?;
+    if pos != text.len() {
+        return Err(format!(
+            "Text '{text}' could not be parsed, unparsed text found at index {pos}"
+        ));
+    }
+    Ok(p)
+}
+
+/// Parses the start of `text` against the pattern; also gives where the match ended.
+fn parse_prefix(tokens: &[Token], text: &str) -> Result<(Parsed, usize), String> {
     let mut p = Parsed::default();
     let mut pos = 0;
     let bad = |pos: usize| format!("Text '{text}' could not be parsed at index {pos}");
@@ -652,12 +663,7 @@ pub(crate) fn parse(tokens: &[Token], text: &str) -> Result<Parsed, String> {
             _ => return Err(format!("Unsupported pattern letter for parsing: {c}")),
         }
     }
-    if pos != text.len() {
-        return Err(format!(
-            "Text '{text}' could not be parsed, unparsed text found at index {pos}"
-        ));
-    }
-    Ok(p)
+    Ok((p, pos))
 }
 
 /// Epoch milliseconds of a parsed timestamp; a zone in the text wins over `zone`.
@@ -705,6 +711,13 @@ pub(crate) fn parse_date(pattern: &str, text: &str) -> Result<i32, String> {
     Ok((p.date()? - EPOCH).num_days() as i32)
 }
 
+/// PARSE_DATE reads with Java's `SimpleDateFormat`, which ignores text after the
+/// pattern's end (`2003-12-24-01-01` as `yyyy-MM-dd` is 2003-12-24).
+pub(crate) fn parse_date_prefix(pattern: &str, text: &str) -> Result<i32, String> {
+    let (p, _) = parse_prefix(&tokenize(pattern)?, text)?;
+    Ok((p.date()? - EPOCH).num_days() as i32)
+}
+
 pub(crate) fn format_time(pattern: &str, millis: i32) -> Result<String, String> {
     let t = NaiveTime::MIN + Duration::milliseconds(millis.rem_euclid(86_400_000) as i64);
     format(&tokenize(pattern)?, &EPOCH.and_time(t), Kind::Time, None)
@@ -722,6 +735,16 @@ mod tests {
 
     fn la() -> Zone {
         Zone::parse("America/Los_Angeles").expect("zone")
+    }
+
+    #[test]
+    fn parse_date_prefix_ignores_trailing_text() {
+        assert_eq!(
+            parse_date_prefix("yyyy-MM-dd", "2003-12-24-01-01"),
+            Ok(12410)
+        );
+        assert!(parse_date("yyyy-MM-dd", "2003-12-24-01-01").is_err());
+        assert!(parse_date_prefix("yyyy-MM-dd", "2004").is_err());
     }
 
     #[test]
