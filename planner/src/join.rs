@@ -18,7 +18,9 @@ use datafusion::physical_expr::PhysicalExpr;
 use crate::catalog::{Catalog, Source};
 use crate::expr::{physical, Scope, ScopeColumn};
 use crate::query::{scope_for, Projection};
-use crate::schema::{Column, LogicalSchema, Namespace, ROWOFFSET, ROWPARTITION, ROWTIME};
+use crate::schema::{
+    Column, LogicalSchema, Namespace, ROWOFFSET, ROWPARTITION, ROWTIME, WINDOWEND, WINDOWSTART,
+};
 use crate::types::arrow_type;
 use crate::PlanError;
 
@@ -61,6 +63,10 @@ pub struct JoinStep {
     pub left_key: Arc<dyn PhysicalExpr>,
     /// The right side's join expression, over input `k`'s own row.
     pub right_key: Arc<dyn PhysicalExpr>,
+    /// Windowed inputs: rows match only within the same window. The left's
+    /// WINDOWSTART/WINDOWEND fields in the joined row, and whether ends must match too
+    /// (session windows; time windows are identified by their start).
+    pub window: Option<(usize, usize, bool)>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +96,11 @@ impl JoinPlan {
     /// The first input (the FROM source).
     pub fn first(&self) -> &Source {
         &self.inputs[0].source
+    }
+
+    /// The result's windowing: a join of windowed streams is windowed like its first input.
+    pub fn window(&self) -> Option<crate::catalog::WindowType> {
+        self.inputs[0].source.window
     }
 }
 
@@ -433,10 +444,8 @@ fn plan<'a>(
                 plain.name
             )));
         }
-        return Err(PlanError::Unsupported(
-            "joins of windowed sources are not supported yet".into(),
-        ));
     }
+    let windowed = !windowed.is_empty();
     // The joined row and its scope.
     let mut fields = vec![
         Field::new(ROWTIME, DataType::Int64, false),
@@ -450,7 +459,7 @@ fn plan<'a>(
     let mut owner = HashMap::new();
     let mut inputs = Vec::new();
     for (k, (source, alias)) in named.into_iter().enumerate() {
-        let schema = source.schema.row_schema(false, catalog)?;
+        let schema = source.schema.row_schema(source.window.is_some(), catalog)?;
         let offset = fields.len();
         let own = scope_for(&source, Some(&alias), catalog);
         for c in own.columns {
@@ -695,8 +704,30 @@ fn plan<'a>(
             };
             key_type = left_t.clone();
         }
+        // Windowed sources join on their keys only (ksqlDB cannot repartition them).
+        let window = if windowed {
+            let is_key = |e: &DfExpr, input: &JoinInput| {
+                let keys: Vec<&Column> = input.source.schema.key_columns().collect();
+                keys.len() == 1
+                    && matches!(e, DfExpr::Column(c) if c.name == format!("{}_{}", input.alias, keys[0].name))
+            };
+            let left_input = &p.inputs[0];
+            if !is_key(&left_e, left_input) || !is_key(&right_joined, &p.inputs[k]) {
+                return Err(PlanError::Invalid(
+                    "Implicit repartitioning of windowed sources is not supported. See https://github.com/confluentinc/ksql/issues/4385.".into(),
+                ));
+            }
+            Some((
+                left_input.offset + 3,
+                left_input.offset + 4,
+                left_input.source.window == Some(crate::catalog::WindowType::Session),
+            ))
+        } else {
+            None
+        };
         steps.push(JoinStep {
             kind,
+            window,
             join: join.kind,
             left_key: physical(&left_e, &Arc::new(Schema::new(fields.clone())))?,
             right_key: physical(&right_compiled.expr, &p.inputs[k].schema)?,
@@ -794,13 +825,19 @@ fn plan<'a>(
             (f.clone(), ident(&f))
         };
         if !partitioned {
-            return i
+            // A windowed source's window bounds come after its key columns.
+            let mut v: Vec<(String, SqlExpr)> = i
                 .source
                 .schema
-                .columns
-                .iter()
+                .key_columns()
                 .map(|c| field(&c.name))
                 .collect();
+            if i.source.window.is_some() {
+                v.extend([WINDOWSTART, WINDOWEND].iter().map(|n| field(n)));
+            }
+            v.extend(i.source.schema.value_columns().map(|c| field(&c.name)));
+            v.extend(i.source.schema.header_columns().map(|c| field(&c.name)));
+            return v;
         }
         let mut v: Vec<(String, SqlExpr)> = i
             .source
@@ -862,6 +899,13 @@ fn plan<'a>(
                 items.push((alias.value.clone(), expr.clone()))
             }
             other => return Err(PlanError::Unsupported(format!("select item {other}"))),
+        }
+    }
+    for (name, _) in &items {
+        if [ROWTIME, ROWPARTITION, ROWOFFSET, WINDOWSTART, WINDOWEND].contains(&name.as_str()) {
+            return Err(PlanError::Invalid(format!(
+                "Reserved column name in select: `{name}`. Please remove or alias the column."
+            )));
         }
     }
     // Field references produced by `*` resolve against the joined fields directly.

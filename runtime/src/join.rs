@@ -62,6 +62,28 @@ fn ts_of(b: &RecordBatch) -> i64 {
         .unwrap_or(0)
 }
 
+/// The key rows of a stream–stream join are matched under: the join key, plus, for windowed
+/// inputs, the window (its start, and its end for session windows), read from `row`'s
+/// fields at the given indexes.
+fn window_key(
+    kv: &ScalarValue,
+    row: &RecordBatch,
+    window: Option<(usize, usize, bool)>,
+) -> Result<ScalarValue> {
+    let Some((start, end, session)) = window else {
+        return Ok(kv.clone());
+    };
+    let at = |i: usize| -> Result<ScalarValue> {
+        ScalarValue::try_from_array(row.column(i), 0).map_err(eval_err)
+    };
+    let mut parts = vec![kv.clone(), at(start)?];
+    if session {
+        parts.push(at(end)?);
+    }
+    // Debug text keeps each part's type, so different keys never meet.
+    Ok(ScalarValue::Utf8(Some(format!("{parts:?}"))))
+}
+
 /// A buffered row of a stream–stream join side: timestamp, arrival sequence, row.
 type Buffered = (i64, u64, RecordBatch);
 
@@ -131,7 +153,8 @@ pub struct JoinOperator {
 impl JoinOperator {
     pub fn new(plan: JoinPlan, types: &dyn TypeRegistry) -> Result<Self> {
         let plan_err = |e: brook_planner::PlanError| RuntimeError::Plan(e.to_string());
-        let mut output_schema = plan.output.row_schema(false, types).map_err(plan_err)?;
+        let windowed = plan.window().is_some() && !plan.rows_only;
+        let mut output_schema = plan.output.row_schema(windowed, types).map_err(plan_err)?;
         if plan.tables {
             let mut fields: Vec<arrow::datatypes::FieldRef> =
                 output_schema.fields().iter().cloned().collect();
@@ -342,11 +365,12 @@ impl JoinOperator {
                     if row.deleted || kv.is_null() {
                         return Ok(());
                     }
+                    let mk = window_key(&kv, &row.batch, step.window)?;
                     self.stream_stream(
                         k,
                         ss,
                         true,
-                        kv,
+                        (kv, mk),
                         row.batch,
                         ts,
                         (before, after, grace),
@@ -453,11 +477,14 @@ impl JoinOperator {
                     if deleted || kv.is_null() {
                         return Ok(());
                     }
+                    // A right row's window bounds follow its pseudo columns.
+                    let window = step.window.map(|(_, _, session)| (3, 4, session));
+                    let mk = window_key(&kv, row, window)?;
                     self.stream_stream(
                         k,
                         ss,
                         false,
-                        kv,
+                        (kv, mk),
                         row.clone(),
                         ts,
                         (before, after, grace),
@@ -511,7 +538,7 @@ impl JoinOperator {
         k: usize,
         ss: &mut StreamStream,
         is_left: bool,
-        kv: ScalarValue,
+        (kv, mk): (ScalarValue, ScalarValue),
         row: RecordBatch,
         ts: i64,
         (before, after, grace): (i64, i64, Option<i64>),
@@ -535,7 +562,7 @@ impl JoinOperator {
         let live_from = ss.stream_time - retention;
         let others = if is_left { &ss.right } else { &ss.left };
         let mut matches: Vec<(i64, u64, RecordBatch)> = others
-            .get(&kv)
+            .get(&mk)
             .map(|v| {
                 v.iter()
                     .filter(|(t, _, _)| *t >= from && *t <= to && *t > live_from)
@@ -556,7 +583,7 @@ impl JoinOperator {
                 let gone: Vec<(i64, u64)> = ss
                     .outer
                     .range((*ot, 0)..=(*ot, u64::MAX))
-                    .filter(|(_, (side, key, _))| *side != is_left && *key == kv)
+                    .filter(|(_, (side, key, _))| *side != is_left && *key == mk)
                     .map(|(k, _)| *k)
                     .collect();
                 for g in gone {
@@ -601,7 +628,7 @@ impl JoinOperator {
                 });
             } else {
                 ss.outer
-                    .insert((ts, seq), (is_left, kv.clone(), owned_row(&row, 0)?));
+                    .insert((ts, seq), (is_left, mk.clone(), owned_row(&row, 0)?));
                 self.dirty.mark(
                     ns(k, NS_SS_OUTER),
                     &[ScalarValue::Int64(Some(ts)), ScalarValue::UInt64(Some(seq))],
@@ -611,11 +638,11 @@ impl JoinOperator {
         // Buffer the row unless it is already past retention.
         if ts > live_from {
             let own = if is_left { &mut ss.left } else { &mut ss.right };
-            let list = own.entry(kv.clone()).or_default();
+            let list = own.entry(mk.clone()).or_default();
             list.retain(|(t, _, _)| *t > live_from);
             list.push((ts, seq, owned_row(&row, 0)?));
             let part = if is_left { NS_SS_LEFT } else { NS_SS_RIGHT };
-            self.dirty.mark(ns(k, part), std::slice::from_ref(&kv));
+            self.dirty.mark(ns(k, part), std::slice::from_ref(&mk));
         }
         Ok(())
     }
@@ -631,11 +658,18 @@ impl JoinOperator {
         next: &mut Vec<Row>,
     ) -> Result<()> {
         let mut done = Vec::new();
-        for (&(t, s), (is_left, kv, row)) in &ss.outer {
+        let step = self.plan.steps[k - 1].clone();
+        for (&(t, s), (is_left, _, row)) in &ss.outer {
             let look = if *is_left { after } else { before };
             if t + look + grace >= ss.stream_time {
                 break;
             }
+            // The outer store holds the matching key; the result is keyed by the join key.
+            let kv = if *is_left {
+                Self::key_of(&step.left_key, row)?
+            } else {
+                Self::key_of(&step.right_key, row)?
+            };
             let batch = if *is_left {
                 self.merge(k, Some(row), None, t, row)?
             } else {
@@ -643,7 +677,7 @@ impl JoinOperator {
             };
             next.push(Row {
                 batch,
-                key: vec![kv.clone()],
+                key: vec![kv],
                 deleted: false,
                 force: false,
             });
@@ -814,6 +848,15 @@ impl JoinOperator {
         let chosen = take_record_batch(&joined, &UInt32Array::from(take.clone()))?;
         let m = chosen.num_rows();
         let mut cols: Vec<ArrayRef> = chosen.columns()[..3].to_vec();
+        // A windowed result's bounds: the first input's window.
+        let bounds = if self.plan.window().is_some() {
+            let off = self.plan.inputs[0].offset;
+            cols.push(chosen.column(off + 3).clone());
+            cols.push(chosen.column(off + 4).clone());
+            2
+        } else {
+            0
+        };
         let key_count = self
             .plan
             .output
@@ -822,7 +865,7 @@ impl JoinOperator {
             .filter(|c| c.namespace == brook_planner::schema::Namespace::Key)
             .count();
         for (j, p) in self.plan.projections.iter().enumerate() {
-            let want = self.output_schema.field(3 + j).data_type();
+            let want = self.output_schema.field(3 + bounds + j).data_type();
             let a = if j < key_count && !self.plan.partitioned {
                 // Key columns hold the join's key.
                 let vals: Vec<ScalarValue> = take

@@ -71,7 +71,7 @@ impl QueryPlan {
         match self {
             QueryPlan::Stateless(p) => p.window,
             QueryPlan::Aggregate(p) => p.window.map(|w| w.window_type()),
-            QueryPlan::Join(_) => None,
+            QueryPlan::Join(p) => p.window(),
         }
     }
 
