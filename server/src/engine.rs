@@ -3,7 +3,7 @@
 //! writing inserted rows — with the same pipelines the deterministic driver runs.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,13 +22,16 @@ use brook_runtime::rows::decode_records;
 use brook_runtime::session::{Action, Session, StatementError};
 use brook_runtime::task::{self, TaskConfig, TaskStats};
 use brook_runtime::RuntimeError;
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::ServerError;
 
+mod fanout;
 mod pull;
+
+pub use fanout::FanoutStats;
 
 /// An encoded INSERT VALUES row: key, value, timestamp.
 type InsertRow = (Option<Vec<u8>>, Option<Vec<u8>>, i64);
@@ -119,13 +122,44 @@ pub struct Engine {
     /// Push queries running now (their subscribers), and started since the server started.
     push_active: Arc<AtomicU64>,
     push_started: AtomicU64,
+    /// The consumers latest-offset push queries share, one per source.
+    fanout: Arc<fanout::Hub>,
+    /// `PushLimits::max_push_queries`.
+    max_push_queries: AtomicU64,
+    /// `PushLimits::buffer`.
+    push_buffer: AtomicUsize,
+}
+
+/// Bounds on push queries: how many may run at once, and how far behind its source one may
+/// fall before it is cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushLimits {
+    /// ksqlDB's `ksql.max.push.queries` (default 100): a push query beyond it is refused.
+    pub max_push_queries: u64,
+    /// Rows a subscriber of a shared consumer may have queued; one with more is cut off
+    /// (ksqlDB's "Dropped rows") rather than buffered without bound or slowing the others.
+    pub buffer: usize,
+}
+
+impl Default for PushLimits {
+    fn default() -> Self {
+        PushLimits {
+            max_push_queries: 100,
+            buffer: 10_000,
+        }
+    }
 }
 
 impl Engine {
     pub fn new(bootstrap: &str) -> Result<Arc<Engine>, ServerError> {
+        Self::build(bootstrap, None)
+    }
+
+    fn build(bootstrap: &str, command_topic: Option<&str>) -> Result<Arc<Engine>, ServerError> {
         let producer: FutureProducer = producer_config(bootstrap)
             .create()
             .map_err(|e| ServerError::Runtime(e.into()))?;
+        let limits = PushLimits::default();
         Ok(Arc::new(Engine {
             bootstrap: bootstrap.to_string(),
             session: Mutex::new(Session::new()),
@@ -134,11 +168,22 @@ impl Engine {
             task_config: TaskConfig::new(bootstrap),
             transient_seq: AtomicU64::new(0),
             stopping: watch::channel(false).0,
-            command_topic: None,
+            command_topic: command_topic.map(str::to_string),
             replaying: std::sync::atomic::AtomicBool::new(false),
             push_active: Arc::default(),
             push_started: AtomicU64::new(0),
+            fanout: Arc::new(fanout::Hub::new(bootstrap)),
+            max_push_queries: AtomicU64::new(limits.max_push_queries),
+            push_buffer: AtomicUsize::new(limits.buffer),
         }))
+    }
+
+    /// Sets the push-query bounds (they apply to queries started from now on).
+    pub fn set_push_limits(&self, limits: PushLimits) {
+        self.max_push_queries
+            .store(limits.max_push_queries, Ordering::Relaxed);
+        self.push_buffer
+            .store(limits.buffer.max(1), Ordering::Relaxed);
     }
 
     /// An engine whose statements are durable: recorded in `command_topic` and replayed by
@@ -147,22 +192,7 @@ impl Engine {
         bootstrap: &str,
         command_topic: &str,
     ) -> Result<Arc<Engine>, ServerError> {
-        let producer: FutureProducer = producer_config(bootstrap)
-            .create()
-            .map_err(|e| ServerError::Runtime(e.into()))?;
-        Ok(Arc::new(Engine {
-            bootstrap: bootstrap.to_string(),
-            session: Mutex::new(Session::new()),
-            queries: Mutex::new(BTreeMap::new()),
-            producer,
-            task_config: TaskConfig::new(bootstrap),
-            transient_seq: AtomicU64::new(0),
-            stopping: watch::channel(false).0,
-            command_topic: Some(command_topic.to_string()),
-            replaying: std::sync::atomic::AtomicBool::new(false),
-            push_active: Arc::default(),
-            push_started: AtomicU64::new(0),
-        }))
+        Self::build(bootstrap, Some(command_topic))
     }
 
     async fn append_command(&self, text: &str) -> Result<(), StatementError> {
@@ -613,17 +643,22 @@ impl Engine {
         topic_partitions(&self.bootstrap, Duration::from_secs(30)).await
     }
 
-    /// Starts a transient push query (`SELECT … FROM source [WHERE …] EMIT CHANGES [LIMIT n]`)
-    /// reading the source's topic with a consumer group of its own. Rows go to a bounded
-    /// channel, so a slow client slows the consumer rather than growing a buffer.
+    /// Starts a transient push query (`SELECT … FROM source [WHERE …] EMIT CHANGES [LIMIT n]`).
+    /// From the latest offsets (the default) it joins the source's shared consumer, which
+    /// decodes each record once for all its subscribers; from the earliest it reads the
+    /// topic with a consumer group of its own. Either way its rows go to a bounded channel.
     pub async fn push_query(
         &self,
         query: &brook_sql::Query,
         reset: OffsetReset,
-    ) -> Result<PushQuery, StatementError> {
+    ) -> Result<PushQuery, ServerError> {
         let catalog = self.catalog().await;
-        let plan = plan_stateless(query, &catalog, Target::Transient)?;
-        let source = catalog.source(&plan.source)?.clone();
+        let plan =
+            plan_stateless(query, &catalog, Target::Transient).map_err(StatementError::from)?;
+        let source = catalog
+            .source(&plan.source)
+            .map_err(StatementError::from)?
+            .clone();
         let mut schema = plan.output.clone();
         // A windowed source's rows carry their window bounds (shown by `SELECT *`).
         let window = source.window.map(|_| {
@@ -640,7 +675,11 @@ impl Engine {
             );
             (star, keys)
         });
-        let operator = FilterProject::new(plan, &catalog)?;
+        let operator = FilterProject::new(plan, &catalog).map_err(StatementError::from)?;
+        let active = ActiveGuard::admit(
+            self.push_active.clone(),
+            self.max_push_queries.load(Ordering::Relaxed),
+        )?;
         let seq = self.transient_seq.fetch_add(1, Ordering::Relaxed);
         // A fresh id per query (and per server run, through the clock) so that no group
         // ever has committed offsets to resume from.
@@ -649,42 +688,63 @@ impl Engine {
             .map(|d| d.as_nanos() % 1_000_000_000_000)
             .unwrap_or(0);
         let id = format!("transient_{}_{}{}", source.name, nanos, seq);
-        let mut cc = consumer_config(&self.bootstrap, &format!("_brook_{id}"));
-        cc.set(
-            "auto.offset.reset",
-            match reset {
-                OffsetReset::Latest => "latest",
-                OffsetReset::Earliest => "earliest",
-            },
-        );
-        let consumer: StreamConsumer = cc.create().map_err(RuntimeError::from)?;
-        consumer
-            .subscribe(&[&source.topic])
-            .map_err(RuntimeError::from)?;
-        let (tx, rx) = mpsc::channel(16);
+        let feed = match reset {
+            OffsetReset::Latest => {
+                let buffer = self.push_buffer.load(Ordering::Relaxed);
+                let sub = self
+                    .fanout
+                    .subscribe(&source, &catalog, buffer, self.stopping.subscribe())
+                    .await?;
+                Feed::Shared(sub)
+            }
+            OffsetReset::Earliest => {
+                let mut cc = consumer_config(&self.bootstrap, &format!("_brook_{id}"));
+                cc.set("auto.offset.reset", "earliest");
+                let consumer: StreamConsumer = cc.create().map_err(RuntimeError::from)?;
+                consumer
+                    .subscribe(&[&source.topic])
+                    .map_err(RuntimeError::from)?;
+                Feed::Own { consumer, catalog }
+            }
+        };
+        // A shared feed's rows wait in its queue, bounded in rows; batches here would be
+        // rows beyond that bound, so only one waits.
+        let capacity = if matches!(feed, Feed::Shared(_)) {
+            1
+        } else {
+            16
+        };
+        let (tx, rx) = mpsc::channel(capacity);
         let limit = query.limit;
         let stopping = self.stopping.subscribe();
         let task_id = id.clone();
         self.push_started.fetch_add(1, Ordering::Relaxed);
-        let active = ActiveGuard::new(self.push_active.clone());
         tokio::spawn(async move {
             let run = Transient {
                 id: task_id.clone(),
                 source,
-                catalog,
                 operator,
                 limit,
                 window,
+                active: Some(active),
+                sent: 0,
             };
-            match run.run(&consumer, tx, stopping).await {
-                Ok(()) => debug!(query = %task_id, "push query ended"),
-                Err(e) => warn!(query = %task_id, error = %e, "push query failed"),
-            }
-            // The subscriber is gone (or served) now, whatever closing the consumer takes.
-            drop(active);
+            let feed = match run.run(feed, tx, stopping).await {
+                (Ok(()), feed) => {
+                    debug!(query = %task_id, "push query ended");
+                    feed
+                }
+                (Err(e), feed) => {
+                    warn!(query = %task_id, error = %e, "push query failed");
+                    feed
+                }
+            };
             // Closing a consumer leaves its group, which blocks (seconds, when a join is
-            // still in flight): off the runtime's worker threads.
-            let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+            // still in flight): off the runtime's worker threads. A subscription just
+            // leaves its shared consumer.
+            if let Feed::Own { consumer, .. } = feed {
+                let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+            }
         });
         info!(query = %id, "push query started");
         Ok(PushQuery {
@@ -694,6 +754,11 @@ impl Engine {
             limit,
             pull: false,
         })
+    }
+
+    /// Shared consumers, their subscribers, and subscribers cut off for falling behind.
+    pub fn fanout_stats(&self) -> FanoutStats {
+        self.fanout.stats()
     }
 
     /// Stops every query (graceful shutdown: each commits what it has written).
@@ -706,88 +771,209 @@ impl Engine {
     }
 }
 
+/// Where a push query's rows come from.
+enum Feed {
+    /// A consumer of its own (earliest offsets), whose records it decodes itself.
+    Own {
+        consumer: StreamConsumer,
+        catalog: Catalog,
+    },
+    /// Rows decoded by its source's shared consumer.
+    Shared(fanout::Subscription),
+    /// Left its shared consumer already (cut off).
+    Gone,
+}
+
+/// What became of a batch offered to the subscriber.
+enum Sent {
+    /// Sent; more may follow.
+    More,
+    /// The query is over: LIMIT reached, subscriber gone, or server stopping.
+    Done,
+    /// Cut off by the shared consumer while waiting for the subscriber.
+    Ended(fanout::End),
+}
+
 /// The consuming side of a push query.
 struct Transient {
     id: String,
     source: Source,
-    catalog: Catalog,
     operator: FilterProject,
     limit: Option<u64>,
     /// A windowed source: whether the query is `SELECT *`, and its key column count.
     window: Option<(bool, usize)>,
+    /// Counts the query among those running until it ends or is cut off.
+    active: Option<ActiveGuard>,
+    sent: u64,
 }
 
 impl Transient {
-    /// Consumes until the LIMIT is reached, the subscriber goes away or the server stops.
+    /// Runs until the LIMIT is reached, the subscriber goes away, the server stops or the
+    /// shared consumer cuts the query off; gives the feed back for closing.
     async fn run(
         mut self,
-        consumer: &StreamConsumer,
+        mut feed: Feed,
         tx: mpsc::Sender<Result<RecordBatch, String>>,
         mut stopping: watch::Receiver<bool>,
-    ) -> Result<(), RuntimeError> {
-        let mut sent: u64 = 0;
+    ) -> (Result<(), RuntimeError>, Feed) {
         if self.limit == Some(0) {
-            return Ok(());
+            return (Ok(()), feed);
         }
-        loop {
+        let result = loop {
             if *stopping.borrow() {
-                return Ok(());
+                break Ok(());
             }
-            let msg = tokio::select! {
-                _ = tx.closed() => return Ok(()),
-                _ = stopping.changed() => return Ok(()),
-                m = consumer.recv() => m,
-            };
-            let record = match msg {
-                Ok(m) => brook_runtime::task::to_record(&m),
-                Err(e) => {
-                    warn!(query = %self.id, error = %e, "consume failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            // A stream record without a value carries no row to show.
-            if record.value.is_none() {
-                continue;
-            }
-            let decoded = match decode_records(&self.source, &[record], &self.catalog) {
-                Ok(d) => d,
-                Err(e) => {
-                    let _ = tx.send(Err(e.to_string())).await;
-                    return Err(e);
-                }
-            };
-            for (_, e) in &decoded.errors {
-                warn!(query = %self.id, topic = %self.source.topic, "record skipped: {e}");
-            }
-            let Some(batch) = decoded.batch else {
-                continue;
-            };
-            let mut out = Vec::new();
-            if let Err(e) = self.operator.process(batch, &mut out) {
-                // ksqlDB logs a row that fails to evaluate and goes on.
-                warn!(query = %self.id, "row skipped: {e}");
-                continue;
-            }
-            for mut b in out {
-                if let Some((star, keys)) = self.window {
-                    b = pull::window_rows(b, star, keys)?;
-                }
-                if let Some(limit) = self.limit {
-                    let left = limit.saturating_sub(sent) as usize;
-                    if b.num_rows() > left {
-                        b = b.slice(0, left);
+            let sent = match &mut feed {
+                Feed::Own { consumer, catalog } => {
+                    let msg = tokio::select! {
+                        _ = tx.closed() => break Ok(()),
+                        _ = stopping.changed() => break Ok(()),
+                        m = consumer.recv() => m,
+                    };
+                    let record = match msg {
+                        Ok(m) => brook_runtime::task::to_record(&m),
+                        Err(e) => {
+                            warn!(query = %self.id, error = %e, "consume failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    // A stream record without a value carries no row to show.
+                    if record.value.is_none() {
+                        continue;
+                    }
+                    let decoded = match decode_records(&self.source, &[record], catalog) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            let _ = tx.send(Err(e.to_string())).await;
+                            break Err(e);
+                        }
+                    };
+                    for (_, e) in &decoded.errors {
+                        warn!(query = %self.id, topic = %self.source.topic, "record skipped: {e}");
+                    }
+                    let Some(batch) = decoded.batch else {
+                        continue;
+                    };
+                    match self.emit(batch, &tx, None).await {
+                        Ok(sent) => sent,
+                        Err(e) => break Err(e),
                     }
                 }
-                sent += b.num_rows() as u64;
-                if b.num_rows() > 0 && tx.send(Ok(b)).await.is_err() {
-                    return Ok(());
+                Feed::Shared(sub) => {
+                    let sent = tokio::select! {
+                        _ = tx.closed() => break Ok(()),
+                        _ = stopping.changed() => break Ok(()),
+                        end = &mut sub.end => match end {
+                            Ok(end) => Sent::Ended(end),
+                            // The shared consumer is gone (the server is stopping).
+                            Err(_) => break Ok(()),
+                        },
+                        item = sub.rows.recv() => match item {
+                            Some(item) => {
+                                // The rows keep their place in the bound until sent on.
+                                let batch = item.batch.clone();
+                                match self.emit(batch, &tx, Some(&mut sub.end)).await {
+                                    Ok(sent) => sent,
+                                    Err(e) => break Err(e),
+                                }
+                            }
+                            None => break Ok(()),
+                        },
+                    };
+                    sent
                 }
-                if self.limit.is_some_and(|l| sent >= l) {
-                    return Ok(());
+                Feed::Gone => break Ok(()),
+            };
+            match sent {
+                Sent::More => {}
+                Sent::Done => break Ok(()),
+                Sent::Ended(end) => {
+                    let feed = std::mem::replace(&mut feed, Feed::Gone);
+                    self.ended(end, feed, &tx, &mut stopping).await;
+                    break Ok(());
                 }
             }
+        };
+        (result, feed)
+    }
+
+    /// Cut off or failed: leaves the shared consumer at once (its queue is freed, and the
+    /// query stops counting as running), then tells the subscriber why, as the last item.
+    async fn ended(
+        &mut self,
+        end: fanout::End,
+        feed: Feed,
+        tx: &mpsc::Sender<Result<RecordBatch, String>>,
+        stopping: &mut watch::Receiver<bool>,
+    ) {
+        drop(feed);
+        drop(self.active.take());
+        let message = match end {
+            fanout::End::Behind { buffer } => {
+                warn!(query = %self.id, source = %self.source.name, buffer, "push query fell behind; disconnected");
+                format!(
+                    "Dropped rows: push query {} fell more than {buffer} rows behind {} and was disconnected; read its rows faster, or raise --push-query-buffer",
+                    self.id, self.source.name
+                )
+            }
+            fanout::End::Failed(reason) => reason,
+        };
+        // The subscriber may not be reading at all: it gets the message if it comes back,
+        // and the task ends when it goes away (or the server stops).
+        tokio::select! {
+            _ = tx.closed() => {}
+            _ = stopping.wait_for(|s| *s) => {}
+            _ = tx.send(Err(message)) => {}
         }
+    }
+
+    /// Filters, projects and sends one decoded batch (up to the LIMIT).
+    async fn emit(
+        &mut self,
+        batch: RecordBatch,
+        tx: &mpsc::Sender<Result<RecordBatch, String>>,
+        mut end: Option<&mut oneshot::Receiver<fanout::End>>,
+    ) -> Result<Sent, RuntimeError> {
+        let mut out = Vec::new();
+        if let Err(e) = self.operator.process(batch, &mut out) {
+            // ksqlDB logs a row that fails to evaluate and goes on.
+            warn!(query = %self.id, "row skipped: {e}");
+            return Ok(Sent::More);
+        }
+        for mut b in out {
+            if let Some((star, keys)) = self.window {
+                b = pull::window_rows(b, star, keys)?;
+            }
+            if let Some(limit) = self.limit {
+                let left = limit.saturating_sub(self.sent) as usize;
+                if b.num_rows() > left {
+                    b = b.slice(0, left);
+                }
+            }
+            let n = b.num_rows() as u64;
+            if n > 0 {
+                let delivered = match end.as_deref_mut() {
+                    None => tx.send(Ok(b)).await.is_ok(),
+                    // Waiting on a slow subscriber, the query may be cut off meanwhile.
+                    Some(end) => tokio::select! {
+                        sent = tx.send(Ok(b)) => sent.is_ok(),
+                        e = end => return Ok(match e {
+                            Ok(e) => Sent::Ended(e),
+                            Err(_) => Sent::Done,
+                        }),
+                    },
+                };
+                if !delivered {
+                    return Ok(Sent::Done);
+                }
+            }
+            self.sent += n;
+            if self.limit.is_some_and(|l| self.sent >= l) {
+                return Ok(Sent::Done);
+            }
+        }
+        Ok(Sent::More)
     }
 }
 
@@ -795,9 +981,14 @@ impl Transient {
 struct ActiveGuard(Arc<AtomicU64>);
 
 impl ActiveGuard {
-    fn new(counter: Arc<AtomicU64>) -> Self {
-        counter.fetch_add(1, Ordering::Relaxed);
-        ActiveGuard(counter)
+    /// Counts one more push query, unless `limit` are running already.
+    fn admit(counter: Arc<AtomicU64>, limit: u64) -> Result<Self, ServerError> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .map_err(|count| ServerError::TooManyPushQueries { count, limit })?;
+        Ok(ActiveGuard(counter))
     }
 }
 

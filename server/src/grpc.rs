@@ -25,7 +25,10 @@ use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
-use super::{inserts, print, values, Api, Framing, Refusal, QUERY_ENDPOINT, SERVER_ERROR};
+use super::{
+    inserts, print, values, Api, Framing, Refusal, MAX_PUSH_QUERIES_EXCEEDED, QUERY_ENDPOINT,
+    SERVER_ERROR,
+};
 
 /// The binary metadata key of a refusal's ksqlDB `statement_error` entity (JSON).
 const ERROR_METADATA: &str = "ksql-error-bin";
@@ -92,6 +95,8 @@ fn refused(refusal: Refusal, statement: &str, entities: Vec<Value>) -> Status {
         Status::invalid_argument(
             "SELECT statements run through the Query call, PRINT through Print",
         )
+    } else if code == MAX_PUSH_QUERIES_EXCEEDED {
+        Status::resource_exhausted(message)
     } else if message.starts_with("Unknown queryId") || message.starts_with("Could not find") {
         Status::not_found(message)
     } else if message.starts_with("The /query endpoints run only SELECT") {

@@ -27,6 +27,14 @@ pub enum ServerError {
     KafkaUnreachable { bootstrap: String, reason: String },
     #[error("no Kafka: pass --bootstrap-servers (this build has no embedded broker)")]
     NoKafka,
+    #[error(transparent)]
+    Statement(#[from] brook_runtime::session::StatementError),
+    /// ksqlDB's `ksql.max.push.queries` (its message, with Brook's option named).
+    #[error("Not executing statement(s) as it would cause the number of active, push queries to exceed the configured limit. Terminate existing PUSH queries, or increase the 'ksql.max.push.queries' setting (brook-server --max-push-queries). Current push query count: {count}. Configured limit: {limit}.")]
+    TooManyPushQueries { count: u64, limit: u64 },
+    /// The consumer push queries on a source share could not start or go on.
+    #[error("push queries on {source_name}: {reason}")]
+    SharedConsumer { source_name: String, reason: String },
 }
 
 /// Asks Kafka for its metadata, so a wrong address fails at start with a clear message

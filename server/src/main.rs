@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use tracing::{error, info};
 
-use brook_server::engine::Engine;
+use brook_server::engine::{Engine, PushLimits};
 use brook_server::{check_kafka, ServerError};
 
 #[derive(Debug, Parser)]
@@ -48,6 +48,21 @@ struct Args {
     /// of the gRPC API (`brook.v1.Brook`, with server reflection) on the same port.
     #[arg(long, env = "BROOK_LISTEN", default_value = "0.0.0.0:8088")]
     listen: SocketAddr,
+
+    /// Push queries that may run at once (ksqlDB's `ksql.max.push.queries`); one more is
+    /// refused with ksqlDB's error.
+    #[arg(long, env = "BROOK_MAX_PUSH_QUERIES", default_value_t = PushLimits::default().max_push_queries)]
+    max_push_queries: u64,
+
+    /// Rows a push query may fall behind its source (queued, not yet taken by its client)
+    /// before it is disconnected with a "Dropped rows" error.
+    #[arg(
+        long,
+        env = "BROOK_PUSH_QUERY_BUFFER",
+        default_value_t = PushLimits::default().buffer as u64,
+        value_parser = clap::value_parser!(u64).range(1..=1 << 28)
+    )]
+    push_query_buffer: u64,
 }
 
 fn main() {
@@ -87,6 +102,10 @@ async fn run(args: Args) -> Result<(), ServerError> {
     };
     check_kafka(&bootstrap, Duration::from_secs(30)).await?;
     let engine = Engine::with_command_log(&bootstrap, &args.command_topic)?;
+    engine.set_push_limits(PushLimits {
+        max_push_queries: args.max_push_queries,
+        buffer: usize::try_from(args.push_query_buffer).unwrap_or(usize::MAX),
+    });
     engine.recover().await?;
     let info = rest::ServerInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),

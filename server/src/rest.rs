@@ -29,6 +29,7 @@ use brook_planner::catalog::{Catalog, Source};
 use brook_planner::schema::{Namespace, SchemaType};
 use brook_runtime::session::StatementError;
 use brook_server::engine::{Engine, Executed, OffsetReset, PushQuery, QueryInfo};
+use brook_server::ServerError;
 use brook_sql::{ListKind, ParsedStatement, QueryTarget, SourceKind, Statement, Type};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -38,6 +39,8 @@ use serde_json::{json, Map, Value};
 const BAD_REQUEST: u32 = 40000;
 const BAD_STATEMENT: u32 = 40001;
 const QUERY_ENDPOINT: u32 = 40002;
+/// `ksql.max.push.queries` reached.
+const MAX_PUSH_QUERIES_EXCEEDED: u32 = 40003;
 const SERVER_ERROR: u32 = 50000;
 
 const KSQL_V1_JSON: &str = "application/vnd.ksql.v1+json";
@@ -160,6 +163,24 @@ impl From<StatementError> for Refusal {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
                 code: SERVER_ERROR,
                 message: e.to_string(),
+            },
+        }
+    }
+}
+
+impl From<ServerError> for Refusal {
+    fn from(e: ServerError) -> Self {
+        match e {
+            ServerError::Statement(e) => Refusal::from(e),
+            ServerError::TooManyPushQueries { .. } => Refusal {
+                status: StatusCode::BAD_REQUEST,
+                code: MAX_PUSH_QUERIES_EXCEEDED,
+                message: e.to_string(),
+            },
+            other => Refusal {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                code: SERVER_ERROR,
+                message: other.to_string(),
             },
         }
     }
@@ -615,7 +636,14 @@ impl Api {
     ) -> Result<PushQuery, Response> {
         self.start_select(sql, properties)
             .await
-            .map_err(|(refusal, text)| refusal.statement(&text, vec![]))
+            .map_err(|(mut refusal, text)| {
+                // ksqlDB's `/query` and `/ws/query` refuse a push query beyond the limit
+                // as a bad statement (only `/query-stream` has a code of its own).
+                if refusal.code == MAX_PUSH_QUERIES_EXCEEDED {
+                    refusal.code = BAD_STATEMENT;
+                }
+                refusal.statement(&text, vec![])
+            })
     }
 
     /// `start_push` for both transports: the refusal comes with the statement it refuses.
@@ -749,9 +777,15 @@ async fn query_stream(State(api): State<Api>, headers: HeaderMap, body: Bytes) -
     } else {
         Framing::Delimited
     };
-    match api.start_push(&req.sql, &req.properties).await {
+    match api.start_select(&req.sql, &req.properties).await {
         Ok(pq) => stream_response(api.transient.track(pq), framing, None),
-        Err(r) => r,
+        // ksqlDB's HTTP/2 API answers the limit with a generic error of its own.
+        Err((refusal, _)) if refusal.code == MAX_PUSH_QUERIES_EXCEEDED => generic_error(
+            refusal.status,
+            refusal.code,
+            "Maximum number of push queries exceeded",
+        ),
+        Err((refusal, text)) => refusal.statement(&text, vec![]),
     }
 }
 

@@ -64,6 +64,25 @@ pub(super) async fn metrics(State(api): State<Api>) -> Response {
         "Push queries started since the server started.",
         started as f64,
     );
+    let fanout = api.engine.fanout_stats();
+    out.single(
+        "brook_push_shared_consumers",
+        "gauge",
+        "Consumers shared by latest-offset push queries (one per source read).",
+        fanout.consumers as f64,
+    );
+    out.single(
+        "brook_push_shared_subscribers",
+        "gauge",
+        "Push queries reading through a shared consumer.",
+        fanout.subscribers as f64,
+    );
+    out.single(
+        "brook_push_queries_cut_off_total",
+        "counter",
+        "Push queries disconnected for falling more than --push-query-buffer rows behind.",
+        fanout.cut_off as f64,
+    );
     process_metrics(&mut out);
     (
         StatusCode::OK,

@@ -30,6 +30,11 @@ pub struct Options<'a> {
 
 impl Server {
     pub fn start(o: Options<'_>) -> Server {
+        Server::start_with(o, &[])
+    }
+
+    /// `start` with more command-line arguments.
+    pub fn start_with(o: Options<'_>, extra: &[&str]) -> Server {
         let api_port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_brook-server"));
         cmd.arg("--data-dir")
@@ -45,6 +50,7 @@ impl Server {
         if o.broker_in_memory {
             cmd.arg("--broker-in-memory");
         }
+        cmd.args(extra);
         let mut child = cmd.spawn().expect("brook-server starts");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
@@ -82,6 +88,28 @@ impl Server {
             }
         }
         panic!("brook-server never logged `{text}`:\n{}", seen.join("\n"));
+    }
+
+    /// The server process's resident memory (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        self.proc_status("VmRSS:")
+    }
+
+    /// The server process's thread count.
+    pub fn threads(&self) -> u64 {
+        self.proc_status("Threads:")
+    }
+
+    /// A number from the server process's `/proc/<pid>/status` (the test runs it as a
+    /// child process, so not `/proc/self`).
+    fn proc_status(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/<pid>/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("{field} in /proc/<pid>/status"))
     }
 
     /// SIGTERM, as a service manager sends it; the server must exit cleanly.
