@@ -26,6 +26,8 @@ pub struct Output {
 pub struct Processed {
     pub outputs: Vec<Output>,
     pub errors: Vec<(usize, String)>,
+    /// A capturing pipeline's results as row batches (see [`Pipeline::capture`]).
+    pub batches: Vec<RecordBatch>,
 }
 
 pub struct Pipeline {
@@ -50,6 +52,8 @@ pub struct Pipeline {
     rekeyed: bool,
     /// The join's rows go on to `operator` (an aggregation of a join).
     join_feeds: bool,
+    /// Results stay row batches in [`Processed::batches`] (a transient push query).
+    capture: bool,
 }
 
 /// The store a table sink's rows are kept in, keyed by its key columns (and window start).
@@ -107,6 +111,7 @@ impl Pipeline {
                 emits: true,
                 rekeyed,
                 join_feeds: false,
+                capture: false,
             });
         }
         let rekeyed = matches!(&spec.plan, QueryPlan::Stateless(p) if p.rekeyed)
@@ -140,6 +145,7 @@ impl Pipeline {
             operator,
             join,
             join_feeds,
+            capture: false,
             filters,
             deletes,
             types: types.clone(),
@@ -195,6 +201,10 @@ impl Pipeline {
         } else {
             self.operator.process(batch, &mut out)?;
         }
+        if self.capture {
+            done.batches.extend(out);
+            return Ok(());
+        }
         for b in out {
             if let Some(m) = &self.materialized {
                 write(m)?.apply(&b, null_values && !self.deletes)?;
@@ -224,6 +234,14 @@ impl Pipeline {
 }
 
 impl Pipeline {
+    /// Keeps results as row batches instead of encoding them for the sink topic: a
+    /// transient push query runs a pipeline and streams its rows to the subscriber.
+    pub fn capture(mut self) -> Self {
+        self.capture = true;
+        self.emits = false;
+        self
+    }
+
     /// A source table's materialization (ksqlDB's `CST_…` query): the table's rows are kept
     /// for pull queries and nothing is written.
     pub fn materialize(spec: QuerySpec, types: &Catalog) -> Result<Pipeline> {
@@ -350,6 +368,11 @@ impl Pipeline {
                 if self.join_feeds {
                     let runs = join.take_deleted_runs();
                     feed(self.operator.as_mut(), &mut out, &runs)?;
+                }
+                if self.capture {
+                    done.batches.extend(out);
+                    start = end;
+                    continue;
                 }
                 for b in out {
                     if let Some(m) = &self.materialized {

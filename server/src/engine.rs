@@ -30,6 +30,7 @@ use crate::ServerError;
 
 mod fanout;
 mod pull;
+mod push_pipeline;
 
 pub use fanout::FanoutStats;
 
@@ -652,6 +653,9 @@ impl Engine {
         query: &brook_sql::Query,
         reset: OffsetReset,
     ) -> Result<PushQuery, ServerError> {
+        if !query.joins.is_empty() || brook_planner::aggregate::is_aggregation(query) {
+            return self.push_stateful(query, reset).await;
+        }
         let catalog = self.catalog().await;
         let plan =
             plan_stateless(query, &catalog, Target::Transient).map_err(StatementError::from)?;
@@ -745,6 +749,120 @@ impl Engine {
             if let Feed::Own { consumer, .. } = feed {
                 let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
             }
+        });
+        info!(query = %id, "push query started");
+        Ok(PushQuery {
+            id,
+            schema,
+            rows: rx,
+            limit,
+            pull: false,
+        })
+    }
+
+    /// A push query with GROUP BY or joins: the persistent query's pipeline over a consumer
+    /// of its own, its result rows (updates of an aggregate, joined rows) streamed.
+    async fn push_stateful(
+        &self,
+        query: &brook_sql::Query,
+        reset: OffsetReset,
+    ) -> Result<PushQuery, ServerError> {
+        let session = self.session.lock().await.clone();
+        let seq = self.transient_seq.fetch_add(1, Ordering::Relaxed);
+        let mut planned = push_pipeline::plan(&session, query, &format!("__BROOK_PUSH_{seq}"))?;
+        let active = ActiveGuard::admit(
+            self.push_active.clone(),
+            self.max_push_queries.load(Ordering::Relaxed),
+        )?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() % 1_000_000_000_000)
+            .unwrap_or(0);
+        let kind = if query.joins.is_empty() {
+            "AGGREGATE"
+        } else {
+            "JOIN"
+        };
+        let id = format!("transient_{kind}_{nanos}{seq}");
+        let mut cc = consumer_config(&self.bootstrap, &format!("_brook_{id}"));
+        cc.set(
+            "auto.offset.reset",
+            match reset {
+                OffsetReset::Earliest => "earliest",
+                OffsetReset::Latest => "latest",
+            },
+        );
+        let consumer: StreamConsumer = cc.create().map_err(RuntimeError::from)?;
+        let topics: Vec<&str> = planned.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(RuntimeError::from)?;
+        let schema = planned.schema.clone();
+        let (tx, rx) = mpsc::channel(16);
+        let limit = query.limit;
+        let mut stopping = self.stopping.subscribe();
+        let task_id = id.clone();
+        self.push_started.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            let _active = active;
+            let mut sent = 0u64;
+            'run: while limit != Some(0) && !*stopping.borrow() {
+                let msg = tokio::select! {
+                    _ = tx.closed() => break,
+                    _ = stopping.changed() => break,
+                    m = consumer.recv() => m,
+                };
+                let (input, record) = match msg {
+                    Ok(m) => (
+                        planned
+                            .topics
+                            .iter()
+                            .position(|t| t == brook_runtime::rdkafka::Message::topic(&m))
+                            .unwrap_or(0),
+                        brook_runtime::task::to_record(&m),
+                    ),
+                    Err(e) => {
+                        warn!(query = %task_id, error = %e, "consume failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let done = match planned.pipeline.process_input(input, &[record]) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.to_string())).await;
+                        break;
+                    }
+                };
+                for (_, e) in &done.errors {
+                    warn!(query = %task_id, "record skipped: {e}");
+                }
+                for b in done.batches {
+                    let rows = match planned.rows(b) {
+                        Ok(Some(r)) => r,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            let _ = tx.send(Err(e.to_string())).await;
+                            break 'run;
+                        }
+                    };
+                    // LIMIT: only the rows still owed.
+                    let rows = match limit {
+                        Some(l) if sent + rows.num_rows() as u64 > l => {
+                            rows.slice(0, (l - sent) as usize)
+                        }
+                        _ => rows,
+                    };
+                    sent += rows.num_rows() as u64;
+                    if tx.send(Ok(rows)).await.is_err() {
+                        break 'run;
+                    }
+                    if limit.is_some_and(|l| sent >= l) {
+                        break 'run;
+                    }
+                }
+            }
+            debug!(query = %task_id, "push query ended");
+            // Closing a consumer leaves its group, which blocks: off the worker threads.
+            let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
         });
         info!(query = %id, "push query started");
         Ok(PushQuery {
