@@ -129,7 +129,12 @@ pub struct Engine {
     max_push_queries: AtomicU64,
     /// `PushLimits::buffer`.
     push_buffer: AtomicUsize,
+    /// `ksql.query.push.v2.enabled` in the server's configuration.
+    push_v2: std::sync::atomic::AtomicBool,
 }
+
+/// ksqlDB's switch for scalable (v2) push queries.
+pub const PUSH_V2_ENABLED: &str = "ksql.query.push.v2.enabled";
 
 /// Bounds on push queries: how many may run at once, and how far behind its source one may
 /// fall before it is cut off.
@@ -176,7 +181,20 @@ impl Engine {
             fanout: Arc::new(fanout::Hub::new(bootstrap)),
             max_push_queries: AtomicU64::new(limits.max_push_queries),
             push_buffer: AtomicUsize::new(limits.buffer),
+            push_v2: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// A server configuration property (`--config KEY=VALUE`, as in ksqlDB's server
+    /// properties): `ksql.query.push.v2.enabled` for the server, any other as the default
+    /// every statement is planned with (as a `SET` would make it).
+    pub async fn set_config(&self, name: &str, value: &str) {
+        if name == PUSH_V2_ENABLED {
+            self.push_v2
+                .store(value.eq_ignore_ascii_case("true"), Ordering::Relaxed);
+        } else {
+            self.session.lock().await.set_property(name, value);
+        }
     }
 
     /// Sets the push-query bounds (they apply to queries started from now on).
@@ -653,9 +671,38 @@ impl Engine {
         query: &brook_sql::Query,
         reset: OffsetReset,
     ) -> Result<PushQuery, ServerError> {
+        self.push_query_with(query, reset, None).await
+    }
+
+    /// [`Engine::push_query`], with the query's own `ksql.query.push.v2.enabled`, if given.
+    /// A scalable (v2) push query is one ksqlDB would run as such: enabled, from the
+    /// latest offsets, stateless, over a source exactly one persistent query writes. It
+    /// runs like any latest-offset push query here (on its source's shared consumer), and
+    /// is named `SCALABLE_PUSH_QUERY_…` as ksqlDB names it.
+    pub async fn push_query_with(
+        &self,
+        query: &brook_sql::Query,
+        reset: OffsetReset,
+        push_v2: Option<bool>,
+    ) -> Result<PushQuery, ServerError> {
         if !query.joins.is_empty() || brook_planner::aggregate::is_aggregation(query) {
             return self.push_stateful(query, reset).await;
         }
+        let scalable = push_v2.unwrap_or(self.push_v2.load(Ordering::Relaxed))
+            && reset == OffsetReset::Latest
+            && query.window.is_none()
+            && query.partition_by.is_empty()
+            && {
+                let source = query.from.name.value.as_str();
+                let writers = self
+                    .queries
+                    .lock()
+                    .await
+                    .values()
+                    .filter(|q| q.sink == source)
+                    .count();
+                writers == 1
+            };
         let catalog = self.catalog().await;
         let plan =
             plan_stateless(query, &catalog, Target::Transient).map_err(StatementError::from)?;
@@ -691,7 +738,11 @@ impl Engine {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() % 1_000_000_000_000)
             .unwrap_or(0);
-        let id = format!("transient_{}_{}{}", source.name, nanos, seq);
+        let id = if scalable {
+            format!("SCALABLE_PUSH_QUERY_{}_{}{}", source.name, nanos, seq)
+        } else {
+            format!("transient_{}_{}{}", source.name, nanos, seq)
+        };
         let feed = match reset {
             OffsetReset::Latest => {
                 let buffer = self.push_buffer.load(Ordering::Relaxed);

@@ -63,6 +63,19 @@ struct Args {
         value_parser = clap::value_parser!(u64).range(1..=1 << 28)
     )]
     push_query_buffer: u64,
+
+    /// A ksqlDB server property, KEY=VALUE (repeatable), as ksqlDB's server properties
+    /// file would set it: e.g. `ksql.query.push.v2.enabled=true`; others become the
+    /// defaults statements are planned with.
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = key_value)]
+    config: Vec<(String, String)>,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => Err(format!("expected KEY=VALUE, got `{s}`")),
+    }
 }
 
 fn main() {
@@ -106,6 +119,9 @@ async fn run(args: Args) -> Result<(), ServerError> {
         max_push_queries: args.max_push_queries,
         buffer: usize::try_from(args.push_query_buffer).unwrap_or(usize::MAX),
     });
+    for (k, v) in &args.config {
+        engine.set_config(k, v).await;
+    }
     engine.recover().await?;
     let info = rest::ServerInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),

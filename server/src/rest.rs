@@ -686,8 +686,15 @@ impl Api {
             Some(v) if v.eq_ignore_ascii_case("earliest") => OffsetReset::Earliest,
             _ => OffsetReset::Latest,
         };
+        let push_v2 = properties
+            .get(brook_server::engine::PUSH_V2_ENABLED)
+            .and_then(|v| match v {
+                Value::Bool(b) => Some(*b),
+                Value::String(s) => s.parse().ok(),
+                _ => None,
+            });
         self.engine
-            .push_query(q, reset)
+            .push_query_with(q, reset, push_v2)
             .await
             .map_err(|e| (Refusal::from(e), text))
     }

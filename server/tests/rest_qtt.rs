@@ -208,11 +208,15 @@ fn run_one(case: &Case, rt: &tokio::runtime::Runtime, http: &reqwest::Client) ->
         return Outcome::Skip(why);
     }
     let dir = tempfile::tempdir().expect("a temp dir");
-    let server = Server::start(Options {
-        data_dir: dir.path(),
-        broker_port: free_port(),
-        broker_in_memory: true,
-    });
+    // ksqlDB's REST tests run with scalable push queries enabled (RestQueryTranslationTest).
+    let server = Server::start_with(
+        Options {
+            data_dir: dir.path(),
+            broker_port: free_port(),
+            broker_in_memory: true,
+        },
+        &["--config", "ksql.query.push.v2.enabled=true"],
+    );
     server.wait_for("brook-server ready");
     let target = case::Target {
         api: &server.api,
