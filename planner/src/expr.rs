@@ -504,6 +504,19 @@ impl Scope<'_> {
         l: Typed,
         r: Typed,
     ) -> Result<Typed, PlanError> {
+        // ksqlDB refuses arithmetic with an untyped NULL rather than guess its type.
+        if l.ty.is_none() || r.ty.is_none() {
+            let name = |t: &Option<Type>| match t {
+                Some(t) => t.to_string(),
+                None => "null".to_string(),
+            };
+            return err(format!(
+                "Error processing expression: {}. Arithmetic on types {} and {} are not supported.",
+                ksql_text(e),
+                name(&l.ty),
+                name(&r.ty)
+            ));
+        }
         let lt = l.ty.clone().or(r.ty.clone()).unwrap_or(Type::Int);
         let rt = r.ty.clone().or(l.ty.clone()).unwrap_or(Type::Int);
         if *op == BinaryOperator::Plus && lt == Type::String && rt == Type::String {
