@@ -505,6 +505,13 @@ impl Session {
                     )
                     .into());
                 }
+                if query.limit.is_some() {
+                    return Err(PlanError::Invalid(format!(
+                        "CREATE {} AS SELECT statements don't support LIMIT clause.",
+                        kind_word(*kind).to_uppercase()
+                    ))
+                    .into());
+                }
                 let plan = if !query.joins.is_empty() && !is_aggregation(query) {
                     let p = brook_planner::join::plan_join(query, &self.catalog, &name)?;
                     let produces = if p.tables {

@@ -104,6 +104,9 @@ pub struct PushQuery {
     /// A pull query: its rows are all there at once, and `/query` sends them as one JSON
     /// array rather than a push query's stream of row lines.
     pub pull: bool,
+    /// The response ends with ksqlDB's "Query Completed" when the rows ran out (a pull
+    /// query over a stream).
+    pub completed: bool,
 }
 
 pub struct Engine {
@@ -808,6 +811,7 @@ impl Engine {
             rows: rx,
             limit,
             pull: false,
+            completed: false,
         })
     }
 
@@ -922,6 +926,7 @@ impl Engine {
             rows: rx,
             limit,
             pull: false,
+            completed: false,
         })
     }
 

@@ -863,6 +863,7 @@ fn stream_response(
     let state = RowState {
         rows: pq.rows,
         limit: pq.limit,
+        completed: pq.completed,
         sent: 0,
         framing,
         done: false,
@@ -902,6 +903,8 @@ fn stream_response(
 struct RowState {
     rows: tokio::sync::mpsc::Receiver<Result<arrow::array::RecordBatch, String>>,
     limit: Option<u64>,
+    /// End with "Query Completed" when no LIMIT cut the rows (a pull query over a stream).
+    completed: bool,
     sent: u64,
     framing: Framing,
     done: bool,
@@ -914,6 +917,9 @@ impl RowState {
             Framing::Delimited => String::new(),
             Framing::JsonArray => "]".into(),
             Framing::Legacy if limit_reached => ",\n{\"finalMessage\":\"Limit Reached\"}]\n".into(),
+            Framing::Legacy if self.completed => {
+                ",\n{\"finalMessage\":\"Query Completed\"}]\n".into()
+            }
             Framing::Legacy => "]\n".into(),
             Framing::LegacyLines if limit_reached => {
                 "{\"finalMessage\":\"Limit Reached\"}]\n".into()

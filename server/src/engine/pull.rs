@@ -47,6 +47,9 @@ impl Engine {
             .values()
             .find(|q| q.sink == source.name)
             .and_then(|q| q.materialized.clone());
+        if store.is_none() && source.kind == brook_sql::SourceKind::Stream {
+            return self.pull_stream(query, &catalog, &source).await;
+        }
         let Some(store) = store else {
             let n = &source.name;
             return Err(PlanError::Invalid(format!(
@@ -113,8 +116,124 @@ impl Engine {
             // without ksqlDB's push-query "Limit Reached" message.
             limit: None,
             pull: true,
+            completed: false,
         })
     }
+
+    /// A pull query over a stream: its topic read from the beginning up to the end it had
+    /// when the query came, filtered and projected as a push query would be.
+    async fn pull_stream(
+        &self,
+        query: &brook_sql::Query,
+        catalog: &brook_planner::catalog::Catalog,
+        source: &brook_planner::catalog::Source,
+    ) -> Result<PushQuery, StatementError> {
+        let plan = plan_stateless(query, catalog, Target::Transient)?;
+        let schema = plan.output.clone();
+        let mut operator = FilterProject::new(plan, catalog)?;
+        let records = read_topic(self.bootstrap.clone(), source.topic.clone()).await?;
+        let mut out = Vec::new();
+        // Records in order; a record without a value has no row to show.
+        let with_values: Vec<_> = records.into_iter().filter(|r| r.value.is_some()).collect();
+        for chunk in with_values.chunks(1024) {
+            let decoded = brook_runtime::rows::decode_records(source, chunk, catalog)?;
+            if let Some(batch) = decoded.batch {
+                operator.process(batch, &mut out)?;
+            }
+        }
+        let limit = query.limit;
+        let mut left = limit.unwrap_or(u64::MAX);
+        let (tx, rx) = mpsc::channel(out.len().max(1));
+        for mut b in out {
+            if left == 0 {
+                break;
+            }
+            if b.num_rows() as u64 > left {
+                b = b.slice(0, left as usize);
+            }
+            left -= b.num_rows() as u64;
+            if b.num_rows() > 0 {
+                let _ = tx.send(Ok(b)).await;
+            }
+        }
+        let seq = self
+            .transient_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(PushQuery {
+            id: format!("pull_{}_{seq}", source.name),
+            schema,
+            rows: rx,
+            // Streams end their response as push queries do: "Limit Reached" when the
+            // LIMIT cut the rows, "Query Completed" otherwise.
+            limit,
+            pull: true,
+            completed: true,
+        })
+    }
+}
+
+/// Every record of `topic` up to the end offsets it has now, partition by partition.
+async fn read_topic(
+    bootstrap: String,
+    topic: String,
+) -> Result<Vec<brook_runtime::rows::Record>, StatementError> {
+    use brook_runtime::rdkafka::consumer::{BaseConsumer, Consumer};
+    use brook_runtime::rdkafka::message::Message;
+    use brook_runtime::rdkafka::{Offset, TopicPartitionList};
+    let timeout = std::time::Duration::from_secs(30);
+    tokio::task::spawn_blocking(move || -> Result<_, RuntimeError> {
+        let consumer: BaseConsumer = brook_runtime::kafka::client_config(&bootstrap)
+            .set("group.id", "_brook_pull_stream")
+            .set("enable.auto.commit", "false")
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let mut ends = std::collections::BTreeMap::new();
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            let (low, high) = consumer.fetch_watermarks(&topic, *p, timeout)?;
+            if high > low {
+                ends.insert(*p, high);
+                tpl.add_partition_offset(&topic, *p, Offset::Beginning)?;
+            }
+        }
+        let mut out = Vec::new();
+        if ends.is_empty() {
+            return Ok(out);
+        }
+        consumer.assign(&tpl)?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut next: std::collections::BTreeMap<i32, i64> = Default::default();
+        while ends
+            .iter()
+            .any(|(p, high)| next.get(p).copied().unwrap_or(0) < *high)
+        {
+            if std::time::Instant::now() > deadline {
+                return Err(RuntimeError::Broker(format!(
+                    "topic {topic} could not be read to its end for a pull query"
+                )));
+            }
+            if let Some(m) = consumer.poll(std::time::Duration::from_millis(200)) {
+                let m = m?;
+                next.insert(m.partition(), m.offset() + 1);
+                if ends.get(&m.partition()).is_some_and(|h| m.offset() < *h) {
+                    out.push(brook_runtime::task::to_record(&m));
+                }
+            }
+        }
+        // Partitions interleave as the topic's records came; order by timestamp within
+        // what was read, as a stream's rows would be seen.
+        out.sort_by_key(|r| r.timestamp);
+        Ok(out)
+    })
+    .await
+    .map_err(|e| RuntimeError::Broker(e.to_string()))?
+    .map_err(StatementError::from)
 }
 
 /// Rows of a windowed table carry the window bounds after the pseudo columns. `SELECT *`
