@@ -375,8 +375,12 @@ async fn open(bootstrap: &str, source: &Source) -> Result<StreamConsumer, Server
         .map(|d| d.as_nanos() % 1_000_000_000_000)
         .unwrap_or(0);
     // Never committed to: the group only names the client in the broker's logs.
+    // A push subscriber waits on every fetch: fetches return after at most 10 ms even on
+    // a broker that answers a waiting fetch only at its deadline (the embedded one; Apache
+    // Kafka answers as soon as data arrives), not after librdkafka's default 500 ms.
     let consumer: StreamConsumer =
         consumer_config(bootstrap, &format!("_brook_shared_{topic}_{nanos}"))
+            .set("fetch.wait.max.ms", "10")
             .create()
             .map_err(RuntimeError::from)?;
     let topic = topic.to_string();
