@@ -365,9 +365,14 @@ impl Engine {
         // effect; one that failed planning never is.
         let durable = match &action {
             Action::CreateSource { .. } | Action::StartQuery(_) | Action::Drop(_) => true,
+            // SET/UNSET shape every later statement (e.g. EMIT FINAL's idle timeout): a
+            // replay must see them where they came.
             Action::None => matches!(
                 ps.statement,
-                brook_sql::Statement::CreateType { .. } | brook_sql::Statement::DropType { .. }
+                brook_sql::Statement::CreateType { .. }
+                    | brook_sql::Statement::DropType { .. }
+                    | brook_sql::Statement::Set { .. }
+                    | brook_sql::Statement::Unset { .. }
             ),
             Action::Insert { .. } => false,
         };
@@ -658,6 +663,11 @@ impl Engine {
     /// (SHOW, LIST, DESCRIBE).
     pub async fn catalog(&self) -> Catalog {
         self.session.lock().await.catalog.clone()
+    }
+
+    /// A property `SET` (or `--config`) gave the session, if any.
+    pub async fn property(&self, name: &str) -> Option<String> {
+        self.session.lock().await.properties.get(name).cloned()
     }
 
     /// Topic names and partition counts, as Kafka reports them.

@@ -51,7 +51,8 @@ async fn restart_restores_catalog_and_queries() {
     assert_eq!(first.recover().await.expect("empty log"), 0);
     first
         .execute(
-            "CREATE STREAM numbers (k STRING KEY, n INT) WITH (KAFKA_TOPIC='numbers', \
+            "SET 'brook.emit.final.idle.timeout.ms'='1234';
+             CREATE STREAM numbers (k STRING KEY, n INT) WITH (KAFKA_TOPIC='numbers', \
              VALUE_FORMAT='JSON', PARTITIONS=2);
              CREATE STREAM evens AS SELECT k, n FROM numbers WHERE n % 2 = 0;
              CREATE STREAM odds AS SELECT k, n FROM numbers WHERE n % 2 = 1;",
@@ -83,7 +84,15 @@ async fn restart_restores_catalog_and_queries() {
     // The restarted engine: same streams, the EVENS query back (ODDS stays terminated).
     let second = Engine::with_command_log(&bootstrap, LOG).expect("engine");
     let replayed = second.recover().await.expect("replay");
-    assert_eq!(replayed, 4, "three statements and one TERMINATE");
+    assert_eq!(replayed, 5, "a SET, three statements and one TERMINATE");
+    // SET shapes the statements after it: the replay applies it where it came.
+    assert_eq!(
+        second
+            .property("brook.emit.final.idle.timeout.ms")
+            .await
+            .as_deref(),
+        Some("1234")
+    );
     let catalog = second.catalog().await;
     assert!(catalog.sources.contains_key("NUMBERS"));
     assert!(catalog.sources.contains_key("EVENS"));
