@@ -136,6 +136,26 @@ pub struct Engine {
     push_v2: std::sync::atomic::AtomicBool,
 }
 
+/// Marks every row of a push query's batch as a deletion (a trailing TOMBSTONE column, which
+/// the REST layer shows as ksqlDB's `"tombstone": true`).
+fn with_tombstones(b: RecordBatch) -> Result<RecordBatch, RuntimeError> {
+    let mut fields: Vec<arrow::datatypes::FieldRef> = b.schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(arrow::datatypes::Field::new(
+        brook_runtime::aggregate::TOMBSTONE,
+        arrow::datatypes::DataType::Boolean,
+        false,
+    )));
+    let mut cols = b.columns().to_vec();
+    cols.push(Arc::new(arrow::array::BooleanArray::from(vec![
+        true;
+        b.num_rows()
+    ])));
+    Ok(RecordBatch::try_new(
+        Arc::new(arrow::datatypes::Schema::new(fields)),
+        cols,
+    )?)
+}
+
 /// ksqlDB's switch for scalable (v2) push queries.
 pub const PUSH_V2_ENABLED: &str = "ksql.query.push.v2.enabled";
 
@@ -1022,10 +1042,13 @@ impl Transient {
                             continue;
                         }
                     };
-                    // A stream record without a value carries no row to show.
-                    if record.value.is_none() {
+                    // A stream record without a value carries no row to show; a table's
+                    // deletes its key (and a table row needs a key).
+                    let table = self.source.kind == brook_sql::SourceKind::Table;
+                    if (record.value.is_none() && !table) || (table && record.key.is_none()) {
                         continue;
                     }
+                    let tombstone = record.value.is_none();
                     let decoded = match decode_records(&self.source, &[record], catalog) {
                         Ok(d) => d,
                         Err(e) => {
@@ -1039,7 +1062,7 @@ impl Transient {
                     let Some(batch) = decoded.batch else {
                         continue;
                     };
-                    match self.emit(batch, &tx, None).await {
+                    match self.emit(batch, &tx, None, tombstone).await {
                         Ok(sent) => sent,
                         Err(e) => break Err(e),
                     }
@@ -1057,7 +1080,8 @@ impl Transient {
                             Some(item) => {
                                 // The rows keep their place in the bound until sent on.
                                 let batch = item.batch.clone();
-                                match self.emit(batch, &tx, Some(&mut sub.end)).await {
+                                let tombstone = item.tombstone;
+                                match self.emit(batch, &tx, Some(&mut sub.end), tombstone).await {
                                     Ok(sent) => sent,
                                     Err(e) => break Err(e),
                                 }
@@ -1118,6 +1142,7 @@ impl Transient {
         batch: RecordBatch,
         tx: &mpsc::Sender<Result<RecordBatch, String>>,
         mut end: Option<&mut oneshot::Receiver<fanout::End>>,
+        tombstone: bool,
     ) -> Result<Sent, RuntimeError> {
         let mut out = Vec::new();
         if let Err(e) = self.operator.process(batch, &mut out) {
@@ -1128,6 +1153,9 @@ impl Transient {
         for mut b in out {
             if let Some((star, keys)) = self.window {
                 b = pull::window_rows(b, star, keys)?;
+            }
+            if tombstone {
+                b = with_tombstones(b)?;
             }
             if let Some(limit) = self.limit {
                 let left = limit.saturating_sub(self.sent) as usize;

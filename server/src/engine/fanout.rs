@@ -44,6 +44,8 @@ pub(crate) enum End {
 /// subscriber's bound until it has dealt with them.
 pub(crate) struct Item {
     pub batch: RecordBatch,
+    /// The rows delete their keys (a table's tombstones).
+    pub tombstone: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -250,7 +252,7 @@ impl Hub {
     }
 
     /// Queues `batch` for every subscriber; one with no room left is cut off.
-    fn hand_out(&self, shared: &Shared, batch: &RecordBatch) {
+    fn hand_out(&self, shared: &Shared, batch: &RecordBatch, tombstone: bool) {
         let rows = u32::try_from(batch.num_rows()).unwrap_or(u32::MAX);
         let mut cut = 0;
         lock(&shared.subscribers).retain(|_, slot| {
@@ -262,6 +264,7 @@ impl Hub {
                     .rows
                     .send(Item {
                         batch: batch.clone(),
+                        tombstone,
                         _permit: permit,
                     })
                     .is_ok(),
@@ -340,24 +343,43 @@ impl Run {
                     None => break,
                 }
             }
-            // A record without a value carries no row to show.
-            records.retain(|r| r.value.is_some());
-            if records.is_empty() {
-                continue;
-            }
-            let decoded = match decode_records(source, &records, &self.catalog) {
-                Ok(d) => d,
-                Err(e) => {
-                    warn!(source = %source.name, error = %e, "shared push-query consumer failed");
-                    self.hub.fail(&self.shared, &e.to_string());
-                    break;
+            // A stream record without a value carries no row to show; a table's is the
+            // deletion of its key (and a table row needs a key).
+            let table = source.kind == brook_sql::SourceKind::Table;
+            records.retain(|r| {
+                if table {
+                    r.key.is_some()
+                } else {
+                    r.value.is_some()
                 }
-            };
-            for (_, e) in &decoded.errors {
-                warn!(source = %source.name, topic = %source.topic, "record skipped: {e}");
+            });
+            let mut failed = false;
+            let mut start = 0;
+            while start < records.len() {
+                let gone = records[start].value.is_none();
+                let mut end = start + 1;
+                while end < records.len() && records[end].value.is_none() == gone {
+                    end += 1;
+                }
+                let decoded = match decode_records(source, &records[start..end], &self.catalog) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        warn!(source = %source.name, error = %e, "shared push-query consumer failed");
+                        self.hub.fail(&self.shared, &e.to_string());
+                        failed = true;
+                        break;
+                    }
+                };
+                for (_, e) in &decoded.errors {
+                    warn!(source = %source.name, topic = %source.topic, "record skipped: {e}");
+                }
+                if let Some(batch) = decoded.batch {
+                    self.hub.hand_out(&self.shared, &batch, gone);
+                }
+                start = end;
             }
-            if let Some(batch) = decoded.batch {
-                self.hub.hand_out(&self.shared, &batch);
+            if failed {
+                break;
             }
         }
         info!(source = %source.name, "shared push-query consumer stopped");
@@ -493,12 +515,12 @@ mod tests {
         let mut reading = join(&hub, &shared, 3);
         let mut stalled = join(&hub, &shared, 3);
 
-        hub.hand_out(&shared, &batch(2));
+        hub.hand_out(&shared, &batch(2), false);
         let first = reading.rows.try_recv().expect("rows");
         assert_eq!(first.batch.num_rows(), 2);
         drop(first);
         // The stalled one still holds 2 of its 3 rows: 2 more do not fit.
-        hub.hand_out(&shared, &batch(2));
+        hub.hand_out(&shared, &batch(2), false);
         assert_eq!(reading.rows.try_recv().expect("rows").batch.num_rows(), 2);
         assert_eq!(
             stalled.end.try_recv(),

@@ -17,7 +17,7 @@ use super::Framing;
 pub(super) fn rows_chunk(batch: &RecordBatch, framing: Framing) -> String {
     let mut out = String::new();
     // ROWTIME, ROWPARTITION and ROWOFFSET lead every row batch; they are not selected.
-    let columns = &batch.columns()[3.min(batch.num_columns())..];
+    let (columns, tombstones) = selected(batch);
     for row in 0..batch.num_rows() {
         match framing {
             Framing::Delimited => {}
@@ -36,11 +36,41 @@ pub(super) fn rows_chunk(batch: &RecordBatch, framing: Framing) -> String {
         match framing {
             Framing::Delimited => out.push('\n'),
             Framing::JsonArray => {}
+            // A deleted row of a table is marked as ksqlDB marks it.
+            Framing::Legacy | Framing::LegacyLines
+                if tombstones.is_some_and(|t| t.is_valid(row) && t.value(row)) =>
+            {
+                out.push_str(if framing == Framing::Legacy {
+                    ",\"tombstone\":true}}"
+                } else {
+                    ",\"tombstone\":true}},\n"
+                })
+            }
             Framing::Legacy => out.push_str("}}"),
             Framing::LegacyLines => out.push_str("}},\n"),
         }
     }
     out
+}
+
+/// The columns a row batch shows (after the pseudo columns), and its tombstone flags: a
+/// push query over a table marks deleted rows with a trailing `TOMBSTONE` column.
+pub(super) fn selected(
+    batch: &RecordBatch,
+) -> (
+    &[arrow::array::ArrayRef],
+    Option<&arrow::array::BooleanArray>,
+) {
+    let n = batch.num_columns();
+    let last = batch.schema().fields().last().map(|f| f.name().clone());
+    if n > 3 && last.as_deref() == Some(brook_runtime::aggregate::TOMBSTONE) {
+        (
+            &batch.columns()[3..n - 1],
+            batch.column(n - 1).as_any().downcast_ref(),
+        )
+    } else {
+        (&batch.columns()[3.min(n)..], None)
+    }
 }
 
 fn write_str(out: &mut String, s: &str) {
@@ -163,6 +193,36 @@ mod tests {
         let mut s = String::new();
         write_value(&mut s, array, 0);
         s
+    }
+
+    #[test]
+    fn a_trailing_tombstone_column_marks_rows_and_is_not_shown() {
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("ROWTIME", arrow::datatypes::DataType::Int64, false),
+            arrow::datatypes::Field::new("ROWPARTITION", arrow::datatypes::DataType::Int32, false),
+            arrow::datatypes::Field::new("ROWOFFSET", arrow::datatypes::DataType::Int64, false),
+            arrow::datatypes::Field::new("K", arrow::datatypes::DataType::Int64, true),
+            arrow::datatypes::Field::new(
+                brook_runtime::aggregate::TOMBSTONE,
+                arrow::datatypes::DataType::Boolean,
+                false,
+            ),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(arrow::array::Int64Array::from(vec![1, 2])),
+                Arc::new(arrow::array::Int32Array::from(vec![0, 0])),
+                Arc::new(arrow::array::Int64Array::from(vec![0, 1])),
+                Arc::new(arrow::array::Int64Array::from(vec![10, 10])),
+                Arc::new(arrow::array::BooleanArray::from(vec![false, true])),
+            ],
+        )
+        .expect("batch");
+        assert_eq!(
+            rows_chunk(&batch, Framing::LegacyLines),
+            "{\"row\":{\"columns\":[10]}},\n{\"row\":{\"columns\":[10],\"tombstone\":true}},\n"
+        );
     }
 
     #[test]

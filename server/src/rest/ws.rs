@@ -95,7 +95,7 @@ async fn serve(api: Api, params: HashMap<String, String>, mut socket: WebSocket)
             item = rows.recv() => match item {
                 Some(Ok(batch)) => {
                     // ROWTIME, ROWPARTITION and ROWOFFSET lead every row batch; not selected.
-                    let columns = &batch.columns()[3.min(batch.num_columns())..];
+                    let (columns, _) = super::values::selected(&batch);
                     for row in 0..batch.num_rows() {
                         let mut frame = String::from("{\"row\":{\"columns\":[");
                         for (i, c) in columns.iter().enumerate() {
