@@ -84,6 +84,14 @@ fn window_key(
     Ok(ScalarValue::Utf8(Some(format!("{parts:?}"))))
 }
 
+/// What [`JoinOperator::emit_joined`] needs of each joined row besides its columns.
+#[derive(Debug, Clone)]
+struct Meta {
+    key: Vec<ScalarValue>,
+    deleted: bool,
+    force: bool,
+}
+
 /// A buffered row of a stream–stream join side: timestamp, arrival sequence, row.
 type Buffered = (i64, u64, RecordBatch);
 
@@ -209,6 +217,14 @@ impl JoinOperator {
         out: &mut Vec<RecordBatch>,
     ) -> Result<()> {
         let mut rows = Vec::new();
+        if input == 0
+            && !deleted
+            && self.plan.steps.len() == 1
+            && self.plan.steps[0].kind == StepKind::StreamTable
+            && self.plan.synthetic_key.is_none()
+        {
+            return self.stream_table_batch(batch, out);
+        }
         if input == 0 {
             let wide = self.widen_first(batch)?;
             for r in 0..batch.num_rows() {
@@ -233,6 +249,83 @@ impl JoinOperator {
             }
             self.cascade(input + 1, rows, out)
         }
+    }
+
+    /// A two-way stream–table join's stream rows, a batch at a time: keys evaluated over
+    /// the batch, the table's rows gathered with `interleave`, one joined batch out.
+    fn stream_table_batch(
+        &mut self,
+        batch: &RecordBatch,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let wide = self.widen_first(batch)?;
+        let step = &self.plan.steps[0];
+        let keys = step
+            .left_key
+            .evaluate(&wide)
+            .and_then(|v| v.into_array(n))
+            .map_err(eval_err)?;
+        let StepState::StreamTable(table) = &self.steps[0] else {
+            return Err(RuntimeError::Plan(
+                "a join step's state does not fit its kind".into(),
+            ));
+        };
+        let left_outer = step.join == JoinKind::Left;
+        // Per output row: its stream row, and its table row (0: none, i: found[i - 1]).
+        let mut take = Vec::with_capacity(n);
+        let mut pick = Vec::with_capacity(n);
+        let mut found: Vec<&RecordBatch> = Vec::new();
+        let mut metas = Vec::with_capacity(n);
+        for r in 0..n {
+            let kv = ScalarValue::try_from_array(&keys, r).map_err(eval_err)?;
+            let row = if kv.is_null() { None } else { table.get(&kv) };
+            match row {
+                Some(b) => {
+                    found.push(b);
+                    pick.push(found.len());
+                }
+                None if left_outer => pick.push(0),
+                None => continue,
+            }
+            take.push(r as u32);
+            metas.push(Meta {
+                key: vec![kv],
+                deleted: false,
+                force: false,
+            });
+        }
+        if take.is_empty() {
+            return Ok(());
+        }
+        let left = take_record_batch(&wide, &UInt32Array::from(take))?;
+        let input = &self.plan.inputs[1];
+        let (off, width) = (input.offset, input.schema.fields().len());
+        let schema = self.plan.joined_schema.clone();
+        let mut cols: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+        for (j, f) in schema.fields().iter().enumerate() {
+            if j < off || j >= off + width {
+                cols.push(left.column(j).clone());
+                continue;
+            }
+            let mut sources: Vec<ArrayRef> = vec![self.nulls[j].clone()];
+            for b in &found {
+                let c = b.column(j - off);
+                sources.push(if c.data_type() == f.data_type() {
+                    c.clone()
+                } else {
+                    cast(c, f.data_type())?
+                });
+            }
+            let refs: Vec<&dyn Array> = sources.iter().map(|a| a.as_ref()).collect();
+            let indices: Vec<(usize, usize)> = pick.iter().map(|&p| (p, 0)).collect();
+            cols.push(arrow::compute::interleave(&refs, &indices)?);
+        }
+        let joined = RecordBatch::try_new(schema, cols)?;
+        self.emit_joined(joined, &metas, out)
     }
 
     /// Input 0's rows as joined rows: its columns in place, NULL for every other input.
@@ -790,6 +883,25 @@ impl JoinOperator {
             }
         }
         let joined = concat_batches(&schema, &batches)?;
+        let metas: Vec<Meta> = rows
+            .into_iter()
+            .map(|r| Meta {
+                key: r.key,
+                deleted: r.deleted,
+                force: r.force,
+            })
+            .collect();
+        self.emit_joined(joined, &metas, out)
+    }
+
+    /// [`JoinOperator::emit`] of joined rows already in one batch, `rows` saying each one's
+    /// key and whether it deletes.
+    fn emit_joined(
+        &mut self,
+        joined: RecordBatch,
+        rows: &[Meta],
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
         if self.plan.rows_only {
             // The joined rows feed another operator, which applies WHERE itself; runs of
             // changes and deletions go separately, in order.
