@@ -24,7 +24,13 @@ async fn undecodable_records_are_skipped_and_counted() {
         )
         .await
         .expect("statements");
-    let producer: FutureProducer = producer_config(&bootstrap).create().expect("producer");
+    // The embedded broker has answered this test's idempotent producer with
+    // OutOfOrderSequenceNumber under load (docs/embedded-broker.md), which fails the send;
+    // the test is about Brook's decoding, so its own producer is not idempotent.
+    let producer: FutureProducer = producer_config(&bootstrap)
+        .set("enable.idempotence", "false")
+        .create()
+        .expect("producer");
     for i in 0..GOOD + BAD {
         let key = format!("k{}", i % 10);
         // Every third record is not JSON, or not an INT where one is due.

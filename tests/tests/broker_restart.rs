@@ -67,7 +67,9 @@ async fn query_survives_a_broker_restart() {
         )
         .await
         .expect("statements");
+    // Not idempotent: see tests/tests/bad_records.rs and docs/embedded-broker.md.
     let producer: FutureProducer = producer_config(&bootstrap)
+        .set("enable.idempotence", "false")
         .set("message.timeout.ms", "60000")
         .create()
         .expect("producer");

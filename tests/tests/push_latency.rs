@@ -36,7 +36,9 @@ async fn push_query_latency_p99_under_100ms() {
     // Let the query's consumer reach the partitions' ends before anything is produced.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    // Not idempotent: see tests/tests/bad_records.rs and docs/embedded-broker.md.
     let producer: FutureProducer = producer_config(&bootstrap)
+        .set("enable.idempotence", "false")
         .set("linger.ms", "0")
         .create()
         .expect("producer");
