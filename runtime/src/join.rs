@@ -129,6 +129,18 @@ enum StepState {
     ForeignKey(ForeignKey),
 }
 
+impl StepState {
+    /// The right table's current rows by key, when the right side is a table.
+    fn right_rows(&mut self) -> Option<&mut FastMap<ScalarValue, RecordBatch>> {
+        match self {
+            StepState::StreamStream(_) => None,
+            StepState::StreamTable(t) => Some(t),
+            StepState::Tables(t) => Some(&mut t.right),
+            StepState::ForeignKey(fk) => Some(&mut fk.right),
+        }
+    }
+}
+
 /// Changelog namespaces: step × part.
 const NS_SS_LEFT: u8 = 0;
 const NS_SS_RIGHT: u8 = 1;
@@ -547,18 +559,21 @@ impl JoinOperator {
             StepState::StreamTable(Default::default()),
         );
         let result = (|| -> Result<()> {
-            match (&mut state, step.kind) {
-                (StepState::StreamTable(table), _) => {
-                    if kv.is_null() {
-                        return Ok(());
-                    }
-                    if deleted {
-                        table.remove(&kv);
-                    } else {
-                        table.insert(kv.clone(), owned_row(row, 0)?);
-                    }
-                    self.dirty.mark(ns(k, NS_RIGHT), std::slice::from_ref(&kv));
+            // A table on the right: its current row per key changes first.
+            if let Some(rows) = state.right_rows() {
+                if kv.is_null() {
+                    return Ok(());
                 }
+                if deleted {
+                    rows.remove(&kv);
+                } else {
+                    rows.insert(kv.clone(), owned_row(row, 0)?);
+                }
+                self.dirty.mark(ns(k, NS_RIGHT), std::slice::from_ref(&kv));
+            }
+            match (&mut state, step.kind) {
+                // Stream rows look the table up; its changes emit nothing.
+                (StepState::StreamTable(_), _) => {}
                 (
                     StepState::StreamStream(ss),
                     StepKind::StreamStream {
@@ -586,27 +601,9 @@ impl JoinOperator {
                     )?;
                 }
                 (StepState::Tables(t), _) => {
-                    if kv.is_null() {
-                        return Ok(());
-                    }
-                    if deleted {
-                        t.right.remove(&kv);
-                    } else {
-                        t.right.insert(kv.clone(), owned_row(row, 0)?);
-                    }
-                    self.dirty.mark(ns(k, NS_RIGHT), std::slice::from_ref(&kv));
                     self.tables_changed(k, t, &kv, step.join, row, next)?;
                 }
                 (StepState::ForeignKey(fk), _) => {
-                    if kv.is_null() {
-                        return Ok(());
-                    }
-                    if deleted {
-                        fk.right.remove(&kv);
-                    } else {
-                        fk.right.insert(kv.clone(), owned_row(row, 0)?);
-                    }
-                    self.dirty.mark(ns(k, NS_RIGHT), std::slice::from_ref(&kv));
                     let ids = fk.by_fk.get(&kv).cloned().unwrap_or_default();
                     for id in ids {
                         self.fk_emit(k, fk, &id, step.join, row, true, next)?;

@@ -90,21 +90,7 @@ impl Engine {
                 .any(|p| matches!(p, brook_sql::sqlparser::ast::SelectItem::Wildcard(_)));
             out = window_bounds(out, &mut schema, star)?;
         }
-        let mut left = query.limit.unwrap_or(u64::MAX);
-        let (tx, rx) = mpsc::channel(out.len().max(1));
-        for mut b in out {
-            if left == 0 {
-                break;
-            }
-            if b.num_rows() as u64 > left {
-                b = b.slice(0, left as usize);
-            }
-            left -= b.num_rows() as u64;
-            if b.num_rows() > 0 {
-                // The channel holds every batch: this never waits.
-                let _ = tx.send(Ok(b)).await;
-            }
-        }
+        let rx = limited(out, query.limit).await;
         let seq = self
             .transient_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -142,20 +128,7 @@ impl Engine {
             }
         }
         let limit = query.limit;
-        let mut left = limit.unwrap_or(u64::MAX);
-        let (tx, rx) = mpsc::channel(out.len().max(1));
-        for mut b in out {
-            if left == 0 {
-                break;
-            }
-            if b.num_rows() as u64 > left {
-                b = b.slice(0, left as usize);
-            }
-            left -= b.num_rows() as u64;
-            if b.num_rows() > 0 {
-                let _ = tx.send(Ok(b)).await;
-            }
-        }
+        let rx = limited(out, limit).await;
         let seq = self
             .transient_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -170,6 +143,29 @@ impl Engine {
             completed: true,
         })
     }
+}
+
+/// A pull query's rows, cut to its LIMIT, on a channel that holds them all (so filling it
+/// never waits) and closes after the last.
+async fn limited(
+    out: Vec<RecordBatch>,
+    limit: Option<u64>,
+) -> mpsc::Receiver<Result<RecordBatch, String>> {
+    let mut left = limit.unwrap_or(u64::MAX);
+    let (tx, rx) = mpsc::channel(out.len().max(1));
+    for mut b in out {
+        if left == 0 {
+            break;
+        }
+        if b.num_rows() as u64 > left {
+            b = b.slice(0, left as usize);
+        }
+        left -= b.num_rows() as u64;
+        if b.num_rows() > 0 {
+            let _ = tx.send(Ok(b)).await;
+        }
+    }
+    rx
 }
 
 /// Every record of `topic` up to the end offsets it has now, partition by partition.
