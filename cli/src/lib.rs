@@ -3,6 +3,7 @@
 
 pub mod qtt;
 pub mod repl;
+pub mod test_functions;
 pub mod test_runner;
 
 use brook_sql::ParseError;

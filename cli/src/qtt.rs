@@ -163,6 +163,8 @@ pub fn run_case_with(
     cfg: Option<&str>,
     options: Options,
 ) -> Outcome {
+    // ksqlDB runs these cases with its test jar's UDAFs on the classpath.
+    crate::test_functions::register();
     let mut driver = Driver::new();
     driver.restart_every_record = options.restart_every_record;
     if let Some(props) = test["properties"].as_object() {

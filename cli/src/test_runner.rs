@@ -16,6 +16,8 @@ pub fn run(
     input_file: Option<&Path>,
     output_file: &Path,
 ) -> Result<String, String> {
+    // As ksqlDB's runner, with the test jar's UDAFs available to the statements.
+    crate::test_functions::register();
     let sql = std::fs::read_to_string(sql_file)
         .map_err(|e| format!("cannot read {}: {e}", sql_file.display()))?;
     let stmts = brook_sql::parse(&sql).map_err(|e| {

@@ -42,6 +42,20 @@ pub enum AggKind {
     Correlation,
     Attr,
     Histogram,
+    /// A registered user-defined aggregate ([`crate::udaf`]): [`AggCall::udaf`] says which.
+    Udaf,
+}
+
+/// A call of a registered UDAF, resolved for its arguments.
+#[derive(Debug, Clone)]
+pub struct UdafCall {
+    /// The name as the function declares it (ksqlDB's messages quote it so).
+    pub name: String,
+    pub function: Arc<dyn crate::udaf::UdafFunction>,
+    /// The column arguments, evaluated per row and handed to the hooks in this order.
+    pub args: Vec<Arc<dyn PhysicalExpr>>,
+    /// The state's type between rows.
+    pub aggregate_type: Type,
 }
 
 /// One aggregate call: its kind, argument and ksqlDB types.
@@ -55,6 +69,8 @@ pub struct AggCall {
     pub arg: Option<Arc<dyn PhysicalExpr>>,
     pub arg_type: Option<Type>,
     pub result_type: Type,
+    /// For [`AggKind::Udaf`]: the function and its arguments (`arg` is then `None`).
+    pub udaf: Option<UdafCall>,
 }
 
 #[derive(Debug, Clone)]
@@ -161,8 +177,14 @@ fn agg_kind(name: &str, args: &[SqlExpr]) -> Option<AggKind> {
     })
 }
 
-/// Whether a name is an aggregate function (so a SELECT with one is an aggregation).
+/// Whether a name is an aggregate function (so a SELECT with one is an aggregation): a
+/// built-in one or a registered UDAF.
 pub fn is_aggregate(name: &str) -> bool {
+    is_builtin_aggregate(name) || crate::udaf::lookup(name).is_some()
+}
+
+/// Whether a name is one of ksqlDB's built-in aggregate functions.
+pub fn is_builtin_aggregate(name: &str) -> bool {
     matches!(
         name,
         "COUNT"
@@ -212,7 +234,19 @@ struct Rewriter<'a> {
     /// The GROUP BY expressions as written, for functions whose compiled forms do not
     /// compare equal (each compile makes a new UDF instance).
     group_sql: Vec<String>,
-    aggs: Vec<(AggKind, Option<SqlExpr>, String, Vec<SqlExpr>)>,
+    aggs: Vec<PendingAgg>,
+}
+
+/// An aggregate call found in the query, before its arguments are compiled.
+struct PendingAgg {
+    kind: AggKind,
+    /// The function's name (upper-case) as called.
+    name: String,
+    arg: Option<SqlExpr>,
+    /// The call's text, so that repeated calls share one aggregate.
+    key: String,
+    /// Literal parameters after the argument; a UDAF's arguments, all of them.
+    extra: Vec<SqlExpr>,
 }
 
 impl Rewriter<'_> {
@@ -222,13 +256,19 @@ impl Rewriter<'_> {
             let name = f.name.to_string().to_uppercase();
             if is_aggregate(&name) {
                 let args = call_args(f);
-                let Some(kind) = agg_kind(&name, &args) else {
-                    return Err(PlanError::Unsupported(format!(
-                        "aggregate function {name} is not supported yet"
-                    )));
+                let kind = match agg_kind(&name, &args) {
+                    Some(kind) => kind,
+                    None if crate::udaf::lookup(&name).is_some() => AggKind::Udaf,
+                    None => {
+                        return Err(PlanError::Unsupported(format!(
+                            "aggregate function {name} is not supported yet"
+                        )))
+                    }
                 };
                 let (arg, extra) = match kind {
                     AggKind::CountRows => (None, Vec::new()),
+                    // A UDAF's arguments are all resolved together, by the function.
+                    AggKind::Udaf => (None, args.clone()),
                     // CORRELATION(x, y): each row's pair as one STRUCT of DOUBLEs.
                     AggKind::Correlation => {
                         let [x, y] = args.as_slice() else {
@@ -282,14 +322,24 @@ impl Rewriter<'_> {
                     }
                 };
                 let key = format!(
-                    "{kind:?}({}{})",
+                    "{}({}{})",
+                    match kind {
+                        AggKind::Udaf => name.clone(),
+                        other => format!("{other:?}"),
+                    },
                     arg.as_ref().map(|a| a.to_string()).unwrap_or_default(),
                     extra.iter().map(|e| format!(", {e}")).collect::<String>()
                 );
-                let idx = match self.aggs.iter().position(|(_, _, k, _)| *k == key) {
+                let idx = match self.aggs.iter().position(|a| a.key == key) {
                     Some(i) => i,
                     None => {
-                        self.aggs.push((kind, arg, key, extra));
+                        self.aggs.push(PendingAgg {
+                            kind,
+                            name: name.clone(),
+                            arg,
+                            key,
+                            extra,
+                        });
                         self.aggs.len() - 1
                     }
                 };
@@ -299,9 +349,15 @@ impl Rewriter<'_> {
         if let Some(j) = self.group_sql.iter().position(|g| *g == e.to_string()) {
             return Ok(ident(&format!("__K{j}")));
         }
-        if let Ok(t) = self.scope.compile(e) {
-            if let Some(j) = self.groups.iter().position(|g| *g == t.expr) {
-                return Ok(ident(&format!("__K{j}")));
+        // AS_VALUE(key) compiles to the key itself, but it is a value column: only its
+        // argument is the grouping expression (unless the query groups by AS_VALUE(…)).
+        let as_value = matches!(e, SqlExpr::Function(f)
+            if f.name.to_string().eq_ignore_ascii_case("AS_VALUE"));
+        if !as_value {
+            if let Ok(t) = self.scope.compile(e) {
+                if let Some(j) = self.groups.iter().position(|g| *g == t.expr) {
+                    return Ok(ident(&format!("__K{j}")));
+                }
             }
         }
         Ok(match e {
@@ -706,7 +762,37 @@ pub fn plan_aggregate(
             field: n,
         });
     }
-    for (i, (kind, arg, _, extra)) in rw.aggs.iter().enumerate() {
+    // UDAFs without `undo` that meet a table: refused together, as ksqlDB does.
+    let mut not_for_tables: Vec<String> = Vec::new();
+    for (i, pending) in rw.aggs.iter().enumerate() {
+        let PendingAgg {
+            kind, arg, extra, ..
+        } = pending;
+        if *kind == AggKind::Udaf {
+            let (call, result_type) = plan_udaf(&pending.name, extra, &scope, &input_schema)?;
+            if table_input && !call.function.supports_undo() && !not_for_tables.contains(&call.name)
+            {
+                not_for_tables.push(call.name.clone());
+            }
+            let field = format!("__A{i}");
+            fields.push(Field::new(&field, arrow_type(&result_type, catalog)?, true));
+            agg_scope.columns.push(ScopeColumn {
+                name: field.clone(),
+                qualifiers: Vec::new(),
+                ty: result_type.clone(),
+                field,
+            });
+            aggs.push(AggCall {
+                kind: AggKind::Udaf,
+                n: None,
+                ignore_nulls: false,
+                arg: None,
+                arg_type: None,
+                result_type,
+                udaf: Some(call),
+            });
+            continue;
+        }
         // Literal parameters: a count (TOPK's k, *_BY_OFFSET's n) and/or ignoreNulls.
         let mut n = None;
         let mut ignore_nulls = true;
@@ -780,12 +866,26 @@ pub fn plan_aggregate(
             arg: arg_phys,
             arg_type,
             result_type,
+            udaf: None,
         });
+    }
+    if !not_for_tables.is_empty() {
+        let names = match not_for_tables.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("s {} and {last}", rest.join(", ")),
+            _ => format!(" {}", not_for_tables.join("")),
+        };
+        return Err(PlanError::Invalid(format!(
+            "The aggregation function{names} cannot be applied to a table source, only to a stream source."
+        )));
     }
     // The aggregation's state is kept in the source's value format; DELIMITED holds no
     // ARRAY, MAP or STRUCT, which these functions' intermediate values are.
     let complex_state = aggs.iter().any(|a| {
+        let udaf_state = a.udaf.as_ref().map(|u| &u.aggregate_type);
         matches!(
+            udaf_state,
+            Some(Type::Array(_) | Type::Map(..) | Type::Struct(_))
+        ) || matches!(
             a.kind,
             AggKind::Avg
                 | AggKind::StddevSamp
@@ -991,4 +1091,89 @@ fn ksql_text(e: &SqlExpr) -> String {
         }
         other => other.to_string(),
     }
+}
+
+/// Resolves a registered UDAF's call: compiles its arguments, lets the function choose its
+/// overload (and take its init arguments' values), and casts the column arguments to the
+/// types the overload takes. Gives the call and its result type.
+fn plan_udaf(
+    name: &str,
+    args: &[SqlExpr],
+    scope: &Scope,
+    input_schema: &SchemaRef,
+) -> Result<(UdafCall, Type), PlanError> {
+    let udaf = crate::udaf::lookup(name).ok_or_else(|| {
+        PlanError::Invalid(format!("Can't find any functions with the name '{name}'"))
+    })?;
+    // Constant arguments are evaluated here, over a row of no columns: init arguments are
+    // given to the function as values.
+    let no_columns: SchemaRef = Arc::new(Schema::empty());
+    let one_row = arrow::array::RecordBatch::try_new_with_options(
+        no_columns.clone(),
+        Vec::new(),
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(1)),
+    )
+    .map_err(|e| PlanError::DataFusion(e.to_string()))?;
+    let mut compiled = Vec::with_capacity(args.len());
+    let mut udaf_args = Vec::with_capacity(args.len());
+    for a in args {
+        let t = scope.compile(a)?;
+        let phys = physical(&t.expr, input_schema)?;
+        let data_type = phys
+            .data_type(input_schema)
+            .map_err(|e| PlanError::DataFusion(e.to_string()))?;
+        let literal = if t.expr.column_refs().is_empty() {
+            physical(&t.expr, &no_columns)
+                .ok()
+                .and_then(|p| p.evaluate(&one_row).ok())
+                .and_then(|v| match v {
+                    datafusion::logical_expr::ColumnarValue::Scalar(s) => Some(s),
+                    datafusion::logical_expr::ColumnarValue::Array(a) => {
+                        datafusion::common::ScalarValue::try_from_array(&a, 0).ok()
+                    }
+                })
+        } else {
+            None
+        };
+        udaf_args.push(crate::udaf::UdafArg {
+            ty: t.ty.clone(),
+            data_type,
+            literal,
+        });
+        compiled.push(t);
+    }
+    let resolved = udaf.resolve(&udaf_args)?;
+    if resolved.columns.len() > compiled.len() {
+        return Err(PlanError::Invalid(format!(
+            "Function '{}' resolved {} column arguments of {}",
+            udaf.name(),
+            resolved.columns.len(),
+            compiled.len()
+        )));
+    }
+    // The arguments after the columns configure the function once: ksqlDB takes only
+    // literals there, whether or not the function read them.
+    for i in resolved.columns.len()..udaf_args.len() {
+        crate::udaf::UdafArg::init_value(&udaf_args, i, udaf.name())?;
+    }
+    let mut phys_args = Vec::with_capacity(resolved.columns.len());
+    for (t, cast) in compiled.iter().zip(&resolved.columns) {
+        let expr = match cast {
+            Some(to) if t.ty.as_ref() != Some(to) => {
+                datafusion::logical_expr::Expr::Cast(datafusion::logical_expr::Cast::new(
+                    Box::new(t.expr.clone()),
+                    arrow_type(to, scope.types)?,
+                ))
+            }
+            _ => t.expr.clone(),
+        };
+        phys_args.push(physical(&expr, input_schema)?);
+    }
+    let call = UdafCall {
+        name: udaf.name().to_string(),
+        function: resolved.function,
+        args: phys_args,
+        aggregate_type: resolved.aggregate_type,
+    };
+    Ok((call, resolved.return_type))
 }

@@ -13,5 +13,6 @@ pub mod join;
 pub mod query;
 pub mod schema;
 pub mod types;
+pub mod udaf;
 
 pub use error::PlanError;

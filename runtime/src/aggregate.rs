@@ -33,15 +33,62 @@ enum Acc {
     ByOffset(ScalarValue),
     /// Every value seen (in offset order), for the functions that need more than one.
     Values(Vec<ScalarValue>),
+    /// A user-defined aggregate's state, which only its hooks read.
+    Udaf(ScalarValue),
 }
 
 fn eval_err(e: datafusion::error::DataFusionError) -> RuntimeError {
     RuntimeError::Eval(e.to_string())
 }
 
+fn udaf_err(e: brook_planner::udaf::UdafError) -> RuntimeError {
+    RuntimeError::Eval(e.to_string())
+}
+
+/// The function of a UDAF's call (a plan whose `Udaf` call lacks it is malformed).
+fn udaf_of(call: &AggCall) -> Result<&brook_planner::aggregate::UdafCall> {
+    call.udaf
+        .as_ref()
+        .ok_or_else(|| RuntimeError::Eval("a user-defined aggregate without its function".into()))
+}
+
+/// The expressions an aggregate reads per row: a UDAF's column arguments, else the one
+/// argument of a built-in function (none for COUNT(*)).
+fn arg_exprs(call: &AggCall) -> Vec<&Arc<dyn datafusion::physical_expr::PhysicalExpr>> {
+    match &call.udaf {
+        Some(u) => u.args.iter().collect(),
+        None => call.arg.iter().collect(),
+    }
+}
+
+/// Evaluates every aggregate's arguments over a batch: per aggregate, one array per argument.
+fn eval_args(aggs: &[AggCall], batch: &RecordBatch) -> Result<Vec<Vec<ArrayRef>>> {
+    let rows = batch.num_rows();
+    aggs.iter()
+        .map(|a| {
+            arg_exprs(a)
+                .into_iter()
+                .map(|e| {
+                    e.evaluate(batch)
+                        .and_then(|v| v.into_array(rows))
+                        .map_err(eval_err)
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect()
+}
+
+/// One row's values of an aggregate's arguments.
+fn row_args(cols: &[ArrayRef], row: usize) -> Result<Vec<ScalarValue>> {
+    cols.iter()
+        .map(|c| ScalarValue::try_from_array(c, row).map_err(eval_err))
+        .collect()
+}
+
 impl Acc {
     fn new(call: &AggCall, dt: &DataType, retracting: bool) -> Result<Acc> {
         Ok(match call.kind {
+            AggKind::Udaf => Acc::Udaf(udaf_of(call)?.function.initialize().map_err(udaf_err)?),
             // Retraction needs every value for the functions that pick one of them.
             AggKind::Min | AggKind::Max | AggKind::EarliestByOffset | AggKind::LatestByOffset
                 if retracting =>
@@ -65,9 +112,40 @@ impl Acc {
         })
     }
 
+    /// Adds one row's argument values (none for COUNT(*); a UDAF's column arguments).
+    fn add(&mut self, call: &AggCall, args: Vec<ScalarValue>) -> Result<()> {
+        match self {
+            Acc::Udaf(state) => {
+                let f = &udaf_of(call)?.function;
+                let old = std::mem::replace(state, ScalarValue::Null);
+                *state = f.aggregate(&args, old).map_err(udaf_err)?;
+                Ok(())
+            }
+            _ => self.update(call, args.into_iter().next()),
+        }
+    }
+
+    /// Takes one row's argument values back out (a table row replaced or deleted).
+    fn take_back(&mut self, call: &AggCall, args: Vec<ScalarValue>) -> Result<()> {
+        match self {
+            Acc::Udaf(state) => {
+                let f = &udaf_of(call)?.function;
+                let old = std::mem::replace(state, ScalarValue::Null);
+                *state = f.undo(&args, old).map_err(udaf_err)?;
+                Ok(())
+            }
+            _ => self.undo(call, args.into_iter().next()),
+        }
+    }
+
     fn update(&mut self, call: &AggCall, v: Option<ScalarValue>) -> Result<()> {
         let kind = call.kind;
         match (self, kind) {
+            (Acc::Udaf(_), _) => {
+                return Err(RuntimeError::Eval(
+                    "a user-defined aggregate takes its arguments through `add`".into(),
+                ))
+            }
             (Acc::Values(vals), _) => {
                 if let Some(v) = v {
                     let skip_null = match kind {
@@ -165,6 +243,11 @@ impl Acc {
                 }
             }
             (Acc::Values(a), Acc::Values(b)) => a.extend(b.iter().cloned()),
+            (Acc::Udaf(a), Acc::Udaf(b)) => {
+                let f = &udaf_of(call)?.function;
+                let older = std::mem::replace(a, ScalarValue::Null);
+                *a = f.merge(older, b.clone()).map_err(udaf_err)?;
+            }
             _ => return Err(RuntimeError::Eval("aggregate states do not match".into())),
         }
         Ok(())
@@ -207,7 +290,7 @@ impl Acc {
                     }
                 }
             }
-            Acc::MinMax(_) | Acc::ByOffset(_) => {
+            Acc::MinMax(_) | Acc::ByOffset(_) | Acc::Udaf(_) => {
                 return Err(RuntimeError::Eval(
                     "this aggregate cannot take a value back".into(),
                 ))
@@ -391,6 +474,7 @@ impl Acc {
                 }
             }
             Acc::Values(_) => ScalarValue::Null,
+            Acc::Udaf(state) => udaf_of(call)?.function.map(state).map_err(udaf_err)?,
         })
     }
 }
@@ -726,23 +810,13 @@ impl AggregateOperator {
         if keys.iter().any(ScalarValue::is_null) {
             return Ok(None);
         }
-        let args: Vec<Option<ScalarValue>> = self
-            .plan
-            .aggs
+        let args = eval_args(&self.plan.aggs, &old)?
             .iter()
-            .map(|a| match &a.arg {
-                Some(e) => e
-                    .evaluate(&old)
-                    .and_then(|v| v.into_array(1))
-                    .and_then(|a| ScalarValue::try_from_array(&a, 0))
-                    .map(Some),
-                None => Ok(None),
-            })
-            .collect::<std::result::Result<_, _>>()
-            .map_err(eval_err)?;
+            .map(|cols| row_args(cols, 0))
+            .collect::<Result<Vec<_>>>()?;
         if let Some(group) = self.state.get_mut(&keys) {
             for ((acc, call), v) in group.accs.iter_mut().zip(&self.plan.aggs).zip(args) {
-                acc.undo(call, v)?;
+                acc.take_back(call, v)?;
             }
             self.dirty.mark(NS_GROUP, &keys);
         }
@@ -773,7 +847,7 @@ impl AggregateOperator {
         keys: Vec<ScalarValue>,
         ts: i64,
         w: brook_planner::aggregate::WindowPlan,
-        arg_cols: &[Option<ArrayRef>],
+        arg_cols: &[Vec<ArrayRef>],
     ) -> Result<()> {
         let gap = w.size_ms;
         // Sessions that ended longer ago than gap + grace have expired from the store.
@@ -817,12 +891,8 @@ impl AggregateOperator {
             }
             self.dirty.mark(NS_GROUP, &k);
         }
-        for ((acc, call), arg) in accs.iter_mut().zip(&aggs).zip(arg_cols) {
-            let v = match arg {
-                Some(a) => Some(ScalarValue::try_from_array(a, row).map_err(eval_err)?),
-                None => None,
-            };
-            acc.update(call, v)?;
+        for ((acc, call), cols) in accs.iter_mut().zip(&aggs).zip(arg_cols) {
+            acc.add(call, row_args(cols, row)?)?;
         }
         let mut k = keys.clone();
         k.push(ScalarValue::Int64(Some(start)));
@@ -1035,19 +1105,7 @@ impl AggregateOperator {
             .map(|g| g.evaluate(&batch).and_then(|v| v.into_array(rows)))
             .collect::<std::result::Result<_, _>>()
             .map_err(eval_err)?;
-        let arg_cols: Vec<Option<ArrayRef>> = self
-            .plan
-            .aggs
-            .iter()
-            .map(|a| match &a.arg {
-                Some(e) => e
-                    .evaluate(&batch)
-                    .and_then(|v| v.into_array(rows))
-                    .map(Some),
-                None => Ok(None),
-            })
-            .collect::<std::result::Result<_, _>>()
-            .map_err(eval_err)?;
+        let arg_cols = eval_args(&self.plan.aggs, &batch)?;
         for row in 0..rows {
             if let Some(k) = self.source_key(&batch, row)? {
                 self.dirty.mark(NS_PREVIOUS, &k);
@@ -1140,13 +1198,9 @@ impl AggregateOperator {
                 if window.is_some() {
                     group.max_ts = group.max_ts.max(ts);
                 }
-                for ((acc, call), arg) in group.accs.iter_mut().zip(&self.plan.aggs).zip(&arg_cols)
+                for ((acc, call), cols) in group.accs.iter_mut().zip(&self.plan.aggs).zip(&arg_cols)
                 {
-                    let v = match arg {
-                        Some(a) => Some(ScalarValue::try_from_array(a, row).map_err(eval_err)?),
-                        None => None,
-                    };
-                    acc.update(call, v)?;
+                    acc.add(call, row_args(cols, row)?)?;
                 }
                 if !self.plan.emit_final {
                     self.emit_row(&batch, row, &keys, window)?;
@@ -1332,6 +1386,10 @@ fn encode_group(g: &Group) -> Result<Vec<u8>> {
                 w.u8(5);
                 w.scalars(vs)?;
             }
+            Acc::Udaf(v) => {
+                w.u8(6);
+                w.scalar(v)?;
+            }
         }
     }
     Ok(w.buf)
@@ -1350,6 +1408,7 @@ fn decode_group(r: &mut Reader<'_>) -> Result<Group> {
                 3 => Acc::Avg(r.f64()?, r.i64()?),
                 4 => Acc::ByOffset(r.scalar()?),
                 5 => Acc::Values(r.scalars()?),
+                6 => Acc::Udaf(r.scalar()?),
                 t => {
                     return Err(RuntimeError::State(format!(
                         "unknown aggregate state tag {t}"
@@ -1363,4 +1422,334 @@ fn decode_group(r: &mut Reader<'_>) -> Result<Group> {
         emitted,
         max_ts,
     })
+}
+
+/// User-defined aggregates registered through `brook_planner::udaf`, run by the driver.
+#[cfg(test)]
+mod udaf_tests {
+    use std::sync::Arc;
+
+    use brook_planner::udaf::{
+        bind_first, register, rejected, Param, Resolved, Signature, Udaf, UdafArg, UdafError,
+        UdafFunction,
+    };
+    use brook_planner::PlanError;
+    use brook_sql::Type;
+    use datafusion::common::ScalarValue;
+
+    use crate::driver::Driver;
+
+    /// `<name>(x INTEGER, s STRING...)`: the sum of x and the lengths of s, NULLs counting 0,
+    /// from an optional literal start value given after the columns (`init` overload).
+    #[derive(Debug)]
+    struct SumLen {
+        name: &'static str,
+        undo: bool,
+    }
+
+    #[derive(Debug)]
+    struct SumLenFn {
+        start: i64,
+        undo: bool,
+    }
+
+    fn amount(args: &[ScalarValue]) -> i64 {
+        args.iter()
+            .map(|a| match a {
+                ScalarValue::Int32(Some(n)) => i64::from(*n),
+                ScalarValue::Utf8(Some(s)) => s.len() as i64,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    fn long(v: &ScalarValue) -> Result<i64, UdafError> {
+        match v {
+            ScalarValue::Int64(Some(n)) => Ok(*n),
+            other => Err(UdafError::failed("SUM_LEN", format!("state {other:?}"))),
+        }
+    }
+
+    impl Udaf for SumLen {
+        fn name(&self) -> &str {
+            self.name
+        }
+
+        fn resolve(&self, args: &[UdafArg]) -> Result<Resolved, PlanError> {
+            let int = || Param::of(Type::Int);
+            let strings = || Param::of(Type::String).variadic();
+            // Overloads: columns only, or columns then a BIGINT start value.
+            let overloads = [
+                Signature::new(vec![int(), strings()], Vec::new()),
+                Signature::new(vec![int(), strings()], vec![Param::of(Type::Bigint)]),
+            ];
+            let (_, binding) =
+                bind_first(&overloads, args).ok_or_else(|| rejected(self.name, args))?;
+            let start = match args.len() - binding.columns {
+                0 => 0,
+                _ => match UdafArg::init_value(args, binding.columns, self.name)? {
+                    ScalarValue::Int64(Some(n)) => *n,
+                    ScalarValue::Int32(Some(n)) => i64::from(*n),
+                    _ => 0,
+                },
+            };
+            Ok(Resolved {
+                columns: binding.column_types,
+                aggregate_type: Type::Bigint,
+                return_type: Type::Bigint,
+                function: Arc::new(SumLenFn {
+                    start,
+                    undo: self.undo,
+                }),
+            })
+        }
+    }
+
+    impl UdafFunction for SumLenFn {
+        fn initialize(&self) -> Result<ScalarValue, UdafError> {
+            Ok(ScalarValue::Int64(Some(self.start)))
+        }
+
+        fn aggregate(
+            &self,
+            args: &[ScalarValue],
+            state: ScalarValue,
+        ) -> Result<ScalarValue, UdafError> {
+            Ok(ScalarValue::Int64(Some(long(&state)? + amount(args))))
+        }
+
+        fn merge(&self, a: ScalarValue, b: ScalarValue) -> Result<ScalarValue, UdafError> {
+            Ok(ScalarValue::Int64(Some(long(&a)? + long(&b)?)))
+        }
+
+        fn map(&self, state: &ScalarValue) -> Result<ScalarValue, UdafError> {
+            Ok(state.clone())
+        }
+
+        fn supports_undo(&self) -> bool {
+            self.undo
+        }
+
+        fn undo(&self, args: &[ScalarValue], state: ScalarValue) -> Result<ScalarValue, UdafError> {
+            Ok(ScalarValue::Int64(Some(long(&state)? - amount(args))))
+        }
+    }
+
+    fn setup() {
+        register(Arc::new(SumLen {
+            name: "TEST_SUM_LEN",
+            undo: true,
+        }));
+        register(Arc::new(SumLen {
+            name: "TEST_SUM_LEN_STREAMS",
+            undo: false,
+        }));
+    }
+
+    fn json(v: &str) -> Option<Vec<u8>> {
+        Some(v.as_bytes().to_vec())
+    }
+
+    /// The topic's records as (key, value) text.
+    fn records(d: &Driver, topic: &str) -> Vec<(String, Option<String>)> {
+        d.topic(topic)
+            .map(|t| {
+                t.records
+                    .iter()
+                    .map(|r| {
+                        (
+                            String::from_utf8_lossy(r.key.as_deref().unwrap_or_default())
+                                .to_string(),
+                            r.value
+                                .as_deref()
+                                .map(|v| String::from_utf8_lossy(v).to_string()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn run_stream(restart: bool) -> Vec<(String, Option<String>)> {
+        setup();
+        let mut d = Driver::new();
+        d.restart_every_record = restart;
+        d.execute(
+            "CREATE STREAM s (id STRING KEY, v INT, a STRING, b STRING) \
+             WITH (kafka_topic='s', value_format='JSON', partitions=1);",
+        )
+        .expect("stream");
+        d.execute(
+            "CREATE TABLE out AS SELECT id, TEST_SUM_LEN(v, a, b) AS total, \
+             test_sum_len(v, 100) AS started FROM s GROUP BY id;",
+        )
+        .expect("query");
+        let rows = [
+            ("x", r#"{"V":1,"A":"aa","B":"bbb"}"#),
+            ("y", r#"{"V":10,"A":null,"B":"b"}"#),
+            ("x", r#"{"V":null,"A":"a","B":null}"#),
+            ("x", r#"{"V":5,"A":"","B":"cc"}"#),
+        ];
+        for (i, (k, v)) in rows.iter().enumerate() {
+            d.produce("s", json(k), json(v), i as i64, Vec::new(), None);
+        }
+        assert!(d.processing_log.is_empty(), "{:?}", d.processing_log);
+        records(&d, "OUT")
+    }
+
+    #[test]
+    fn a_registered_udaf_aggregates_groups_across_restarts() {
+        let want: Vec<(String, Option<String>)> = [
+            ("x", r#"{"TOTAL":6,"STARTED":101}"#),
+            ("y", r#"{"TOTAL":11,"STARTED":110}"#),
+            ("x", r#"{"TOTAL":7,"STARTED":101}"#),
+            ("x", r#"{"TOTAL":14,"STARTED":106}"#),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+        .collect();
+        assert_eq!(run_stream(false), want);
+        // Restarted after every record, from the changelog alone: the same results.
+        assert_eq!(run_stream(true), want);
+    }
+
+    #[test]
+    fn a_table_aggregation_undoes_replaced_and_deleted_rows() {
+        setup();
+        for restart in [false, true] {
+            let mut d = Driver::new();
+            d.restart_every_record = restart;
+            d.execute(
+                "CREATE TABLE t (id STRING PRIMARY KEY, region STRING, v INT) \
+                 WITH (kafka_topic='t', value_format='JSON', partitions=1);",
+            )
+            .expect("table");
+            d.execute(
+                "CREATE TABLE out AS SELECT region, TEST_SUM_LEN(v) AS total FROM t \
+                 GROUP BY region;",
+            )
+            .expect("query");
+            d.produce(
+                "t",
+                json("a"),
+                json(r#"{"REGION":"e","V":1}"#),
+                0,
+                vec![],
+                None,
+            );
+            d.produce(
+                "t",
+                json("b"),
+                json(r#"{"REGION":"e","V":2}"#),
+                1,
+                vec![],
+                None,
+            );
+            d.produce(
+                "t",
+                json("a"),
+                json(r#"{"REGION":"w","V":4}"#),
+                2,
+                vec![],
+                None,
+            );
+            d.produce("t", json("b"), None, 3, vec![], None);
+            let got: Vec<String> = records(&d, "OUT")
+                .into_iter()
+                .map(|(k, v)| format!("{k}={}", v.unwrap_or_default()))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    r#"e={"TOTAL":1}"#,
+                    r#"e={"TOTAL":3}"#,
+                    r#"e={"TOTAL":2}"#,
+                    r#"w={"TOTAL":4}"#,
+                    r#"e={"TOTAL":0}"#,
+                ],
+                "restart: {restart}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_udaf_without_undo_is_refused_over_a_table() {
+        setup();
+        let mut d = Driver::new();
+        d.execute(
+            "CREATE TABLE t (id STRING PRIMARY KEY, region STRING, v INT) \
+             WITH (kafka_topic='t', value_format='JSON', partitions=1);",
+        )
+        .expect("table");
+        let e = d
+            .execute(
+                "CREATE TABLE out AS SELECT region, TEST_SUM_LEN_STREAMS(v) AS total FROM t \
+                 GROUP BY region;",
+            )
+            .expect_err("refused");
+        assert!(
+            e.to_string().contains(
+                "The aggregation function TEST_SUM_LEN_STREAMS cannot be applied to a table \
+                 source, only to a stream source."
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn arguments_no_overload_takes_are_refused_and_init_arguments_must_be_literals() {
+        setup();
+        let mut d = Driver::new();
+        d.execute(
+            "CREATE STREAM s (id STRING KEY, v INT, a STRING, n BIGINT) \
+             WITH (kafka_topic='s', value_format='JSON', partitions=1);",
+        )
+        .expect("stream");
+        let e = d
+            .execute("CREATE TABLE o1 AS SELECT id, TEST_SUM_LEN(a, v) FROM s GROUP BY id;")
+            .expect_err("refused");
+        assert!(
+            e.to_string()
+                .contains("Function 'TEST_SUM_LEN' does not accept parameters (STRING, INTEGER)."),
+            "{e}"
+        );
+        let e = d
+            .execute("CREATE TABLE o2 AS SELECT id, TEST_SUM_LEN(v, n) FROM s GROUP BY id;")
+            .expect_err("refused");
+        assert!(
+            e.to_string().contains(
+                "Parameter 2 passed to function TEST_SUM_LEN must be a literal constant."
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn session_windows_merge_udaf_states() {
+        setup();
+        for restart in [false, true] {
+            let mut d = Driver::new();
+            d.restart_every_record = restart;
+            d.execute(
+                "CREATE STREAM s (id STRING KEY, v INT) \
+                 WITH (kafka_topic='s', value_format='JSON', partitions=1);",
+            )
+            .expect("stream");
+            d.execute(
+                "CREATE TABLE out AS SELECT id, TEST_SUM_LEN(v) AS total FROM s \
+                 WINDOW SESSION (10 SECONDS) GROUP BY id;",
+            )
+            .expect("query");
+            d.produce("s", json("k"), json(r#"{"V":1}"#), 0, vec![], None);
+            d.produce("s", json("k"), json(r#"{"V":2}"#), 16_000, vec![], None);
+            // Within the gap of both sessions: one session of the three rows.
+            d.produce("s", json("k"), json(r#"{"V":4}"#), 8_000, vec![], None);
+            let last = records(&d, "OUT").pop().and_then(|(_, v)| v);
+            assert_eq!(
+                last.as_deref(),
+                Some(r#"{"TOTAL":7}"#),
+                "restart: {restart}"
+            );
+        }
+    }
 }
