@@ -2,6 +2,7 @@
 //! statement execution, the REST and gRPC APIs and the command log build on it.
 
 pub mod engine;
+pub mod schema_registry;
 
 /// The gRPC API's messages, client and server, generated from `proto/brook/v1/brook.proto`
 /// (the service itself lives beside the REST API in the `brook-server` binary).

@@ -92,6 +92,11 @@ pub fn router(engine: Arc<Engine>, info: ServerInfo, bootstrap: &str) -> Router 
         .route("/is_valid_property/{name}", get(status::is_valid_property))
         .with_state(api.clone())
         .merge(grpc::routes(api))
+        // Confluent Schema Registry's API over the process's registry (`/subjects`,
+        // `/schemas`, `/config`), so clients need no registry of their own.
+        .merge(brook_server::schema_registry::routes(
+            brook_runtime::format::registry::default_registry(),
+        ))
 }
 
 /// The Kafka cluster id, for `/info` (empty when the cluster does not say).
@@ -670,7 +675,7 @@ impl Api {
         if q.emit.is_none() {
             return self
                 .engine
-                .pull_query(q)
+                .pull_query_with(q, properties)
                 .await
                 .map_err(|e| (Refusal::from(e), text));
         }

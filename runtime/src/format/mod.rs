@@ -20,6 +20,7 @@ mod kafka;
 mod proto_schema;
 mod protobuf;
 pub mod registry;
+pub mod registry_client;
 mod scalar;
 
 use std::fmt;

@@ -2,8 +2,11 @@
 //! readers find the schema a payload names by id, as Confluent's Schema Registry serves them;
 //! `CREATE STREAM/TABLE` without columns infers them from a topic's registered schemas.
 //!
-//! Only an in-memory registry exists so far, which the deterministic driver, the tests and a
-//! single Brook process share; a client of a real registry would implement the same trait.
+//! [`InMemoryRegistry`] is the one the deterministic driver and the tests share (brook-server
+//! keeps one, logged to its data directory, and serves it over Confluent's REST API);
+//! [`super::registry_client`] is a client of such a REST API (Confluent's Schema Registry,
+//! or a Brook server), with the same trait. [`set_default_registry`] picks the process's.
+//! [`wire`] turns schemas into the REST API's shapes and back.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,11 +19,25 @@ use super::{json_schema, proto_schema};
 use crate::{Result, RuntimeError};
 
 /// A `.proto` schema with the files it imports, as Schema Registry's references give them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProtobufSchema {
     pub text: String,
-    /// (import name, file text) of each file the schema imports.
+    /// (import name, file text) of each file the schema imports, directly or through
+    /// another import: everything a reader needs to parse the schema.
     pub references: Vec<(String, String)>,
+    /// The direct imports as the registry names them (import name, subject, version),
+    /// when the schema was registered with references to other subjects; empty when the
+    /// imports came as texts. Not part of the schema's identity: the texts are.
+    pub named: Vec<SchemaReference>,
+}
+
+/// A schema's reference to another one registered under `subject` at `version`, imported
+/// under `name` (Confluent's `references` entries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaReference {
+    pub name: String,
+    pub subject: String,
+    pub version: u32,
 }
 
 /// A schema in one of the formats Schema Registry holds.
@@ -83,6 +100,17 @@ pub trait SchemaRegistry: fmt::Debug + Send + Sync {
 
     /// The latest schema registered under `subject`, with its id.
     fn latest_schema(&self, subject: &str) -> Result<Option<(u32, RegisteredSchema)>>;
+
+    /// Every subject with at least one version, sorted.
+    fn subjects(&self) -> Result<Vec<String>>;
+
+    /// The ids of `subject`'s versions, version 1 first; empty for an unknown subject.
+    fn versions(&self, subject: &str) -> Result<Vec<u32>>;
+
+    /// Forgets `subject` and returns the version numbers it had (empty when unknown). The
+    /// schemas keep their ids, so records written with them stay readable, as after
+    /// Confluent's (soft) delete.
+    fn delete_subject(&self, subject: &str) -> Result<Vec<u32>>;
 
     /// Registers an Avro schema; see [`SchemaRegistry::register_schema`].
     fn register(&self, subject: &str, schema: &Schema) -> Result<u32> {
@@ -181,8 +209,10 @@ impl SchemaRegistry for InMemoryRegistry {
                     }
                 },
             };
+        // A schema the subject already has keeps its version, as in Confluent's registry:
+        // registering is idempotent, and writers register on every batch.
         let versions = inner.subjects.entry(subject.to_string()).or_default();
-        if versions.last() != Some(&id) {
+        if !versions.contains(&id) {
             versions.push(id);
         }
         Ok(id)
@@ -199,14 +229,56 @@ impl SchemaRegistry for InMemoryRegistry {
         };
         Ok(inner.schemas.get(&id).cloned().map(|s| (id, s)))
     }
+
+    fn subjects(&self) -> Result<Vec<String>> {
+        let mut subjects: Vec<String> = self
+            .lock()
+            .subjects
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(s, _)| s.clone())
+            .collect();
+        subjects.sort();
+        Ok(subjects)
+    }
+
+    fn versions(&self, subject: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .lock()
+            .subjects
+            .get(subject)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn delete_subject(&self, subject: &str) -> Result<Vec<u32>> {
+        let removed = self.lock().subjects.remove(subject).unwrap_or_default();
+        Ok((1..=removed.len())
+            .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+            .collect())
+    }
 }
 
-/// The registry codecs use unless given another: one per process, so that what a codec
-/// writes any other codec of the process can read.
+static DEFAULT: OnceLock<Arc<dyn SchemaRegistry>> = OnceLock::new();
+
+/// The registry codecs and sessions use unless given another: one per process, so that what
+/// a codec writes any other codec of the process can read. An [`InMemoryRegistry`] unless
+/// [`set_default_registry`] chose another first.
 pub fn default_registry() -> Arc<dyn SchemaRegistry> {
-    static DEFAULT: OnceLock<Arc<InMemoryRegistry>> = OnceLock::new();
     let registry = DEFAULT.get_or_init(|| Arc::new(InMemoryRegistry::new()));
-    Arc::clone(registry) as Arc<dyn SchemaRegistry>
+    Arc::clone(registry)
+}
+
+/// Makes `registry` the process's default (e.g. a client of an external Schema Registry).
+/// Only before anything used the default: codecs already built hold the old one, so a late
+/// change would split the process between two registries. Err when it is too late.
+pub fn set_default_registry(registry: Arc<dyn SchemaRegistry>) -> Result<()> {
+    DEFAULT
+        .set(registry)
+        .map_err(|_| RuntimeError::FormatSchema {
+            reason: "the schema registry was chosen already: set it before any statement runs"
+                .into(),
+        })
 }
 
 /// A registry of one owner (a driver, a test), as a fresh Schema Registry would be: its
@@ -241,6 +313,18 @@ impl SchemaRegistry for ScopedRegistry {
 
     fn latest_schema(&self, subject: &str) -> Result<Option<(u32, RegisteredSchema)>> {
         self.own.latest_schema(subject)
+    }
+
+    fn subjects(&self) -> Result<Vec<String>> {
+        self.own.subjects()
+    }
+
+    fn versions(&self, subject: &str) -> Result<Vec<u32>> {
+        self.own.versions(subject)
+    }
+
+    fn delete_subject(&self, subject: &str) -> Result<Vec<u32>> {
+        self.own.delete_subject(subject)
     }
 }
 
@@ -279,12 +363,208 @@ pub fn register_for_format(
             RegisteredSchema::Protobuf(Arc::new(ProtobufSchema {
                 text: text.to_string(),
                 references: references.to_vec(),
+                named: Vec::new(),
             }))
         }
         FormatKind::Json | FormatKind::JsonSr => RegisteredSchema::Json(Arc::new(schema.clone())),
         other => return Err(err(format!("{other} has no schemas"))),
     };
     registry.register_schema(subject, schema, id)
+}
+
+/// Schemas in the shapes of Confluent Schema Registry's REST API: `schemaType` names, the
+/// schema as text, `references` entries; shared by brook-server's endpoints and the client.
+pub mod wire {
+    use std::sync::Arc;
+
+    use apache_avro::Schema;
+    use serde_json::{json, Map, Value};
+
+    use super::{ProtobufSchema, RegisteredSchema, SchemaReference, SchemaRegistry};
+
+    /// How deep references may nest: a cycle or a runaway chain is refused, not followed.
+    const MAX_REFERENCE_DEPTH: usize = 32;
+
+    /// Confluent's `schemaType`: `AVRO`, `PROTOBUF` or `JSON`.
+    pub fn schema_type(schema: &RegisteredSchema) -> &'static str {
+        match schema {
+            RegisteredSchema::Avro(_) => "AVRO",
+            RegisteredSchema::Protobuf(_) => "PROTOBUF",
+            RegisteredSchema::Json(_) => "JSON",
+        }
+    }
+
+    /// The schema as the REST API's `schema` string carries it: Avro and JSON Schema as JSON
+    /// text, protobuf as `.proto` text.
+    pub fn schema_text(schema: &RegisteredSchema) -> Result<String, String> {
+        match schema {
+            RegisteredSchema::Avro(s) => serde_json::to_string(s.as_ref())
+                .map_err(|e| format!("cannot write the Avro schema as JSON: {e}")),
+            RegisteredSchema::Protobuf(p) => Ok(p.text.clone()),
+            RegisteredSchema::Json(v) => Ok(v.to_string()),
+        }
+    }
+
+    /// The `references` entries of a schema (only protobuf schemas registered with
+    /// references to other subjects have any).
+    pub fn references_json(schema: &RegisteredSchema) -> Vec<Value> {
+        match schema {
+            RegisteredSchema::Protobuf(p) => p
+                .named
+                .iter()
+                .map(|r| json!({"name": r.name, "subject": r.subject, "version": r.version}))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// `{"schema": …, "schemaType": …, "references": […]}` as Confluent answers for a
+    /// schema: no `schemaType` for AVRO (its default), no `references` when there are none.
+    pub fn schema_body(schema: &RegisteredSchema) -> Result<Map<String, Value>, String> {
+        let mut body = Map::new();
+        if !matches!(schema, RegisteredSchema::Avro(_)) {
+            body.insert("schemaType".into(), schema_type(schema).into());
+        }
+        body.insert("schema".into(), schema_text(schema)?.into());
+        let refs = references_json(schema);
+        if !refs.is_empty() {
+            body.insert("references".into(), Value::Array(refs));
+        }
+        Ok(body)
+    }
+
+    /// The `references` of a request or answer.
+    pub fn parse_references(v: &Value) -> Result<Vec<SchemaReference>, String> {
+        let Some(list) = v.as_array() else {
+            return match v {
+                Value::Null => Ok(Vec::new()),
+                _ => Err("`references` must be a list".into()),
+            };
+        };
+        list.iter()
+            .map(|r| {
+                let name = r["name"].as_str().ok_or("a reference needs a `name`")?;
+                let subject = r["subject"]
+                    .as_str()
+                    .ok_or("a reference needs a `subject`")?;
+                let version = r["version"]
+                    .as_u64()
+                    .and_then(|v| u32::try_from(v).ok())
+                    .filter(|v| *v > 0)
+                    .ok_or("a reference needs a positive `version`")?;
+                Ok(SchemaReference {
+                    name: name.to_string(),
+                    subject: subject.to_string(),
+                    version,
+                })
+            })
+            .collect()
+    }
+
+    /// A schema of `schema_type` (`None`: AVRO, as Confluent defaults) from its text.
+    /// `named` are its references as the registry names them and `resolved` the texts of
+    /// every file they bring in (see [`resolve_references`]); only protobuf schemas may
+    /// have references here.
+    pub fn parse(
+        schema_type: Option<&str>,
+        text: &str,
+        named: Vec<SchemaReference>,
+        resolved: Vec<(String, String)>,
+    ) -> Result<RegisteredSchema, String> {
+        let kind = schema_type.unwrap_or("AVRO").to_ascii_uppercase();
+        if kind != "PROTOBUF" && !named.is_empty() {
+            return Err(format!(
+                "references are only supported for PROTOBUF schemas, not {kind}"
+            ));
+        }
+        match kind.as_str() {
+            "AVRO" => Schema::parse_str(text)
+                .map(|s| RegisteredSchema::Avro(Arc::new(s)))
+                .map_err(|e| format!("Invalid schema: {e}")),
+            "JSON" => serde_json::from_str::<Value>(text)
+                .map_err(|e| format!("Invalid schema: not JSON: {e}"))
+                .and_then(|v| match v {
+                    Value::Object(_) | Value::Bool(_) => Ok(RegisteredSchema::Json(Arc::new(v))),
+                    _ => Err("Invalid schema: a JSON schema is an object or a boolean".into()),
+                }),
+            "PROTOBUF" => {
+                if text.trim().is_empty() {
+                    return Err("Invalid schema: empty protobuf schema".into());
+                }
+                Ok(RegisteredSchema::Protobuf(Arc::new(ProtobufSchema {
+                    text: text.to_string(),
+                    references: resolved,
+                    named,
+                })))
+            }
+            other => Err(format!(
+                "Invalid schema type {other}: expected AVRO, PROTOBUF or JSON"
+            )),
+        }
+    }
+
+    /// The (import name, text) of every file `refs` bring in, their own imports included
+    /// (each once), looked up in `registry` by subject and version.
+    pub fn resolve_references(
+        registry: &dyn SchemaRegistry,
+        refs: &[SchemaReference],
+    ) -> Result<Vec<(String, String)>, String> {
+        let mut out = Vec::new();
+        resolve_into(registry, refs, &mut out, 0)?;
+        Ok(out)
+    }
+
+    fn resolve_into(
+        registry: &dyn SchemaRegistry,
+        refs: &[SchemaReference],
+        out: &mut Vec<(String, String)>,
+        depth: usize,
+    ) -> Result<(), String> {
+        if depth > MAX_REFERENCE_DEPTH {
+            return Err("references nest too deep (a cycle?)".into());
+        }
+        for r in refs {
+            if out.iter().any(|(n, _)| *n == r.name) {
+                continue;
+            }
+            let versions = registry.versions(&r.subject).map_err(|e| e.to_string())?;
+            let id = usize::try_from(r.version)
+                .ok()
+                .and_then(|v| versions.get(v.checked_sub(1)?))
+                .copied()
+                .ok_or_else(|| {
+                    format!(
+                        "Invalid schema: reference `{}`: subject '{}' has no version {}",
+                        r.name, r.subject, r.version
+                    )
+                })?;
+            match registry.get(id).map_err(|e| e.to_string())? {
+                Some(RegisteredSchema::Protobuf(p)) => {
+                    out.push((r.name.clone(), p.text.clone()));
+                    for (name, text) in &p.references {
+                        if !out.iter().any(|(n, _)| n == name) {
+                            out.push((name.clone(), text.clone()));
+                        }
+                    }
+                    resolve_into(registry, &p.named, out, depth + 1)?;
+                }
+                Some(other) => {
+                    return Err(format!(
+                        "Invalid schema: reference `{}` is a {} schema; a protobuf schema imports protobuf files",
+                        r.name,
+                        schema_type(&other)
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "Invalid schema: reference `{}`: schema {id} not found",
+                        r.name
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How [`ksql_columns`] turns a schema into columns.
@@ -539,7 +819,7 @@ mod tests {
         let p = RegisteredSchema::Protobuf(Arc::new(ProtobufSchema {
             text: "syntax = \"proto3\"; message K1 { uint32 a = 1; } message K2 { string k = 1; }"
                 .into(),
-            references: Vec::new(),
+            ..ProtobufSchema::default()
         }));
         let named = Inference {
             full_name: Some("K2"),
@@ -572,6 +852,113 @@ mod tests {
             ksql_columns(&int, &inference(false, "ROWVAL")).unwrap(),
             vec![("ROWVAL".to_string(), "INT".to_string())]
         );
+    }
+
+    #[test]
+    fn subjects_list_their_versions_and_can_be_deleted() {
+        let r = InMemoryRegistry::new();
+        let int = schema(r#""int""#);
+        let long = schema(r#""long""#);
+        let a = r.register("b-value", &int).unwrap();
+        let b = r.register("b-value", &long).unwrap();
+        // An older schema registered again keeps its version, as in Confluent's registry.
+        assert_eq!(r.register("b-value", &int).unwrap(), a);
+        assert_eq!(r.versions("b-value").unwrap(), vec![a, b]);
+        assert_eq!(r.latest("b-value").unwrap().map(|(id, _)| id), Some(b));
+        r.register("a-key", &long).unwrap();
+        assert_eq!(r.subjects().unwrap(), vec!["a-key", "b-value"]);
+        assert_eq!(r.delete_subject("b-value").unwrap(), vec![1, 2]);
+        assert!(r.delete_subject("b-value").unwrap().is_empty());
+        assert!(r.versions("b-value").unwrap().is_empty());
+        assert_eq!(r.latest_schema("b-value").unwrap(), None);
+        assert_eq!(r.subjects().unwrap(), vec!["a-key"]);
+        // Ids stay readable: records written with them still decode.
+        assert_eq!(r.schema_by_id(a).unwrap().as_deref(), Some(&int));
+    }
+
+    #[test]
+    fn schemas_round_trip_through_the_rest_shapes() {
+        let avro = RegisteredSchema::Avro(Arc::new(schema(
+            r#"{"type":"record","name":"r","fields":[{"name":"d","type":{"type":"bytes","logicalType":"decimal","precision":4,"scale":2}}]}"#,
+        )));
+        let json = RegisteredSchema::Json(Arc::new(serde_json::json!({"type": "object"})));
+        for s in [&avro, &json] {
+            let body = wire::schema_body(s).unwrap();
+            let back = wire::parse(
+                body.get("schemaType").and_then(|t| t.as_str()),
+                body["schema"].as_str().unwrap(),
+                Vec::new(),
+                Vec::new(),
+            )
+            .unwrap();
+            assert_eq!(back.identity().unwrap(), s.identity().unwrap());
+        }
+        assert!(wire::schema_body(&avro)
+            .unwrap()
+            .get("schemaType")
+            .is_none());
+        assert_eq!(wire::schema_body(&json).unwrap()["schemaType"], "JSON");
+        let bad = wire::parse(None, r#"{"type": "nope"}"#, Vec::new(), Vec::new());
+        assert!(bad.unwrap_err().starts_with("Invalid schema"));
+        let refs = vec![SchemaReference {
+            name: "x.proto".into(),
+            subject: "x".into(),
+            version: 1,
+        }];
+        assert!(wire::parse(Some("AVRO"), r#""int""#, refs, Vec::new()).is_err());
+        assert!(wire::parse(Some("XML"), "<a/>", Vec::new(), Vec::new()).is_err());
+        assert!(
+            wire::parse_references(&serde_json::json!([{"name": "a", "subject": "a"}])).is_err()
+        );
+    }
+
+    #[test]
+    fn protobuf_references_resolve_through_subjects() {
+        let r = InMemoryRegistry::new();
+        let proto = |text: &str, named: Vec<SchemaReference>, references| {
+            RegisteredSchema::Protobuf(Arc::new(ProtobufSchema {
+                text: text.into(),
+                references,
+                named,
+            }))
+        };
+        let base = "syntax = \"proto3\"; message B { int64 t = 1; }";
+        let mid = "syntax = \"proto3\"; import \"b.proto\"; message M { B b = 1; }";
+        r.register_schema("b", proto(base, Vec::new(), Vec::new()), None)
+            .unwrap();
+        let to_b = vec![SchemaReference {
+            name: "b.proto".into(),
+            subject: "b".into(),
+            version: 1,
+        }];
+        let resolved = wire::resolve_references(&r, &to_b).unwrap();
+        assert_eq!(resolved, vec![("b.proto".to_string(), base.to_string())]);
+        r.register_schema("m", proto(mid, to_b.clone(), resolved), None)
+            .unwrap();
+        // A reference to `m` brings in what `m` imports too.
+        let to_m = vec![SchemaReference {
+            name: "m.proto".into(),
+            subject: "m".into(),
+            version: 1,
+        }];
+        let names: Vec<String> = wire::resolve_references(&r, &to_m)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["m.proto", "b.proto"]);
+        let missing = SchemaReference {
+            version: 2,
+            ..to_b[0].clone()
+        };
+        assert!(wire::resolve_references(&r, &[missing]).is_err());
+        r.register("avro", &schema(r#""int""#)).unwrap();
+        let not_proto = SchemaReference {
+            name: "a".into(),
+            subject: "avro".into(),
+            version: 1,
+        };
+        assert!(wire::resolve_references(&r, &[not_proto]).is_err());
     }
 
     #[test]

@@ -4,8 +4,13 @@
 //! push query), the queries go to `/query` one by one, then the topics' outputs and every
 //! response are checked. An expected error ends the case at the statement that fails.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use brook_planner::format::FormatKind;
+use brook_runtime::format::registry::{self, SchemaRegistry};
+use brook_runtime::format::registry_client::RegistryClient;
+use brook_runtime::format::Part;
 use serde_json::{json, Map, Value};
 
 use super::compare::{check_error, match_fields, record_eq, Rows};
@@ -34,43 +39,66 @@ pub fn skip_reason(case: &Case) -> Option<String> {
     if case.test["enabled"] == Value::Bool(false) {
         return Some("disabled".into());
     }
-    for t in case.test["topics"].as_array().into_iter().flatten() {
-        let has_schema = ["keySchema", "valueSchema"]
-            .iter()
-            .any(|f| t.get(*f).is_some_and(|s| !s.is_null()));
-        if has_schema {
-            return Some(format!(
-                "needs a schema registry: topic {} registers a schema before the statements",
-                t["name"]
-            ));
-        }
-    }
-    let catalog = local_catalog(case);
-    let topics = case.test["inputs"]
-        .as_array()
-        .into_iter()
-        .chain(case.test["outputs"].as_array())
-        .flatten()
-        .filter_map(|r| r["topic"].as_str());
-    for topic in topics {
-        if let Some(f) = catalog
-            .source_for_topic(topic)
-            .and_then(records::needs_registry)
-        {
-            return Some(format!(
-                "needs a schema registry: {f} records on topic {topic}, and brook-server's registry is in-process"
-            ));
-        }
-    }
     None
 }
 
-fn local_catalog(case: &Case) -> LocalCatalog {
-    let mut catalog = LocalCatalog::new(&case.properties());
+fn local_catalog(case: &Case, registry: Arc<dyn SchemaRegistry>) -> LocalCatalog {
+    let mut catalog = LocalCatalog::new(&case.properties(), registry);
     let statements = case.statements();
     let (admin, _) = split(&statements);
     catalog.plan(admin);
     catalog
+}
+
+/// Registers the `topics`' `keySchema` / `valueSchema` under `<topic>-key` /
+/// `<topic>-value` in the server's registry, through its Schema Registry API, before the
+/// statements run, as ksqlDB's harness does with its schema-registry client: with the id
+/// a `…SchemaId` asks for, and a protobuf schema's `…SchemaReferences` (registered under
+/// their own names first). The topic's format says which kind of schema it is (AVRO when not
+/// given).
+fn register_schemas(case: &Case, registry: &dyn SchemaRegistry) -> Result<(), String> {
+    for t in case.test["topics"].as_array().into_iter().flatten() {
+        let Some(topic) = t["name"].as_str() else {
+            continue;
+        };
+        for (prefix, part) in [("key", Part::Key), ("value", Part::Value)] {
+            let Some(schema) = t.get(format!("{prefix}Schema")).filter(|s| !s.is_null()) else {
+                continue;
+            };
+            let kind = t[format!("{prefix}Format")].as_str().unwrap_or("AVRO");
+            let kind = FormatKind::parse(kind)
+                .map_err(|e| format!("topic {topic}: {prefix}Format {kind}: {e}"))?;
+            if !matches!(
+                kind,
+                FormatKind::Avro
+                    | FormatKind::Protobuf
+                    | FormatKind::ProtobufNoSr
+                    | FormatKind::Json
+                    | FormatKind::JsonSr
+            ) {
+                // A format without schemas: nothing a registry would hold.
+                continue;
+            }
+            let id = t[format!("{prefix}SchemaId")]
+                .as_u64()
+                .and_then(|i| u32::try_from(i).ok());
+            let references: Vec<(String, String)> = t[format!("{prefix}SchemaReferences")]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| {
+                    Some((
+                        r["name"].as_str()?.to_string(),
+                        r["schema"].as_str()?.to_string(),
+                    ))
+                })
+                .collect();
+            let subject = registry::subject(topic, part);
+            registry::register_for_format(registry, &subject, kind, schema, &references, id)
+                .map_err(|e| format!("registering the {prefix} schema of {topic}: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Statements before the first query, and the queries (ksqlDB requires queries last).
@@ -100,7 +128,6 @@ async fn run_inner(case: &Case, target: &Target<'_>) -> Result<(), String> {
     let (admin, queries) = split(&statements);
     let last = statements.last().cloned().unwrap_or_default();
     let expected_error = case.test.get("expectedError").filter(|e| !e.is_null());
-    let catalog = local_catalog(case);
 
     let mut props = case.properties();
     // ksqlDB's test server reads from the earliest offset unless a case says otherwise:
@@ -110,6 +137,11 @@ async fn run_inner(case: &Case, target: &Target<'_>) -> Result<(), String> {
         .or_insert_with(|| json!("earliest"));
 
     create_topics(case, admin, target.bootstrap).await?;
+    let registry: Arc<dyn SchemaRegistry> = Arc::new(
+        RegistryClient::new(target.api).map_err(|e| format!("schema registry client: {e}"))?,
+    );
+    register_schemas(case, registry.as_ref())?;
+    let catalog = local_catalog(case, registry);
 
     let mut actual = Vec::new();
     if !admin.is_empty() {

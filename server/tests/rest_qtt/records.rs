@@ -1,14 +1,19 @@
 //! Input and output records: encoded and decoded with the formats of the sources that read
 //! or write their topics. The harness plans the case's statements in a catalog of its own
 //! (the server's is out of reach), as ksqlDB's harness asks its engine for a topic's serdes.
+//! AVRO, PROTOBUF and JSON_SR records carry schema ids of the server's schema registry,
+//! which the harness reaches over its Schema Registry API, as ksqlDB's harness uses its
+//! schema-registry client.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use brook_planner::catalog::{Source, WindowType};
-use brook_planner::format::FormatKind;
 use brook_planner::schema::{Column, Namespace};
+use brook_planner::types::NoTypes;
 use brook_runtime::format;
+use brook_runtime::format::registry::SchemaRegistry;
 use brook_runtime::kafka::{client_config, producer_config};
 use brook_runtime::rdkafka::consumer::{BaseConsumer, Consumer};
 use brook_runtime::rdkafka::message::{Header, Message, OwnedHeaders};
@@ -20,11 +25,18 @@ use serde_json::Value;
 /// The sources the case's statements declare, planned locally.
 pub struct LocalCatalog {
     session: Session,
+    /// The server's schema registry: columns left out of `CREATE` statements are inferred
+    /// from it, and records are written and read with its schema ids.
+    registry: Arc<dyn SchemaRegistry>,
 }
 
 impl LocalCatalog {
-    pub fn new(properties: &serde_json::Map<String, Value>) -> Self {
+    pub fn new(
+        properties: &serde_json::Map<String, Value>,
+        registry: Arc<dyn SchemaRegistry>,
+    ) -> Self {
         let mut session = Session::new();
+        session.registry = Arc::clone(&registry);
         for (k, v) in properties {
             let text = match v {
                 Value::String(s) => s.clone(),
@@ -32,7 +44,7 @@ impl LocalCatalog {
             };
             session.set_property(k, &text);
         }
-        LocalCatalog { session }
+        LocalCatalog { session, registry }
     }
 
     /// Plans the statements one by one; one the planner refuses is left out (the server
@@ -62,19 +74,6 @@ fn is_sink(sql: &str) -> bool {
     sql.to_ascii_uppercase().contains(" AS SELECT")
 }
 
-/// Why a source's records cannot be written or read by the harness: formats whose payloads
-/// carry schema ids need the server's schema registry, which brook-server keeps in-process.
-pub fn needs_registry(source: &Source) -> Option<&'static str> {
-    [&source.key_format.kind, &source.value_format.kind]
-        .into_iter()
-        .find_map(|k| match k {
-            FormatKind::Avro => Some("AVRO"),
-            FormatKind::Protobuf => Some("PROTOBUF"),
-            FormatKind::JsonSr => Some("JSON_SR"),
-            _ => None,
-        })
-}
-
 fn columns(source: &Source, key: bool) -> Vec<Column> {
     source
         .schema
@@ -96,12 +95,34 @@ fn part(key: bool) -> format::Part {
     }
 }
 
-fn to_payload(source: Option<&Source>, key: bool, v: &Value) -> Result<Option<Vec<u8>>, String> {
+/// The codec of `source`'s key or value on `topic`, with the server's registry.
+fn codec(
+    catalog: &LocalCatalog,
+    source: &Source,
+    topic: &str,
+    key: bool,
+) -> Result<format::Codec, String> {
+    let spec = if key {
+        &source.key_format
+    } else {
+        &source.value_format
+    };
+    let codec = format::Codec::new(spec, part(key), &columns(source, key), &NoTypes)
+        .map_err(|e| e.to_string())?;
+    Ok(codec.with_registry(Arc::clone(&catalog.registry), topic))
+}
+
+fn to_payload(
+    catalog: &LocalCatalog,
+    source: Option<&Source>,
+    topic: &str,
+    key: bool,
+    v: &Value,
+) -> Result<Option<Vec<u8>>, String> {
     match source {
-        Some(s) => {
-            let spec = if key { &s.key_format } else { &s.value_format };
-            format::json_to_payload(spec, part(key), &columns(s, key), v).map_err(|e| e.to_string())
-        }
+        Some(s) => codec(catalog, s, topic, key)?
+            .json_to_payload(v)
+            .map_err(|e| e.to_string()),
         None => Ok(match v {
             Value::Null => None,
             Value::String(s) => Some(s.as_bytes().to_vec()),
@@ -110,12 +131,17 @@ fn to_payload(source: Option<&Source>, key: bool, v: &Value) -> Result<Option<Ve
     }
 }
 
-fn from_payload(source: Option<&Source>, key: bool, p: Option<&[u8]>) -> Result<Value, String> {
+fn from_payload(
+    catalog: &LocalCatalog,
+    source: Option<&Source>,
+    topic: &str,
+    key: bool,
+    p: Option<&[u8]>,
+) -> Result<Value, String> {
     match source {
-        Some(s) => {
-            let spec = if key { &s.key_format } else { &s.value_format };
-            format::payload_to_json(spec, part(key), &columns(s, key), p).map_err(|e| e.to_string())
-        }
+        Some(s) => codec(catalog, s, topic, key)?
+            .payload_to_json(p)
+            .map_err(|e| e.to_string()),
         None => Ok(match p {
             None => Value::Null,
             Some(b) => serde_json::from_slice(b)
@@ -138,7 +164,7 @@ pub struct Encoded {
 pub fn encode_input(catalog: &LocalCatalog, input: &Value) -> Result<Encoded, String> {
     let topic = input["topic"].as_str().unwrap_or_default().to_string();
     let source = catalog.source_for_topic(&topic);
-    let key = to_payload(source, true, &input["key"])
+    let key = to_payload(catalog, source, &topic, true, &input["key"])
         .map_err(|e| format!("input key {}: {e}", input["key"]))?;
     // A windowed key carries its window after the key, as Kafka Streams writes it.
     let key = match (source.and_then(|s| s.window), input.get("window")) {
@@ -154,7 +180,7 @@ pub fn encode_input(catalog: &LocalCatalog, input: &Value) -> Result<Encoded, St
         }
         _ => key,
     };
-    let value = to_payload(source, false, &input["value"])
+    let value = to_payload(catalog, source, &topic, false, &input["value"])
         .map_err(|e| format!("input value {}: {e}", input["value"]))?;
     let headers = input["headers"]
         .as_array()
@@ -300,7 +326,7 @@ pub fn decode_output(
         Some(_) => r.key.as_deref().map(|k| &k[..k.len().saturating_sub(8)]),
         None => r.key.as_deref(),
     };
-    let key = from_payload(source, true, key)?;
-    let value = from_payload(source, false, r.value.as_deref())?;
+    let key = from_payload(catalog, source, topic, true, key)?;
+    let value = from_payload(catalog, source, topic, false, r.value.as_deref())?;
     Ok((key, value))
 }
