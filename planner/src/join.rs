@@ -705,6 +705,11 @@ fn plan<'a>(
             key_type = left_t.clone();
         }
         // Windowed sources join on their keys only (ksqlDB cannot repartition them).
+        if windowed && kind == StepKind::ForeignKey {
+            return Err(PlanError::Invalid(
+                "Foreign-key table-table joins are not supported on windowed tables.".into(),
+            ));
+        }
         let window = if windowed {
             let is_key = |e: &DfExpr, input: &JoinInput| {
                 let keys: Vec<&Column> = input.source.schema.key_columns().collect();

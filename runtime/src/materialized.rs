@@ -7,7 +7,7 @@
 //! runs, over a snapshot. The store is operator state like any other: its changes go to the
 //! query's changelog (namespace `M`), so it survives a restart.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use arrow::array::{Array, BooleanArray, RecordBatch};
@@ -39,6 +39,9 @@ pub struct Materialized {
     /// Each key's row as (chunk, row), in the order keys first appeared (a scan's order).
     rows: BTreeMap<u64, (usize, usize)>,
     slots: FastMap<Vec<ScalarValue>, u64>,
+    /// A windowed table's slots by key without the window start, so that a pull query
+    /// reads one key's windows without a scan (`None` for tables without windows).
+    windows: Option<FastMap<Vec<ScalarValue>, BTreeSet<u64>>>,
     next_slot: u64,
     dirty: FastSet<Vec<ScalarValue>>,
 }
@@ -55,7 +58,15 @@ fn eval_err(e: datafusion::error::DataFusionError) -> RuntimeError {
 
 impl Materialized {
     pub fn new(schema: SchemaRef, key_columns: Vec<usize>) -> Self {
+        let windowed = key_columns.len() > 1
+            && key_columns.last().is_some_and(|i| {
+                schema
+                    .fields()
+                    .get(*i)
+                    .is_some_and(|f| f.name() == "WINDOWSTART")
+            });
         Materialized {
+            windows: windowed.then(FastMap::default),
             schema,
             key_columns,
             chunks: Vec::new(),
@@ -121,6 +132,10 @@ impl Materialized {
                 let s = self.next_slot;
                 self.next_slot += 1;
                 self.slots.insert(key.clone(), s);
+                if let Some(windows) = &mut self.windows {
+                    let unwindowed = key[..key.len() - 1].to_vec();
+                    windows.entry(unwindowed).or_default().insert(s);
+                }
                 s
             }
         };
@@ -137,6 +152,15 @@ impl Materialized {
         if let Some(slot) = self.slots.remove(&key) {
             if let Some(old) = self.rows.remove(&slot) {
                 self.release(old);
+            }
+            if let Some(windows) = &mut self.windows {
+                let unwindowed = &key[..key.len().saturating_sub(1)];
+                if let Some(set) = windows.get_mut(unwindowed) {
+                    set.remove(&slot);
+                    if set.is_empty() {
+                        windows.remove(unwindowed);
+                    }
+                }
             }
         }
         self.dirty.insert(key);
@@ -262,15 +286,28 @@ impl Materialized {
             .and_then(|at| self.row(*at))
     }
 
-    /// The rows whose key (without window) equals `key`: every window of a windowed key.
-    pub fn get_prefix(&self, key: &[ScalarValue]) -> Result<Option<RecordBatch>> {
-        let rows = self
-            .slots
-            .iter()
-            .filter(|(k, _)| k.starts_with(key))
-            .filter_map(|(_, s)| self.rows.get(s).map(|r| (*s, *r)))
-            .collect::<BTreeMap<_, _>>();
-        self.gather(rows.into_values())
+    /// The rows of these keys, key by key in the order given (a key given twice is read
+    /// once). A key is the key columns' values: in a windowed table it has a row per
+    /// window, in the order the windows first appeared.
+    pub fn get_many(&self, keys: &[Vec<ScalarValue>]) -> Result<Option<RecordBatch>> {
+        let mut slots: Vec<u64> = Vec::new();
+        let mut read: FastSet<u64> = FastSet::default();
+        for key in keys {
+            let found: Vec<u64> = match &self.windows {
+                Some(windows) => windows
+                    .get(key.as_slice())
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default(),
+                None => self
+                    .slots
+                    .get(key.as_slice())
+                    .copied()
+                    .into_iter()
+                    .collect(),
+            };
+            slots.extend(found.into_iter().filter(|s| read.insert(*s)));
+        }
+        self.gather(slots.iter().filter_map(|s| self.rows.get(s).copied()))
     }
 
     pub fn take_changes(&mut self, out: &mut Vec<StateChange>) -> Result<()> {
@@ -390,6 +427,78 @@ mod tests {
         .unwrap();
         assert_eq!(ids(&m), vec!["s2"]);
         assert!(m.get(&[ScalarValue::Utf8(Some("s2".into()))]).is_some());
+    }
+
+    #[test]
+    fn looks_keys_up_with_every_window() {
+        let windowed = Arc::new(Schema::new(vec![
+            Field::new("ROWTIME", DataType::Int64, false),
+            Field::new("ROWPARTITION", DataType::Int32, false),
+            Field::new("ROWOFFSET", DataType::Int64, false),
+            Field::new("WINDOWSTART", DataType::Int64, false),
+            Field::new("WINDOWEND", DataType::Int64, false),
+            Field::new("ID", DataType::Utf8, true),
+            Field::new(TOMBSTONE, DataType::Boolean, false),
+        ]));
+        let batch = |ids: &[&str], starts: &[i64], tomb: &[bool]| {
+            let n = ids.len();
+            RecordBatch::try_new(
+                windowed.clone(),
+                vec![
+                    Arc::new(Int64Array::from(vec![0; n])),
+                    Arc::new(arrow::array::Int32Array::from(vec![0; n])),
+                    Arc::new(Int64Array::from(vec![0; n])),
+                    Arc::new(Int64Array::from(starts.to_vec())),
+                    Arc::new(Int64Array::from(vec![0; n])),
+                    Arc::new(StringArray::from(ids.to_vec())),
+                    Arc::new(BooleanArray::from(tomb.to_vec())),
+                ],
+            )
+            .unwrap()
+        };
+        let fields: Vec<Field> = windowed.fields()[..6]
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut m = Materialized::new(Arc::new(Schema::new(fields)), vec![5, 3]);
+        m.apply(
+            &batch(&["a", "b", "a", "c"], &[1, 1, 2, 1], &[false; 4]),
+            false,
+        )
+        .unwrap();
+        let key = |k: &str| vec![ScalarValue::Utf8(Some(k.into()))];
+        let starts = |m: &Materialized, keys: &[Vec<ScalarValue>]| -> Vec<i64> {
+            match m.get_many(keys).unwrap() {
+                None => vec![],
+                Some(b) => {
+                    let a = b.column(3).as_any().downcast_ref::<Int64Array>().unwrap();
+                    a.values().to_vec()
+                }
+            }
+        };
+        assert_eq!(starts(&m, &[key("a")]), vec![1, 2]);
+        assert_eq!(starts(&m, &[key("c"), key("a"), key("c")]), vec![1, 1, 2]);
+        assert!(starts(&m, &[key("zz")]).is_empty());
+        m.apply(&batch(&["a"], &[1], &[true]), false).unwrap();
+        assert_eq!(starts(&m, &[key("a")]), vec![2]);
+        m.apply(&batch(&["a"], &[2], &[true]), false).unwrap();
+        assert!(starts(&m, &[key("a")]).is_empty());
+        assert!(m
+            .windows
+            .as_ref()
+            .is_some_and(|w| !w.contains_key(&key("a"))));
+
+        // Without windows a key is the whole key.
+        let mut plain = Materialized::new(schema(), vec![3]);
+        plain
+            .apply(&rows(&["x", "y"], &[1, 2], &[false, false]), false)
+            .unwrap();
+        let got = plain
+            .get_many(&[key("y"), key("x"), key("q")])
+            .unwrap()
+            .unwrap();
+        let ns = got.column(4).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(ns.values().to_vec(), vec![2, 1]);
     }
 
     #[test]

@@ -927,6 +927,12 @@ impl Session {
         let mut timestamp: Option<i64> = None;
         let mut arrays: BTreeMap<String, ArrayRef> = BTreeMap::new();
         for (name, v) in all.iter().zip(values) {
+            if matches!(name.as_str(), "ROWPARTITION" | "ROWOFFSET") {
+                return Err(PlanError::Invalid(format!(
+                    "Inserting into column `{name}` is not allowed."
+                ))
+                .into());
+            }
             let (ty, dt) = if name == "ROWTIME" {
                 (brook_sql::Type::Bigint, DataType::Int64)
             } else {
@@ -999,7 +1005,7 @@ fn scope_coerce(
     ty: &brook_sql::Type,
 ) -> Result<brook_planner::expr::Typed, PlanError> {
     if let Some(from) = &t.ty {
-        if from != ty && brook_planner::expr::common_type(from, ty).as_ref() != Some(ty) {
+        if !assignable(from, ty) {
             return Err(PlanError::Invalid(format!(
                 "Expected type {ty} for field but got {} ({from})",
                 t.expr
@@ -1007,6 +1013,26 @@ fn scope_coerce(
         }
     }
     scope.coerce_pub(t, ty)
+}
+
+/// Whether a value of type `from` goes into a column of type `to` as ksqlDB's INSERT VALUES
+/// coerces it: the same type, a number widened, or a container whose elements are (a
+/// literal `MAP('a':=0)` into a `MAP<STRING, BIGINT>`, a struct's fields by name).
+fn assignable(from: &brook_sql::Type, to: &brook_sql::Type) -> bool {
+    use brook_sql::Type;
+    if from == to || brook_planner::expr::common_type(from, to).as_ref() == Some(to) {
+        return true;
+    }
+    match (from, to) {
+        (Type::Array(a), Type::Array(b)) => assignable(a, b),
+        (Type::Map(ak, av), Type::Map(bk, bv)) => assignable(ak, bk) && assignable(av, bv),
+        (Type::Struct(a), Type::Struct(b)) => a.iter().all(|f| {
+            b.iter()
+                .find(|g| g.name.value.eq_ignore_ascii_case(&f.name.value))
+                .is_some_and(|g| assignable(&f.ty, &g.ty))
+        }),
+        _ => false,
+    }
 }
 
 fn kind_word(k: SourceKind) -> &'static str {

@@ -308,6 +308,27 @@ fn uint(p: &mut Parser) -> PResult<u64> {
     p.parse_literal_uint()
 }
 
+/// A query's LIMIT: a non-negative integer. ksqlDB's grammar takes any number there and
+/// refuses the others with these messages (a pull query names its negative LIMIT).
+fn limit(p: &mut Parser, pull: bool) -> PResult<u64> {
+    let here = p.peek_token();
+    let at = format!(
+        " at Line: {}, Column: {}",
+        here.span.start.line, here.span.start.column
+    );
+    match (&here.token, &p.peek_nth_token(1).token) {
+        (Token::Minus, Token::Number(..)) if pull => Err(ParserError::ParserError(format!(
+            "Pull queries don't support negative integers in the LIMIT clause. See https://cnfl.io/queries for more info.{at}"
+        ))),
+        (Token::Number(n, _), _) if n.parse::<u64>().is_err() => {
+            Err(ParserError::ParserError(format!(
+                "Failed to prepare statement: Value must be integer for command: LIMIT{at}"
+            )))
+        }
+        _ => uint(p),
+    }
+}
+
 // ---- statements
 
 pub(crate) fn parse_statement(p: &mut Parser) -> PResult<Statement> {
@@ -1037,7 +1058,11 @@ pub(crate) fn parse_query(p: &mut Parser) -> PResult<Query> {
     } else {
         None
     };
-    let limit = if kw(p, "LIMIT") { Some(uint(p)?) } else { None };
+    let limit = if kw(p, "LIMIT") {
+        Some(limit(p, emit.is_none())?)
+    } else {
+        None
+    };
     Ok(Query {
         projection,
         from,

@@ -378,9 +378,20 @@ pub(crate) fn partial_timestamp_millis(text: &str) -> Option<i64> {
         8 => format!("{time}.000"),
         _ => time.to_string(),
     };
-    let local =
+    // Java's resolver reads hour 24 at exactly midnight as the end of the day: the next
+    // day's 00:00 (ksqlDB accepts `2020-02-24T24`).
+    let (time, next_day) = match time.strip_prefix("24:") {
+        Some(rest) if rest.chars().all(|c| matches!(c, '0' | ':' | '.')) => {
+            (format!("00:{rest}"), true)
+        }
+        _ => (time, false),
+    };
+    let mut local =
         chrono::NaiveDateTime::parse_from_str(&format!("{date}T{time}"), "%Y-%m-%dT%H:%M:%S%.f")
             .ok()?;
+    if next_day {
+        local = local.checked_add_days(chrono::Days::new(1))?;
+    }
     let zone = if zone.is_empty() {
         Zone::UTC
     } else {
@@ -483,6 +494,12 @@ mod tests {
             Some(1546283700000)
         );
         assert_eq!(partial_timestamp_millis("not a time"), None);
+        // Hour 24 is the end of the day, as Java reads it; only at exactly midnight.
+        assert_eq!(
+            partial_timestamp_millis("2020-02-24T24"),
+            partial_timestamp_millis("2020-02-25")
+        );
+        assert_eq!(partial_timestamp_millis("2020-02-24T24:30"), None);
     }
 
     #[test]

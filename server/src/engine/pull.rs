@@ -1,6 +1,9 @@
 //! Pull queries: `SELECT … FROM table [WHERE …] [LIMIT n];` without EMIT, answered from the
 //! table's materialized rows (kept by the query that writes the table), not by reading its
-//! topic. The filter and projection are the ones a push query runs, over a snapshot.
+//! topic. The WHERE clause decides, as in ksqlDB (`brook_planner::pull`), whether the query
+//! looks keys up or scans the table, and refuses what ksqlDB refuses (table scans may be
+//! disabled per request); the filter and projection are the ones a push query runs, over the
+//! rows read. A scan reads the rows in ksqlDB's order, which is what a LIMIT keeps.
 
 use brook_planner::query::{plan_stateless, Target};
 use brook_planner::PlanError;
@@ -10,10 +13,11 @@ use brook_runtime::RuntimeError;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{Field, Schema};
+use brook_planner::pull::{Access, PullOptions};
 use brook_planner::schema::{Column, LogicalSchema, Namespace, WINDOWEND, WINDOWSTART};
+use brook_sql::sqlparser::ast::{BinaryOperator, Expr};
 use brook_sql::Type;
-use datafusion::common::ScalarValue;
 use tokio::sync::mpsc;
 
 use super::{Engine, PushQuery};
@@ -28,6 +32,16 @@ fn refused(what: &str) -> StatementError {
 impl Engine {
     /// Runs a pull query; its rows arrive on the returned query's channel, which then closes.
     pub async fn pull_query(&self, query: &brook_sql::Query) -> Result<PushQuery, StatementError> {
+        self.pull_query_with(query, &serde_json::Map::new()).await
+    }
+
+    /// [`Engine::pull_query`] with a request's properties, which override the server's and
+    /// the session's (`ksql.query.pull.table.scan.enabled` …).
+    pub async fn pull_query_with(
+        &self,
+        query: &brook_sql::Query,
+        properties: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<PushQuery, StatementError> {
         if !query.group_by.is_empty() {
             return Err(refused("GROUP BY"));
         }
@@ -50,6 +64,19 @@ impl Engine {
         if store.is_none() && source.kind == brook_sql::SourceKind::Stream {
             return self.pull_stream(query, &catalog, &source).await;
         }
+        let plan = plan_pull(query, &catalog)?;
+        let mut options = PullOptions::default();
+        for (k, v) in &self.session.lock().await.properties {
+            options.set(k, v);
+        }
+        for (k, v) in properties {
+            match v {
+                serde_json::Value::String(s) => options.set(k, s),
+                other => options.set(k, &other.to_string()),
+            }
+        }
+        let access =
+            brook_planner::pull::analyze(query.selection.as_ref(), &source, &catalog, options)?;
         let Some(store) = store else {
             let n = &source.name;
             return Err(PlanError::Invalid(format!(
@@ -57,27 +84,50 @@ impl Engine {
             ))
             .into());
         };
-        let plan = plan_stateless(query, &catalog, Target::Pull).map_err(|e| match e {
-            // ksqlDB names the WHERE clause it could not compile.
-            PlanError::Invalid(m) if m.starts_with("Error in WHERE expression:") => {
-                match &query.selection {
-                    Some(w) => PlanError::Invalid(format!("{m}\nStatement: ({w})")),
-                    None => PlanError::Invalid(m),
-                }
-            }
-            other => other,
-        })?;
         let mut schema = plan.output.clone();
+        let only_star = matches!(
+            query.projection.as_slice(),
+            [brook_sql::sqlparser::ast::SelectItem::Wildcard(_)]
+        );
+        if only_star && source.window.is_none() && source.schema.header_columns().next().is_some() {
+            // `SELECT *` answers with the table's own schema, which ksqlDB prints keys,
+            // headers, then values, while each row has the headers last (as the store holds
+            // them): only the schema's text moves the header columns.
+            schema = LogicalSchema {
+                columns: source
+                    .schema
+                    .key_columns()
+                    .chain(source.schema.header_columns())
+                    .chain(source.schema.value_columns())
+                    .cloned()
+                    .collect(),
+            };
+        }
         let mut operator = FilterProject::new(plan, &catalog)?;
         let snapshot = {
             let store = store.read().map_err(|_| {
                 RuntimeError::State("a materialized table's lock is poisoned".into())
             })?;
-            // A lookup by key reads that key's rows only; the filter still runs over them.
-            match key_lookup(query, &source, store.schema()) {
-                Some(key) => store.get_prefix(&[key])?,
-                None => store.snapshot()?,
+            // A lookup reads its keys' rows only; the WHERE clause still filters them.
+            match &access {
+                Access::Lookup(keys) => store.get_many(keys)?,
+                Access::Scan => store.snapshot()?,
             }
+        };
+        // ksqlDB's scan order decides which rows a LIMIT keeps; without one (or with one
+        // that keeps every row) any order is as good, and the store's costs nothing.
+        let cut = match (query.limit, &snapshot) {
+            (Some(n), Some(rows)) => n < rows.num_rows() as u64,
+            _ => false,
+        };
+        let snapshot = match (snapshot, &access) {
+            (Some(rows), Access::Scan) if cut && rows.num_rows() > 1 => {
+                let partitions = self.partition_count(&source.topic).await;
+                // Keys that cannot be encoded here (a format needing a registry) keep the
+                // store's order: the rows are the same, only a LIMIT may pick others.
+                Some(scan_order(&rows, &source, partitions).unwrap_or(rows))
+            }
+            (rows, _) => rows,
         };
         let mut out = Vec::new();
         if let Some(rows) = snapshot {
@@ -88,7 +138,7 @@ impl Engine {
                 .projection
                 .iter()
                 .any(|p| matches!(p, brook_sql::sqlparser::ast::SelectItem::Wildcard(_)));
-            out = window_bounds(out, &mut schema, star)?;
+            out = window_bounds(out, &mut schema, star, star_offset(query))?;
         }
         let rx = limited(out, query.limit).await;
         let seq = self
@@ -104,6 +154,24 @@ impl Engine {
             pull: true,
             completed: false,
         })
+    }
+
+    /// The partitions of `topic`, as the broker knows them now (`None` if it cannot say).
+    async fn partition_count(&self, topic: &str) -> Option<usize> {
+        use brook_runtime::rdkafka::producer::Producer;
+        let producer = self.producer.clone();
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            let md = producer
+                .client()
+                .fetch_metadata(Some(&topic), std::time::Duration::from_secs(5))
+                .ok()?;
+            let t = md.topics().iter().find(|t| t.name() == topic)?;
+            (!t.partitions().is_empty()).then(|| t.partitions().len())
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// A pull query over a stream: its topic read from the beginning up to the end it had
@@ -166,6 +234,78 @@ async fn limited(
         }
     }
     rx
+}
+
+/// A table scan's rows in ksqlDB's order, which decides what a LIMIT keeps: partition by
+/// partition (a row's partition is its serialized key's, as Kafka's producer picks it), and
+/// within one by serialized key bytes then window, as its state store iterates them.
+fn scan_order(
+    rows: &RecordBatch,
+    source: &brook_planner::catalog::Source,
+    partitions: Option<usize>,
+) -> Result<RecordBatch, StatementError> {
+    use arrow::array::{Array, Int64Array};
+    let keys: Vec<Column> = source.schema.key_columns().cloned().collect();
+    let schema = rows.schema();
+    let arrays = keys
+        .iter()
+        .map(|c| schema.index_of(&c.name).map(|i| rows.column(i).clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(RuntimeError::from)?;
+    let n = rows.num_rows();
+    let encoded = brook_runtime::format::encode_with(
+        &source.key_format,
+        brook_runtime::format::Part::Key,
+        &keys,
+        &arrays,
+        0..n,
+        true,
+    )?;
+    let bound = |name: &str| {
+        schema.index_of(name).ok().and_then(|i| {
+            rows.column(i)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .cloned()
+        })
+    };
+    let (start, end) = match source.window {
+        Some(_) => (bound(WINDOWSTART), bound(WINDOWEND)),
+        None => (None, None),
+    };
+    let session = matches!(
+        source.window,
+        Some(brook_planner::catalog::WindowType::Session)
+    );
+    let at = |a: &Option<Int64Array>, i: usize| {
+        a.as_ref()
+            .and_then(|a| (!a.is_null(i)).then(|| a.value(i)))
+            .unwrap_or(0)
+    };
+    let mut order: Vec<(usize, &[u8], i64, i64, usize)> = (0..n)
+        .map(|i| {
+            let key = encoded[i].as_deref().unwrap_or_default();
+            let partition = match partitions {
+                Some(p) if p > 1 => (brook_runtime::kafka::murmur2(key) & 0x7fff_ffff) as usize % p,
+                _ => 0,
+            };
+            // Session stores order a key's sessions by end, then start.
+            let (w1, w2) = match session {
+                true => (at(&end, i), at(&start, i)),
+                false => (at(&start, i), 0),
+            };
+            (partition, key, w1, w2, i)
+        })
+        .collect();
+    order.sort();
+    let indices = arrow::array::UInt32Array::from_iter_values(order.iter().map(|o| o.4 as u32));
+    let columns = rows
+        .columns()
+        .iter()
+        .map(|c| arrow::compute::take(c, &indices, None))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(RuntimeError::from)?;
+    Ok(RecordBatch::try_new(schema.clone(), columns).map_err(RuntimeError::from)?)
 }
 
 /// Every record of `topic` up to the end offsets it has now, partition by partition.
@@ -239,12 +379,15 @@ fn window_bounds(
     batches: Vec<RecordBatch>,
     schema: &mut LogicalSchema,
     star: bool,
+    lead: usize,
 ) -> Result<Vec<RecordBatch>, StatementError> {
-    let keys = schema
-        .columns
-        .iter()
-        .filter(|c| c.namespace == Namespace::Key)
-        .count();
+    // With `SELECT ROWTIME, *` the bounds follow the key after the leading column.
+    let keys = lead
+        + schema
+            .columns
+            .iter()
+            .filter(|c| c.namespace == Namespace::Key)
+            .count();
     // Window bounds are part of a windowed table's key, wherever they are selected.
     for c in schema.columns.iter_mut() {
         if c.name == WINDOWSTART || c.name == WINDOWEND {
@@ -258,6 +401,22 @@ fn window_bounds(
             window_rows(b, star, keys).map_err(|e| StatementError::Runtime(RuntimeError::Arrow(e)))
         })
         .collect()
+}
+
+/// The output columns selected before `*` (`SELECT ROWTIME, * …`), which a windowed
+/// source's window bounds also follow; 0 when an item before it is itself expanded.
+pub(super) fn star_offset(query: &brook_sql::Query) -> usize {
+    use brook_sql::sqlparser::ast::SelectItem;
+    let mut n = 0;
+    for item in &query.projection {
+        match item {
+            SelectItem::Wildcard(_) => return n,
+            SelectItem::UnnamedExpr(e) if brook_sql::as_struct_all(e).is_none() => n += 1,
+            SelectItem::ExprWithAlias { .. } => n += 1,
+            _ => return 0,
+        }
+    }
+    0
 }
 
 /// `SELECT *` over a windowed source: WINDOWSTART and WINDOWEND follow the first `keys`
@@ -305,60 +464,102 @@ pub(super) fn window_rows(
     )
 }
 
-/// The key a WHERE clause pins with `KEY = literal` among its top-level conjuncts, for a
-/// table with one key column, as a value of the stored key's type.
-fn key_lookup(
+/// A pull query's plan over a table, with ksqlDB's messages for a WHERE clause it cannot
+/// compile.
+fn plan_pull(
     query: &brook_sql::Query,
-    source: &brook_planner::catalog::Source,
-    stored: &arrow::datatypes::SchemaRef,
-) -> Option<ScalarValue> {
-    use brook_sql::sqlparser::ast::{BinaryOperator, Expr, Value};
-    let mut keys = source.schema.key_columns();
-    let key = keys.next()?;
-    if keys.next().is_some() {
-        return None;
-    }
-    let dt = stored.field_with_name(&key.name).ok()?.data_type().clone();
-    let mut todo = vec![query.selection.as_ref()?];
-    while let Some(e) = todo.pop() {
-        match e {
-            Expr::Nested(inner) => todo.push(inner),
-            Expr::BinaryOp {
-                left,
-                op: BinaryOperator::And,
-                right,
-            } => {
-                todo.push(left);
-                todo.push(right);
-            }
-            Expr::BinaryOp {
-                left,
-                op: BinaryOperator::Eq,
-                right,
-            } => {
-                let ((Expr::Identifier(id), Expr::Value(v))
-                | (Expr::Value(v), Expr::Identifier(id))) = (left.as_ref(), right.as_ref())
-                else {
-                    continue;
-                };
-                let name = match id.quote_style {
-                    Some(_) => id.value.clone(),
-                    None => id.value.to_uppercase(),
-                };
-                if name != key.name {
-                    continue;
+    catalog: &brook_planner::catalog::Catalog,
+) -> Result<brook_planner::query::StatelessPlan, StatementError> {
+    let with_statement = |m: String| match &query.selection {
+        Some(w) => PlanError::Invalid(format!("{m}\nStatement: ({w})")),
+        None => PlanError::Invalid(m),
+    };
+    match plan_stateless(query, catalog, Target::Pull) {
+        Ok(plan) => Ok(plan),
+        Err(PlanError::Invalid(m)) if m.starts_with(WHERE_ERROR) => {
+            // ksqlDB type-checks a BETWEEN when it compiles the two comparisons it stands
+            // for, and names that step ("Invalid expression") rather than the WHERE clause.
+            if let Some(rewritten) = query.selection.as_ref().and_then(without_between) {
+                let mut q = query.clone();
+                q.selection = Some(rewritten);
+                if let Err(PlanError::Invalid(m2)) = plan_stateless(&q, catalog, Target::Pull) {
+                    if let Some(rest) = m2.strip_prefix(WHERE_ERROR) {
+                        let rest = rest.trim_start().trim_end_matches('.');
+                        return Err(
+                            PlanError::Invalid(format!("Invalid expression: {rest}")).into()
+                        );
+                    }
                 }
-                let text = match &v.value {
-                    Value::SingleQuotedString(s) if dt == DataType::Utf8 => s.clone(),
-                    Value::Number(n, _) if dt.is_integer() => n.clone(),
-                    _ => return None,
-                };
-                return ScalarValue::try_from_string(text, &dt).ok();
             }
-            _ => {}
+            Err(with_statement(m).into())
         }
+        Err(PlanError::Invalid(m)) if m.starts_with("Duplicate column name '") => {
+            // ksqlDB builds a pull query's schema before it looks at names, and reports a
+            // column selected twice as a duplicate in that schema.
+            let name = m["Duplicate column name '".len()..].split('\'').next();
+            let source = catalog.source(&query.from.name.value)?;
+            match name.and_then(|n| source.schema.column(n)) {
+                Some(c) if c.namespace == brook_planner::schema::Namespace::Value => {
+                    Err(PlanError::Invalid(format!(
+                        "Duplicate value columns found in schema: `{}` {}",
+                        c.name,
+                        brook_planner::schema::SchemaType(&c.ty)
+                    ))
+                    .into())
+                }
+                _ => Err(PlanError::Invalid(m).into()),
+            }
+        }
+        Err(e) => Err(e.into()),
     }
-    None
+}
+
+const WHERE_ERROR: &str = "Error in WHERE expression:";
+
+/// `e` with every BETWEEN written as the comparisons it stands for; `None` when it has none.
+fn without_between(e: &Expr) -> Option<Expr> {
+    let boxed = |e: &Expr| without_between(e).map(Box::new);
+    match e {
+        Expr::Between {
+            expr,
+            negated,
+            low,
+            high,
+        } => {
+            let cmp = |op, bound: &Expr| Expr::BinaryOp {
+                left: expr.clone(),
+                op,
+                right: Box::new(bound.clone()),
+            };
+            let (lo, hi, join) = match negated {
+                false => (
+                    BinaryOperator::GtEq,
+                    BinaryOperator::LtEq,
+                    BinaryOperator::And,
+                ),
+                true => (BinaryOperator::Lt, BinaryOperator::Gt, BinaryOperator::Or),
+            };
+            Some(Expr::Nested(Box::new(Expr::BinaryOp {
+                left: Box::new(cmp(lo, low)),
+                op: join,
+                right: Box::new(cmp(hi, high)),
+            })))
+        }
+        Expr::Nested(inner) => boxed(inner).map(Expr::Nested),
+        Expr::UnaryOp { op, expr } => boxed(expr).map(|expr| Expr::UnaryOp { op: *op, expr }),
+        Expr::BinaryOp { left, op, right } => {
+            let (l, r) = (without_between(left), without_between(right));
+            if l.is_none() && r.is_none() {
+                return None;
+            }
+            Some(Expr::BinaryOp {
+                left: Box::new(l.unwrap_or_else(|| (**left).clone())),
+                op: op.clone(),
+                right: Box::new(r.unwrap_or_else(|| (**right).clone())),
+            })
+        }
+        _ => None,
+    }
 }
 
 /// The upper-cased identifiers an expression's text mentions.
