@@ -2,7 +2,8 @@
 //! (ksqlDB's tests run with caching off; the server may later coalesce a batch's updates
 //! per key, as ksqlDB's cache does).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
@@ -486,15 +487,160 @@ struct Group {
     /// The newest record time of a window's rows: its result's ROWTIME, as Kafka Streams
     /// stamps windowed aggregates (a session's end; `i64::MIN` for unwindowed groups).
     max_ts: i64,
+    /// The input partition whose stream time closes this window (see [`StreamTimes`]).
+    lane: i32,
 }
+
+/// Stream time per input partition. Kafka Streams runs a task per input partition, and a
+/// task's stream time is the largest record timestamp *that task* has seen: a record is
+/// late, and a window closes, against the stream time of its own partition, never against
+/// another partition that was read further ahead.
+///
+/// Which partition: the record's source partition (ROWPARTITION), read from a column the
+/// batch already has. When a query groups by the source's key (and always for a join,
+/// whose inputs are co-partitioned) that is exactly ksqlDB's task. When a GROUP BY
+/// repartitions, ksqlDB's task is the repartition topic's partition the group key hashes
+/// to (`murmur2(serialized key) % partitions`), whose stream time mixes all source
+/// partitions in whatever order the source tasks happened to write it: not deterministic,
+/// and it drops records only because another source partition was read further ahead,
+/// which per-partition stream time exists to avoid. Hashing the serialized group key would
+/// also cost a key encoding per row (and the input's partition count, which the operator
+/// does not know). So Brook keeps the source partition there too, with one rule that
+/// keeps a window in one place: a window belongs to the partition of the record that
+/// opened it, and later records of that window count toward that partition (see
+/// `AggregateOperator::lane_for`), since Brook keeps one window per group where Kafka
+/// Streams would keep one per task.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamTimes {
+    times: BTreeMap<i32, i64>,
+    /// The one stream time of a changelog written before stream time was kept per
+    /// partition: where a partition not seen since starts (`i64::MIN`: nothing seen).
+    base: i64,
+}
+
+impl Default for StreamTimes {
+    fn default() -> Self {
+        StreamTimes {
+            times: BTreeMap::new(),
+            base: i64::MIN,
+        }
+    }
+}
+
+impl StreamTimes {
+    /// The stream time of partition `p` (`i64::MIN` before its first record).
+    pub(crate) fn get(&self, p: i32) -> i64 {
+        self.times.get(&p).copied().unwrap_or(self.base)
+    }
+
+    /// A record of partition `p` at `ts`; whether that moved its stream time on.
+    pub(crate) fn observe(&mut self, p: i32, ts: i64) -> bool {
+        if ts > self.get(p) {
+            self.times.insert(p, ts);
+            return true;
+        }
+        false
+    }
+
+    /// The time of a partition not seen yet (see `base`).
+    pub(crate) fn base(&self) -> i64 {
+        self.base
+    }
+
+    /// Whether any partition has a stream time yet.
+    pub(crate) fn any(&self) -> bool {
+        self.base != i64::MIN || self.times.values().any(|t| *t != i64::MIN)
+    }
+
+    /// The partitions with a stream time of their own.
+    pub(crate) fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
+        self.times.keys().copied()
+    }
+
+    /// The largest stream time over all partitions.
+    pub(crate) fn max(&self) -> i64 {
+        self.times.values().copied().fold(self.base, i64::max)
+    }
+
+    /// Every partition's stream time moves on by `by` (an idle input, see `on_idle`).
+    pub(crate) fn advance_all(&mut self, by: i64) {
+        for t in self
+            .times
+            .values_mut()
+            .chain(std::iter::once(&mut self.base))
+        {
+            if *t != i64::MIN {
+                *t = t.saturating_add(by);
+            }
+        }
+    }
+
+    /// Writes the per-partition times after whatever the entry starts with.
+    pub(crate) fn write_partitions(&self, w: &mut Writer) {
+        w.u32(self.times.len() as u32);
+        for (p, t) in &self.times {
+            w.u32(*p as u32);
+            w.i64(*t);
+        }
+    }
+
+    /// Reads what [`StreamTimes::write_partitions`] wrote; `base` is the entry's single
+    /// time (all an entry written before per-partition times holds).
+    pub(crate) fn read(base: i64, r: &mut Reader<'_>, more: bool) -> Result<StreamTimes> {
+        let mut times = BTreeMap::new();
+        if more {
+            let n = r.u32()?;
+            for _ in 0..n {
+                let p = r.u32()? as i32;
+                times.insert(p, r.i64()?);
+            }
+        }
+        Ok(StreamTimes { times, base })
+    }
+}
+
+/// The input partition of a row (its ROWPARTITION; 0 when the column is missing).
+pub(crate) fn partition_of(batch: &RecordBatch, row: usize) -> i32 {
+    batch
+        .columns()
+        .get(1)
+        .and_then(|c| c.as_any().downcast_ref::<arrow::array::Int32Array>())
+        .filter(|a| row < a.len() && !a.is_null(row))
+        .map(|a| a.value(row))
+        .unwrap_or(0)
+}
+
+/// EMIT FINAL's progress in one partition (Kafka Streams keeps it per task).
+#[derive(Debug, Clone, Copy)]
+struct EmitState {
+    /// The window close time of the last emission pass (Kafka Streams'
+    /// `lastEmitWindowCloseTime`); the next pass emits the windows closed since.
+    last: Option<i64>,
+    /// Time windows: the newest window start stored; windows starting a retention period
+    /// before it have left Kafka Streams' window store unemitted.
+    max_start: i64,
+}
+
+impl Default for EmitState {
+    fn default() -> Self {
+        EmitState {
+            last: None,
+            max_start: i64::MIN,
+        }
+    }
+}
+
+/// Windows in time order (time windows by start, sessions by end), per partition.
+type WindowIndex = BTreeMap<i32, BTreeMap<i64, Vec<Vec<ScalarValue>>>>;
 
 pub struct AggregateOperator {
     plan: AggregatePlan,
     agg_types: Vec<DataType>,
     output_schema: SchemaRef,
     state: FastMap<Vec<ScalarValue>, Group>,
-    /// The largest ROWTIME seen: windows that ended a grace period before it are closed.
-    stream_time: i64,
+    /// The largest ROWTIME seen per input partition: windows that ended a grace period
+    /// before their partition's stream time are closed.
+    times: StreamTimes,
     /// Over a table: each source key's current row (that passed WHERE), to retract.
     previous: FastMap<Vec<ScalarValue>, RecordBatch>,
     /// Session windows: each group's open sessions as (start, end).
@@ -503,19 +649,21 @@ pub struct AggregateOperator {
     dirty: Dirty,
     /// Rows emitted by the batch being processed.
     pending: Pending,
-    /// Every window in `state`, for closing them in time order: time windows by start,
-    /// sessions by end (a session's entry goes stale when it grows or merges; an entry
-    /// counts only while `sessions` still holds that span). Closed windows leave `state`,
-    /// so it stays bounded by the windows still open.
-    windows: BTreeMap<i64, Vec<Vec<ScalarValue>>>,
-    /// EMIT FINAL: the window close time of the last emission pass (Kafka Streams'
-    /// `lastEmitWindowCloseTime`); the next pass emits the windows closed since.
-    last_emit: Option<i64>,
-    /// EMIT FINAL, time windows: the newest window start stored; windows starting a
-    /// retention period before it have left Kafka Streams' window store unemitted.
-    max_start: i64,
-    /// The last input row, whose ROWPARTITION and ROWOFFSET rows emitted on idle carry.
-    last_row: Option<RecordBatch>,
+    /// Every window in `state`, per partition, for closing them in time order: time
+    /// windows by start, sessions by end (a session's entry goes stale when it grows or
+    /// merges; an entry counts only while `sessions` still holds that span). Closed windows
+    /// leave `state`, so it stays bounded by the windows still open.
+    windows: WindowIndex,
+    /// EMIT FINAL's progress per partition, and that of a changelog written before it was
+    /// kept per partition (where a partition without its own starts).
+    emits: BTreeMap<i32, EmitState>,
+    emit_base: EmitState,
+    /// Each partition's last input row, whose ROWPARTITION and ROWOFFSET rows emitted on
+    /// idle carry.
+    last_rows: BTreeMap<i32, RecordBatch>,
+    /// Records dropped as late (every window they fall in had closed); shared with the
+    /// pipeline, which reports them (the `Operator` trait has no say in this).
+    late: Arc<AtomicU64>,
 }
 
 /// Changelog namespaces of the aggregation's maps.
@@ -544,16 +692,78 @@ impl AggregateOperator {
             agg_types,
             output_schema: Arc::new(Schema::new(fields)),
             state: FastMap::default(),
-            stream_time: i64::MIN,
+            times: StreamTimes::default(),
             previous: FastMap::default(),
             sessions: FastMap::default(),
             dirty: Dirty::default(),
             pending: Pending::default(),
             windows: BTreeMap::new(),
-            last_emit: None,
-            max_start: i64::MIN,
-            last_row: None,
+            emits: BTreeMap::new(),
+            emit_base: EmitState::default(),
+            last_rows: BTreeMap::new(),
+            late: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The count of records dropped as late, which the pipeline reads and resets.
+    pub fn late_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.late)
+    }
+
+    fn count_late(&self) {
+        self.late.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn emit_state(&self, lane: i32) -> EmitState {
+        self.emits.get(&lane).copied().unwrap_or(self.emit_base)
+    }
+
+    fn set_emit_state(&mut self, lane: i32, e: EmitState) {
+        self.emits.insert(lane, e);
+        self.dirty.mark(NS_EMIT, &[]);
+    }
+
+    /// The partition whose stream time a row of group `keys` at `ts` goes by: that of an
+    /// open window of the group the row falls in (a session window: any open session of
+    /// the group), else the row's own. Brook keeps one window per group where Kafka Streams
+    /// keeps one per task, so a window belongs to one partition, the one its first record
+    /// came from; a group's records normally all come from one partition (the one its key
+    /// hashes to), and then this is simply the row's partition.
+    fn lane_for(&self, keys: &[ScalarValue], ts: i64, own: i32) -> i32 {
+        let Some(w) = self.plan.window else {
+            return own;
+        };
+        let lane_of = |start: i64| {
+            let mut k = keys.to_vec();
+            k.push(ScalarValue::Int64(Some(start)));
+            self.state.get(&k).map(|g| g.lane)
+        };
+        if w.is_session() {
+            return self
+                .sessions
+                .get(keys)
+                .and_then(|spans| spans.iter().find_map(|(s, _)| lane_of(*s)))
+                .unwrap_or(own);
+        }
+        let mut start = ts - ts.rem_euclid(w.advance_ms);
+        while start > ts - w.size_ms && start >= 0 {
+            if let Some(lane) = lane_of(start) {
+                return lane;
+            }
+            start -= w.advance_ms;
+        }
+        own
+    }
+
+    /// Files a window under its partition, at `at` (a time window's start, a session's
+    /// end).
+    fn index_window(&mut self, lane: i32, at: i64, keys: Vec<ScalarValue>) {
+        self.windows
+            .entry(lane)
+            .or_default()
+            .entry(at)
+            .or_default()
+            .push(keys);
     }
 
     fn emit_row(
@@ -848,10 +1058,12 @@ impl AggregateOperator {
         ts: i64,
         w: brook_planner::aggregate::WindowPlan,
         arg_cols: &[Vec<ArrayRef>],
+        lane: i32,
     ) -> Result<()> {
         let gap = w.size_ms;
-        // Sessions that ended longer ago than gap + grace have expired from the store.
-        let expiry = self.stream_time.saturating_sub(w.grace_ms + gap);
+        // Sessions that ended longer ago than gap + grace (by the stream time of the row's
+        // partition) have expired from the store.
+        let expiry = self.times.get(lane).saturating_sub(w.grace_ms + gap);
         let all = self.sessions.get(&keys).cloned().unwrap_or_default();
         let (list, expired): (Vec<Span>, Vec<Span>) =
             all.into_iter().partition(|(_, e)| *e >= expiry);
@@ -868,6 +1080,7 @@ impl AggregateOperator {
         let end = merging.iter().map(|m| m.1).max().unwrap_or(ts).max(ts);
         if end < expiry {
             // Late: its session closed a grace period ago.
+            self.count_late();
             return Ok(());
         }
         let aggs = self.plan.aggs.clone();
@@ -904,6 +1117,7 @@ impl AggregateOperator {
                 accs,
                 emitted: false,
                 max_ts: end,
+                lane,
             },
         );
         let mut list = keep;
@@ -912,7 +1126,7 @@ impl AggregateOperator {
         self.dirty.mark(NS_SESSIONS, &keys);
         self.sessions.insert(keys, list);
         if grown {
-            self.windows.entry(end).or_default().push(k.clone());
+            self.index_window(lane, end, k.clone());
         }
         if self.plan.emit_final {
             return Ok(());
@@ -958,15 +1172,24 @@ impl Operator for AggregateOperator {
                     }
                     w.buf
                 }),
+                // The base state first: all an entry written before EMIT FINAL's progress
+                // was kept per partition holds.
                 NS_EMIT => {
                     let mut w = Writer::default();
-                    w.i64(self.last_emit.unwrap_or(i64::MIN));
-                    w.i64(self.max_start);
+                    w.i64(self.emit_base.last.unwrap_or(i64::MIN));
+                    w.i64(self.emit_base.max_start);
+                    w.u32(self.emits.len() as u32);
+                    for (p, e) in &self.emits {
+                        w.u32(*p as u32);
+                        w.i64(e.last.unwrap_or(i64::MIN));
+                        w.i64(e.max_start);
+                    }
                     Some(w.buf)
                 }
                 _ => {
                     let mut w = Writer::default();
-                    w.i64(self.stream_time);
+                    w.i64(self.times.base);
+                    self.times.write_partitions(&mut w);
                     Some(w.buf)
                 }
             };
@@ -981,10 +1204,18 @@ impl Operator for AggregateOperator {
         match ns {
             NS_GROUP => {
                 let group = decode_group(&mut r)?;
-                if self.plan.window.is_some_and(|w| !w.is_session()) {
-                    if let Some(ScalarValue::Int64(Some(start))) = keys.last() {
-                        self.windows.entry(*start).or_default().push(keys.clone());
+                // Windows are indexed from their group entries (a session's by its end, its
+                // newest record time; stale spans are skipped when closing).
+                match self.plan.window {
+                    Some(w) if w.is_session() => {
+                        self.index_window(group.lane, group.max_ts, keys.clone())
                     }
+                    Some(_) => {
+                        if let Some(ScalarValue::Int64(Some(start))) = keys.last() {
+                            self.index_window(group.lane, *start, keys.clone());
+                        }
+                    }
+                    None => {}
                 }
                 self.state.insert(keys, group);
             }
@@ -996,18 +1227,30 @@ impl Operator for AggregateOperator {
                 let spans = (0..n)
                     .map(|_| Ok((r.i64()?, r.i64()?)))
                     .collect::<Result<Vec<_>>>()?;
-                for (s, e) in &spans {
-                    let mut k = keys.clone();
-                    k.push(ScalarValue::Int64(Some(*s)));
-                    self.windows.entry(*e).or_default().push(k);
-                }
                 self.sessions.insert(keys, spans);
             }
-            NS_TIME => self.stream_time = self.stream_time.max(r.i64()?),
+            // A single time (8 bytes) is an entry written before stream time was kept per
+            // partition: it becomes every partition's starting point.
+            NS_TIME => {
+                let base = r.i64()?;
+                self.times = StreamTimes::read(base, &mut r, value.len() > 8)?;
+            }
             NS_EMIT => {
-                let last = r.i64()?;
-                self.last_emit = (last != i64::MIN).then_some(last);
-                self.max_start = r.i64()?;
+                let state = |last: i64, max_start: i64| EmitState {
+                    last: (last != i64::MIN).then_some(last),
+                    max_start,
+                };
+                self.emit_base = state(r.i64()?, r.i64()?);
+                self.emits.clear();
+                // Two values (16 bytes): an entry from before per-partition progress.
+                if value.len() > 16 {
+                    let n = r.u32()?;
+                    for _ in 0..n {
+                        let p = r.u32()? as i32;
+                        let e = state(r.i64()?, r.i64()?);
+                        self.emits.insert(p, e);
+                    }
+                }
             }
             _ => {
                 return Err(RuntimeError::State(format!(
@@ -1032,16 +1275,28 @@ impl Operator for AggregateOperator {
 
     fn on_idle(&mut self, elapsed_ms: i64, out: &mut Vec<RecordBatch>) -> Result<()> {
         // Nothing seen yet: there is no stream time to move on from.
-        if !self.plan.emit_final || self.stream_time == i64::MIN || elapsed_ms <= 0 {
+        if !self.plan.emit_final || !self.times.any() || elapsed_ms <= 0 {
             return Ok(());
         }
-        self.stream_time = self.stream_time.saturating_add(elapsed_ms);
+        // Every partition's stream time moves on, and every partition's windows close.
+        self.times.advance_all(elapsed_ms);
         self.dirty.mark(NS_TIME, &[]);
-        let at = match &self.last_row {
-            Some(b) => b.clone(),
-            None => self.placeholder_row()?,
-        };
-        let closed = self.close_windows(&at, 0);
+        let lanes: BTreeSet<i32> = self
+            .times
+            .partitions()
+            .chain(self.windows.keys().copied())
+            .collect();
+        let mut closed = Ok(());
+        for lane in lanes {
+            let at = match self.last_rows.get(&lane) {
+                Some(b) => b.clone(),
+                None => self.placeholder_row(lane)?,
+            };
+            closed = self.close_windows(lane, &at, 0);
+            if closed.is_err() {
+                break;
+            }
+        }
         self.flush(out)?;
         closed
     }
@@ -1095,9 +1350,6 @@ impl AggregateOperator {
         if rows == 0 {
             return Ok(());
         }
-        if self.plan.emit_final {
-            self.last_row = Some(batch.slice(rows - 1, 1));
-        }
         let group_cols: Vec<ArrayRef> = self
             .plan
             .group_by
@@ -1106,6 +1358,9 @@ impl AggregateOperator {
             .collect::<std::result::Result<_, _>>()
             .map_err(eval_err)?;
         let arg_cols = eval_args(&self.plan.aggs, &batch)?;
+        // EMIT FINAL: each partition's last row in this batch (kept for `on_idle`); one
+        // slice per partition and batch rather than one per row.
+        let mut last_of: Vec<(i32, usize)> = Vec::new();
         for row in 0..rows {
             if let Some(k) = self.source_key(&batch, row)? {
                 self.dirty.mark(NS_PREVIOUS, &k);
@@ -1131,22 +1386,33 @@ impl AggregateOperator {
                 .downcast_ref::<arrow::array::Int64Array>()
                 .map(|a| a.value(row))
                 .unwrap_or(0);
-            if ts > self.stream_time {
-                self.stream_time = ts;
-                self.dirty.mark(NS_TIME, &[]);
+            // Lateness and closing go by the stream time of the row's partition (or that
+            // of the open window it joins, see `lane_for`).
+            let lane = self.lane_for(&keys, ts, partition_of(&batch, row));
+            if self.plan.window.is_some() {
+                if self.times.observe(lane, ts) {
+                    self.dirty.mark(NS_TIME, &[]);
+                }
+                if self.plan.emit_final {
+                    match last_of.iter_mut().find(|(l, _)| *l == lane) {
+                        Some(last) => last.1 = row,
+                        None => last_of.push((lane, row)),
+                    }
+                }
             }
             // The windows this row falls in (one for tumbling, size/advance for hopping),
             // oldest first, less those already closed.
             if let Some(w) = self.plan.window.filter(|w| w.is_session()) {
                 // Sessions that closed go (emitted first under EMIT FINAL) before the row
                 // looks for sessions to merge with.
-                self.close_windows(&batch, row)?;
-                self.session_row(&batch, row, keys, ts, w, &arg_cols)?;
+                self.close_windows(lane, &batch, row)?;
+                self.session_row(&batch, row, keys, ts, w, &arg_cols, lane)?;
                 continue;
             }
             let windows: Vec<Option<(i64, i64)>> = match self.plan.window {
                 None => vec![None],
                 Some(w) => {
+                    let time = self.times.get(lane);
                     let last = ts - ts.rem_euclid(w.advance_ms);
                     let mut starts = Vec::new();
                     let mut s = last;
@@ -1157,11 +1423,18 @@ impl AggregateOperator {
                         s -= w.advance_ms;
                     }
                     starts.reverse();
-                    starts
+                    let any = !starts.is_empty();
+                    let open: Vec<Option<(i64, i64)>> = starts
                         .into_iter()
-                        .filter(|s| s + w.size_ms + w.grace_ms > self.stream_time)
+                        .filter(|s| s + w.size_ms + w.grace_ms > time)
                         .map(|s| Some((s, s + w.size_ms)))
-                        .collect()
+                        .collect();
+                    // Every window the record falls in has closed: it is dropped as late
+                    // (a hopping record some of whose windows are still open is not).
+                    if any && open.is_empty() {
+                        self.count_late();
+                    }
+                    open
                 }
             };
             for window in windows {
@@ -1182,13 +1455,20 @@ impl AggregateOperator {
                         accs,
                         emitted: false,
                         max_ts: i64::MIN,
+                        lane,
                     };
                     self.state.insert(keys.clone(), group);
                     if let Some((start, _)) = window {
-                        self.windows.entry(start).or_default().push(keys.clone());
-                        if self.plan.emit_final && start > self.max_start {
-                            self.max_start = start;
-                            self.dirty.mark(NS_EMIT, &[]);
+                        self.index_window(lane, start, keys.clone());
+                        let e = self.emit_state(lane);
+                        if self.plan.emit_final && start > e.max_start {
+                            self.set_emit_state(
+                                lane,
+                                EmitState {
+                                    max_start: start,
+                                    ..e
+                                },
+                            );
                         }
                     }
                 }
@@ -1206,7 +1486,10 @@ impl AggregateOperator {
                     self.emit_row(&batch, row, &keys, window)?;
                 }
             }
-            self.close_windows(&batch, row)?;
+            self.close_windows(lane, &batch, row)?;
+        }
+        for (lane, row) in last_of {
+            self.last_rows.insert(lane, batch.slice(row, 1));
         }
         Ok(())
     }
@@ -1232,36 +1515,44 @@ impl AggregateOperator {
     /// advance of the close time, over the windows closed since the last pass, in window
     /// order, less those that fell out of the store's retention. `at` is the row that
     /// moved stream time on (its ROWPARTITION and ROWOFFSET go with the emitted rows).
-    fn close_windows(&mut self, at: &RecordBatch, row: usize) -> Result<()> {
+    /// Only partition `lane`'s windows, by its stream time and its emission progress.
+    fn close_windows(&mut self, lane: i32, at: &RecordBatch, row: usize) -> Result<()> {
         let Some(w) = self.plan.window else {
             return Ok(());
         };
-        if self.stream_time == i64::MIN {
+        let time = self.times.get(lane);
+        if time == i64::MIN {
             return Ok(());
         }
         if w.is_session() {
-            return self.close_sessions(at, row, w);
+            return self.close_sessions(lane, at, row, w);
         }
-        let close = self.stream_time.saturating_sub(w.grace_ms);
+        let close = time.saturating_sub(w.grace_ms);
         // Windows starting at or before `upper` have ended by the close time.
         let upper = close.saturating_sub(w.size_ms);
         let mut emit_from = None;
-        if self.plan.emit_final && self.last_emit.is_none_or(|l| l < close) && upper >= 0 {
-            let lower = match self.last_emit {
+        let e = self.emit_state(lane);
+        if self.plan.emit_final && e.last.is_none_or(|l| l < close) && upper >= 0 {
+            let lower = match e.last {
                 None => 0,
                 Some(l) => l.saturating_sub(w.size_ms).max(0) + 1,
             };
             // A pass that finds no new window leaves the last close time as it was.
-            let new_windows = self.last_emit.is_none()
+            let new_windows = e.last.is_none()
                 || windows_for(lower - 1, w.size_ms, w.advance_ms)
                     != windows_for(upper, w.size_ms, w.advance_ms);
             if new_windows {
-                emit_from = Some(lower.max(self.max_start.saturating_sub(w.retention_ms)));
-                self.last_emit = Some(close);
-                self.dirty.mark(NS_EMIT, &[]);
+                emit_from = Some(lower.max(e.max_start.saturating_sub(w.retention_ms)));
+                self.set_emit_state(
+                    lane,
+                    EmitState {
+                        last: Some(close),
+                        ..e
+                    },
+                );
             }
         }
-        while let Some(entry) = self.windows.first_entry() {
+        while let Some(entry) = self.windows.get_mut(&lane).and_then(|i| i.first_entry()) {
             if *entry.key() > upper {
                 break;
             }
@@ -1284,20 +1575,28 @@ impl AggregateOperator {
     /// EMIT FINAL (stamped with their end), then dropped.
     fn close_sessions(
         &mut self,
+        lane: i32,
         at: &RecordBatch,
         row: usize,
         w: brook_planner::aggregate::WindowPlan,
     ) -> Result<()> {
         let close = self
-            .stream_time
+            .times
+            .get(lane)
             .saturating_sub(w.grace_ms)
             .saturating_sub(w.size_ms);
-        let emitting = self.plan.emit_final && self.last_emit.is_none_or(|l| l < close);
+        let e = self.emit_state(lane);
+        let emitting = self.plan.emit_final && e.last.is_none_or(|l| l < close);
         if emitting && close > 0 {
-            self.last_emit = Some(close);
-            self.dirty.mark(NS_EMIT, &[]);
+            self.set_emit_state(
+                lane,
+                EmitState {
+                    last: Some(close),
+                    ..e
+                },
+            );
         }
-        while let Some(entry) = self.windows.first_entry() {
+        while let Some(entry) = self.windows.get_mut(&lane).and_then(|i| i.first_entry()) {
             if *entry.key() >= close {
                 break;
             }
@@ -1336,8 +1635,9 @@ impl AggregateOperator {
     }
 
     /// A one-row stand-in for the input row when rows are emitted on idle before any
-    /// input arrived in this run (only the pseudo columns are read from it).
-    fn placeholder_row(&self) -> Result<RecordBatch> {
+    /// input of partition `lane` arrived in this run (only the pseudo columns are read
+    /// from it).
+    fn placeholder_row(&self, lane: i32) -> Result<RecordBatch> {
         let schema = Schema::new(vec![
             Field::new(brook_planner::schema::ROWTIME, DataType::Int64, false),
             Field::new(brook_planner::schema::ROWPARTITION, DataType::Int32, false),
@@ -1346,8 +1646,8 @@ impl AggregateOperator {
         Ok(RecordBatch::try_new(
             Arc::new(schema),
             vec![
-                Arc::new(Int64Array::from(vec![self.stream_time])),
-                Arc::new(arrow::array::Int32Array::from(vec![0])),
+                Arc::new(Int64Array::from(vec![self.times.get(lane)])),
+                Arc::new(arrow::array::Int32Array::from(vec![lane])),
                 Arc::new(Int64Array::from(vec![-1])),
             ],
         )?)
@@ -1356,7 +1656,10 @@ impl AggregateOperator {
 
 fn encode_group(g: &Group) -> Result<Vec<u8>> {
     let mut w = Writer::default();
-    w.u8(g.emitted as u8);
+    // Bit 0: emitted; bit 1: the partition follows (entries written before stream time
+    // was kept per partition have neither bit 1 nor the partition).
+    w.u8(g.emitted as u8 | GROUP_HAS_LANE);
+    w.u32(g.lane as u32);
     w.i64(g.max_ts);
     w.u32(g.accs.len() as u32);
     for a in &g.accs {
@@ -1396,7 +1699,15 @@ fn encode_group(g: &Group) -> Result<Vec<u8>> {
 }
 
 fn decode_group(r: &mut Reader<'_>) -> Result<Group> {
-    let emitted = r.u8()? != 0;
+    let flags = r.u8()?;
+    let emitted = flags & 1 != 0;
+    // An entry without its partition predates per-partition stream time: partition 0,
+    // which every single-partition input's records are in.
+    let lane = if flags & GROUP_HAS_LANE != 0 {
+        r.u32()? as i32
+    } else {
+        0
+    };
     let max_ts = r.i64()?;
     let n = r.u32()?;
     let accs = (0..n)
@@ -1421,8 +1732,12 @@ fn decode_group(r: &mut Reader<'_>) -> Result<Group> {
         accs,
         emitted,
         max_ts,
+        lane,
     })
 }
+
+/// The flag of a group entry that carries its partition.
+const GROUP_HAS_LANE: u8 = 2;
 
 /// User-defined aggregates registered through `brook_planner::udaf`, run by the driver.
 #[cfg(test)]
@@ -1751,5 +2066,51 @@ mod udaf_tests {
                 "restart: {restart}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod partition_tests {
+    use super::*;
+
+    #[test]
+    fn group_entries_carry_their_partition_and_old_ones_still_read() {
+        let group = Group {
+            accs: vec![Acc::Count(5)],
+            emitted: true,
+            max_ts: 42,
+            lane: 3,
+        };
+        let bytes = encode_group(&group).expect("encode");
+        let back = decode_group(&mut Reader::new(&bytes)).expect("decode");
+        assert_eq!((back.emitted, back.max_ts, back.lane), (true, 42, 3));
+        assert!(matches!(back.accs.as_slice(), [Acc::Count(5)]));
+        // An entry written before groups had a partition: emitted flag, time, states.
+        let mut w = Writer::default();
+        w.u8(1);
+        w.i64(42);
+        w.u32(1);
+        w.u8(0);
+        w.i64(5);
+        let old = decode_group(&mut Reader::new(&w.buf)).expect("decode");
+        assert_eq!((old.emitted, old.max_ts, old.lane), (true, 42, 0));
+    }
+
+    #[test]
+    fn stream_times_are_per_partition_from_a_common_start() {
+        let mut t = StreamTimes::default();
+        assert!(!t.any());
+        assert!(t.observe(1, 10));
+        assert!(!t.observe(1, 5));
+        assert_eq!((t.get(0), t.get(1), t.max()), (i64::MIN, 10, 10));
+        t.advance_all(5);
+        assert_eq!((t.get(0), t.get(1)), (i64::MIN, 15));
+        // An entry from before: one time, where every partition starts.
+        let legacy = StreamTimes::read(100, &mut Reader::new(&[]), false).expect("read");
+        assert_eq!((legacy.get(0), legacy.get(7)), (100, 100));
+        let mut w = Writer::default();
+        t.write_partitions(&mut w);
+        let back = StreamTimes::read(i64::MIN, &mut Reader::new(&w.buf), true).expect("read");
+        assert_eq!((back.get(0), back.get(1)), (i64::MIN, 15));
     }
 }

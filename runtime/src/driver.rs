@@ -56,6 +56,8 @@ pub struct Driver {
     /// Restart every stateful query after each record, from its changelog alone: a query
     /// whose results change under this keeps state its changelog does not carry.
     pub restart_every_record: bool,
+    /// Records the queries dropped as late (`Processed::late`), over all queries.
+    pub late: u64,
 }
 
 impl Driver {
@@ -277,9 +279,12 @@ impl Driver {
         let result = self.queries[idx]
             .pipeline
             .process_input(input, std::slice::from_ref(rec))
-            .and_then(|p| match p.errors.first() {
-                Some((_, e)) => Err(crate::error::RuntimeError::Plan(e.clone())),
-                None => Ok(p.outputs),
+            .and_then(|p| {
+                self.late += p.late;
+                match p.errors.first() {
+                    Some((_, e)) => Err(crate::error::RuntimeError::Plan(e.clone())),
+                    None => Ok(p.outputs),
+                }
             });
         match result {
             Ok(outputs) => {
@@ -350,6 +355,7 @@ impl Driver {
         let processed = self.queries[idx]
             .pipeline
             .process(std::slice::from_ref(rec))?;
+        self.late += processed.late;
         if let Some((_, e)) = processed.errors.first() {
             return Err(crate::error::RuntimeError::Plan(e.clone()));
         }

@@ -28,6 +28,7 @@ use brook_sql::{JoinKind, SourceKind};
 use datafusion::common::ScalarValue;
 use datafusion::physical_expr::PhysicalExpr;
 
+use crate::aggregate::{partition_of, StreamTimes};
 use crate::error::{Result, RuntimeError};
 use crate::state::{
     owned_row, read_scalar_key, scalar_key, Dirty, FastMap, FastSet, Reader, StateChange, Writer,
@@ -102,7 +103,11 @@ struct StreamStream {
     /// Outer rows waiting for their window to close: (timestamp, sequence) → (left side?,
     /// key, row).
     outer: BTreeMap<(i64, u64), (bool, ScalarValue, RecordBatch)>,
-    stream_time: i64,
+    /// Stream time per partition: a join's inputs are co-partitioned, and Kafka Streams
+    /// joins partition p of one with partition p of the other in one task, whose stream
+    /// time (shared by both sides) decides windows, grace and retention. A row's partition
+    /// is its ROWPARTITION (a joined row's: the row that triggered it).
+    times: StreamTimes,
     seq: u64,
 }
 
@@ -168,6 +173,10 @@ pub struct JoinOperator {
     /// For joined rows that feed another operator: whether each batch emitted since the
     /// last [`JoinOperator::take_deleted_runs`] holds deletions.
     deleted_runs: Vec<bool>,
+    /// Stream–stream rows that arrived past their window store's retention (by their
+    /// partition's stream time), which Kafka Streams' store drops and counts, since the
+    /// last [`JoinOperator::take_late`].
+    late: u64,
 }
 
 impl JoinOperator {
@@ -217,7 +226,13 @@ impl JoinOperator {
             emitted: Default::default(),
             dirty: Dirty::default(),
             deleted_runs: Vec::new(),
+            late: 0,
         })
+    }
+
+    /// The rows dropped as late since the last call.
+    pub fn take_late(&mut self) -> u64 {
+        std::mem::take(&mut self.late)
     }
 
     /// Rows of input `input` (`deleted`: tombstones of a table input).
@@ -637,10 +652,13 @@ impl JoinOperator {
     ) -> Result<()> {
         let effective_grace = grace.unwrap_or_else(|| (LEGACY_GRACE_MS - before - after).max(0));
         let retention = before + after + effective_grace;
-        ss.stream_time = ss.stream_time.max(ts);
+        let lane = partition_of(&row, 0);
+        ss.times.observe(lane, ts);
+        // The sequence number moves on below, so the entry is written either way.
         self.dirty.mark(ns(k, NS_SS_TIME), &[]);
+        let stream_time = ss.times.get(lane);
         // Outer rows whose window has closed go first, as in Kafka Streams.
-        if grace.is_some() && ts == ss.stream_time {
+        if grace.is_some() && ts == stream_time {
             self.emit_closed(k, ss, before, after, effective_grace, next)?;
         }
         // The other side's rows within the window, in timestamp order.
@@ -649,7 +667,7 @@ impl JoinOperator {
         } else {
             (ts - after, ts + before)
         };
-        let live_from = ss.stream_time - retention;
+        let live_from = stream_time.saturating_sub(retention);
         let others = if is_left { &ss.right } else { &ss.left };
         let mut matches: Vec<(i64, u64, RecordBatch)> = others
             .get(&mk)
@@ -703,8 +721,7 @@ impl JoinOperator {
         ss.seq += 1;
         let seq = ss.seq;
         if matches.is_empty() && outer_here {
-            if grace.is_none() || (if is_left { ts + after } else { ts + before }) < ss.stream_time
-            {
+            if grace.is_none() || (if is_left { ts + after } else { ts + before }) < stream_time {
                 let batch = if is_left {
                     self.merge(k, Some(&row), None, ts, &row)?
                 } else {
@@ -725,8 +742,11 @@ impl JoinOperator {
                 );
             }
         }
-        // Buffer the row unless it is already past retention.
-        if ts > live_from {
+        // Buffer the row unless it is already past retention: then Kafka Streams' window
+        // store drops it (and counts it as dropped).
+        if ts <= live_from {
+            self.late += 1;
+        } else {
             let own = if is_left { &mut ss.left } else { &mut ss.right };
             let list = own.entry(mk.clone()).or_default();
             list.retain(|(t, _, _)| *t > live_from);
@@ -749,10 +769,16 @@ impl JoinOperator {
     ) -> Result<()> {
         let mut done = Vec::new();
         let step = self.plan.steps[k - 1].clone();
+        // Each outer row closes by its own partition's stream time; none after the first
+        // that not even the newest partition's time closes can have closed.
+        let newest = ss.times.max();
         for (&(t, s), (is_left, _, row)) in &ss.outer {
-            let look = if *is_left { after } else { before };
-            if t + look + grace >= ss.stream_time {
+            if t.saturating_add(before.min(after)).saturating_add(grace) >= newest {
                 break;
+            }
+            let look = if *is_left { after } else { before };
+            if t + look + grace >= ss.times.get(partition_of(row, 0)) {
+                continue;
             }
             // The outer store holds the matching key; the result is keyed by the join key.
             let kv = if *is_left {
@@ -1108,8 +1134,11 @@ impl JoinOperator {
                 Ok(Some(w.buf))
             }
             (StepState::StreamStream(ss), NS_SS_TIME) => {
-                w.i64(ss.stream_time);
+                // The single time of entries from before per-partition stream time, the
+                // sequence, then each partition's time.
+                w.i64(ss.times.base());
                 w.i64(ss.seq as i64);
+                ss.times.write_partitions(&mut w);
                 Ok(Some(w.buf))
             }
             (StepState::StreamTable(t), NS_RIGHT) => batch_value(one.and_then(|kv| t.get(kv)), w),
@@ -1170,8 +1199,11 @@ impl JoinOperator {
                 ss.outer.insert((*t, *s), (is_left, kv, r.batch()?));
             }
             (StepState::StreamStream(ss), NS_SS_TIME) => {
-                ss.stream_time = r.i64()?;
+                let base = r.i64()?;
                 ss.seq = r.i64()? as u64;
+                // Two values (16 bytes): an entry from before per-partition stream time,
+                // whose one time becomes every partition's starting point.
+                ss.times = StreamTimes::read(base, &mut r, value.len() > 16)?;
             }
             (StepState::StreamTable(t), NS_RIGHT) => {
                 t.insert(one, r.batch()?);

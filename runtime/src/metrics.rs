@@ -2,7 +2,9 @@
 //! reports on it (the server's `/metrics`). Atomics rather than a channel: a scrape must
 //! not wait for the task, and the task must never wait for a scrape.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::ConsumerContext;
@@ -19,8 +21,11 @@ pub struct QueryMetrics {
     records_in: AtomicU64,
     records_out: AtomicU64,
     errors: AtomicU64,
-    /// Records in the input topics not yet committed; -1 while unknown.
-    consumer_lag: AtomicI64,
+    /// Records dropped as late (see [`MetricsSnapshot::late`]).
+    late: AtomicU64,
+    /// Records in the input topics not yet committed, per worker of the query (each
+    /// consumer's statistics cover only its own partitions); absent while unknown.
+    consumer_lag: Mutex<BTreeMap<usize, i64>>,
     paused: AtomicBool,
 }
 
@@ -30,7 +35,8 @@ impl Default for QueryMetrics {
             records_in: AtomicU64::new(0),
             records_out: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            consumer_lag: AtomicI64::new(-1),
+            late: AtomicU64::new(0),
+            consumer_lag: Mutex::new(BTreeMap::new()),
             paused: AtomicBool::new(false),
         }
     }
@@ -43,6 +49,9 @@ pub struct MetricsSnapshot {
     pub records_out: u64,
     /// Records skipped because they did not decode or evaluate (the processing log).
     pub errors: u64,
+    /// Records dropped because they arrived after their window closed (by their input
+    /// partition's stream time): `Processed::late`, Kafka Streams' dropped records.
+    pub late: u64,
     pub consumer_lag: Option<i64>,
     pub paused: bool,
 }
@@ -59,9 +68,23 @@ impl QueryMetrics {
         self.errors.fetch_add(errors, Ordering::Relaxed);
     }
 
+    /// Counts records dropped as late (`Processed::late` of a batch).
+    pub fn add_late(&self, late: u64) {
+        self.late.fetch_add(late, Ordering::Relaxed);
+    }
+
     pub fn set_consumer_lag(&self, lag: Option<i64>) {
-        self.consumer_lag
-            .store(lag.unwrap_or(-1), Ordering::Relaxed);
+        self.set_worker_lag(0, lag);
+    }
+
+    /// The lag of one worker's partitions; the query's lag is the sum over its workers.
+    pub fn set_worker_lag(&self, worker: usize, lag: Option<i64>) {
+        // A poisoned lock only means a panicking writer; the map is still consistent.
+        let mut lags = self.consumer_lag.lock().unwrap_or_else(|e| e.into_inner());
+        match lag {
+            Some(l) => lags.insert(worker, l),
+            None => lags.remove(&worker),
+        };
     }
 
     pub fn set_paused(&self, paused: bool) {
@@ -69,12 +92,14 @@ impl QueryMetrics {
     }
 
     pub fn snapshot(&self) -> MetricsSnapshot {
-        let lag = self.consumer_lag.load(Ordering::Relaxed);
+        let lags = self.consumer_lag.lock().unwrap_or_else(|e| e.into_inner());
+        let lag = (!lags.is_empty()).then(|| lags.values().sum());
         MetricsSnapshot {
             records_in: self.records_in.load(Ordering::Relaxed),
             records_out: self.records_out.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
-            consumer_lag: (lag >= 0).then_some(lag),
+            late: self.late.load(Ordering::Relaxed),
+            consumer_lag: lag,
             paused: self.paused.load(Ordering::Relaxed),
         }
     }
@@ -85,17 +110,24 @@ impl QueryMetrics {
 /// metadata requests per scrape).
 pub struct LagContext {
     metrics: Arc<QueryMetrics>,
+    worker: usize,
 }
 
 impl LagContext {
     pub fn new(metrics: Arc<QueryMetrics>) -> Self {
-        LagContext { metrics }
+        Self::for_worker(metrics, 0)
+    }
+
+    /// The context of one of a query's parallel consumers.
+    pub fn for_worker(metrics: Arc<QueryMetrics>, worker: usize) -> Self {
+        LagContext { metrics, worker }
     }
 }
 
 impl ClientContext for LagContext {
     fn stats(&self, statistics: Statistics) {
-        self.metrics.set_consumer_lag(consumer_lag(&statistics));
+        self.metrics
+            .set_worker_lag(self.worker, consumer_lag(&statistics));
     }
 }
 
@@ -126,6 +158,8 @@ mod tests {
         assert_eq!(m.snapshot().consumer_lag, None);
         m.add_batch(10, 7, 3);
         m.add_batch(5, 5, 0);
+        m.add_late(2);
+        m.add_late(1);
         m.set_consumer_lag(Some(4));
         m.set_paused(true);
         assert_eq!(
@@ -134,12 +168,19 @@ mod tests {
                 records_in: 15,
                 records_out: 12,
                 errors: 3,
+                late: 3,
                 consumer_lag: Some(4),
                 paused: true,
             }
         );
         m.set_consumer_lag(None);
         assert_eq!(m.snapshot().consumer_lag, None);
+        // Parallel workers each report their own partitions' lag; the query's is the sum.
+        m.set_worker_lag(0, Some(3));
+        m.set_worker_lag(1, Some(5));
+        assert_eq!(m.snapshot().consumer_lag, Some(8));
+        m.set_worker_lag(1, None);
+        assert_eq!(m.snapshot().consumer_lag, Some(3));
     }
 
     #[test]

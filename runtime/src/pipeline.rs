@@ -1,6 +1,9 @@
 //! A persistent query's processing step, shared by the deterministic driver and the Kafka
 //! task: records of the input topic in, encoded records for the sink topic out.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use arrow::array::RecordBatch;
 use brook_planner::catalog::{Catalog, Source};
 
@@ -28,6 +31,10 @@ pub struct Processed {
     pub errors: Vec<(usize, String)>,
     /// A capturing pipeline's results as row batches (see [`Pipeline::capture`]).
     pub batches: Vec<RecordBatch>,
+    /// Input records dropped as late: a windowed aggregation's record whose windows had
+    /// all closed by its partition's stream time, a stream–stream join's record past the
+    /// join window's retention (Kafka Streams' dropped-records count).
+    pub late: u64,
 }
 
 pub struct Pipeline {
@@ -54,6 +61,8 @@ pub struct Pipeline {
     join_feeds: bool,
     /// Results stay row batches in [`Processed::batches`] (a transient push query).
     capture: bool,
+    /// The aggregation's count of late records (see [`AggregateOperator::late_counter`]).
+    late: Option<Arc<AtomicU64>>,
 }
 
 /// The store a table sink's rows are kept in, keyed by its key columns (and window start).
@@ -112,10 +121,12 @@ impl Pipeline {
                 rekeyed,
                 join_feeds: false,
                 capture: false,
+                late: None,
             });
         }
         let rekeyed = matches!(&spec.plan, QueryPlan::Stateless(p) if p.rekeyed)
             || matches!(&spec.plan, QueryPlan::Join(p) if p.partitioned);
+        let mut late = None;
         let (filters, operator): (bool, Box<dyn Operator>) = match spec.plan {
             // Over a table, a deleted row (no value) is forwarded as a deletion, whatever
             // the filter says, and a row the filter drops becomes a deletion too.
@@ -127,7 +138,9 @@ impl Pipeline {
             }
             QueryPlan::Aggregate(p) => {
                 let table = p.retract_by.is_some();
-                (!table, Box::new(AggregateOperator::new(p, types)?))
+                let aggregate = AggregateOperator::new(p, types)?;
+                late = Some(aggregate.late_counter());
+                (!table, Box::new(aggregate))
             }
             QueryPlan::Join(_) => unreachable_join()?,
         };
@@ -152,7 +165,18 @@ impl Pipeline {
             materialized,
             emits: true,
             rekeyed,
+            late,
         })
+    }
+
+    /// The records dropped as late since the last call.
+    fn take_late(&mut self) -> u64 {
+        let joined = self.join.as_mut().map_or(0, |j| j.take_late());
+        let aggregated = self
+            .late
+            .as_ref()
+            .map_or(0, |c| c.swap(0, Ordering::Relaxed));
+        joined + aggregated
     }
 
     /// Processes records of the input topic in order.
@@ -173,6 +197,7 @@ impl Pipeline {
             }
             start = end;
         }
+        done.late = self.take_late();
         Ok(done)
     }
 
@@ -343,8 +368,20 @@ impl Pipeline {
             return self.process(records);
         }
         let mut done = Processed::default();
+        let processed = self.process_other(input, records, &mut done);
+        done.late = self.take_late();
+        processed.map(|()| done)
+    }
+
+    /// [`Pipeline::process_input`] of an input after the first.
+    fn process_other(
+        &mut self,
+        input: usize,
+        records: &[Record],
+        done: &mut Processed,
+    ) -> Result<()> {
         let (Some(source), Some(join)) = (self.others.get(input - 1), &mut self.join) else {
-            return Ok(done);
+            return Ok(());
         };
         let is_table = source.kind == brook_sql::SourceKind::Table;
         let mut start = 0;
@@ -392,7 +429,7 @@ impl Pipeline {
             }
             start = end;
         }
-        Ok(done)
+        Ok(())
     }
 }
 

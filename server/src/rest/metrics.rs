@@ -36,6 +36,12 @@ pub(super) async fn metrics(State(api): State<Api>) -> Response {
         queries.iter().map(|q| (q, q.metrics.errors as f64)),
     );
     out.family(
+        "brook_query_late_records_total",
+        "counter",
+        "Records a persistent query dropped because every window they fall in had closed in their partition's stream time (window end plus grace passed).",
+        queries.iter().map(|q| (q, q.metrics.late as f64)),
+    );
+    out.family(
         "brook_query_consumer_lag",
         "gauge",
         "Records in a persistent query's input topics after its committed offsets, from librdkafka's statistics (absent until known; not refreshed while paused).",
