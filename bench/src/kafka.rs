@@ -40,16 +40,35 @@ pub fn process_cpu() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// `BROOK_BENCH_FETCH_WAIT_MS`, when set, is the `fetch.wait.max.ms` of the latency reader
-/// and of the copy (Brook's task keeps the runtime's settings): the experiment that shows
-/// how much of the latency is the consumers' fetch wait.
+/// The `fetch.wait.max.ms` brook-server gives persistent queries on the embedded broker,
+/// which answers a waiting fetch only at its deadline (docs/embedded-broker.md); the copy
+/// uses it too, so both sides wait alike. `BROOK_BENCH_FETCH_WAIT_MS` overrides it for
+/// both (the experiment that shows how much of the latency is the fetch wait).
+fn fetch_wait_ms() -> String {
+    std::env::var("BROOK_BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| "50".into())
+}
+
 fn with_fetch_wait(
     mut c: brook_runtime::rdkafka::ClientConfig,
 ) -> brook_runtime::rdkafka::ClientConfig {
-    if let Ok(ms) = std::env::var("BROOK_BENCH_FETCH_WAIT_MS") {
-        c.set("fetch.wait.max.ms", ms);
-    }
+    c.set("fetch.wait.max.ms", fetch_wait_ms());
     c
+}
+
+/// The latency reader is the measuring instrument: it waits as little as the push
+/// queries' consumers do, so it adds next to nothing to what it measures.
+fn reader_config(bootstrap: &str, group: &str) -> brook_runtime::rdkafka::ClientConfig {
+    let mut c = consumer_config(bootstrap, group);
+    c.set("fetch.wait.max.ms", "10");
+    c
+}
+
+/// The workers brook-server gives a stateless query: one per core, at most one per
+/// partition (the bench topics have 4).
+fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4)
 }
 
 async fn start_broker() -> Result<EmbeddedBroker, BenchError> {
@@ -57,16 +76,22 @@ async fn start_broker() -> Result<EmbeddedBroker, BenchError> {
 }
 
 /// The big_orders query over `input`, writing `output`, with its own consumer group.
-fn big_orders_pipeline(id: &str, input: &str, output: &str) -> Result<Pipeline, BenchError> {
+/// The query's pipelines, one per worker.
+fn big_orders_pipeline(id: &str, input: &str, output: &str) -> Result<Vec<Pipeline>, BenchError> {
     let ddl = gen::ORDERS_DDL.replace("KAFKA_TOPIC='orders'", &format!("KAFKA_TOPIC='{input}'"));
     let query = gen::BIG_ORDERS.replace(
         "CREATE STREAM big_orders AS",
         &format!("CREATE STREAM big_orders WITH (KAFKA_TOPIC='{output}') AS"),
     );
-    let mut p = plan(&ddl, &query)?;
-    // The consumer group is named after the id: each run starts from the earliest offset.
-    p.id = id.to_string();
-    Ok(p)
+    (0..workers())
+        .map(|_| {
+            let mut p = plan(&ddl, &query)?;
+            // The consumer group is named after the id: each run starts from the earliest
+            // offset.
+            p.id = id.to_string();
+            Ok(p)
+        })
+        .collect()
 }
 
 /// A running query or copy, stopped through its watch.
@@ -79,12 +104,23 @@ struct Running {
 }
 
 impl Running {
-    fn brook(pipeline: Pipeline, bootstrap: &str) -> Running {
+    fn brook(pipelines: Vec<Pipeline>, bootstrap: &str) -> Running {
         let (stop, stop_rx) = watch::channel(false);
         let (stats_tx, stats) = watch::channel(TaskStats::default());
-        let config = TaskConfig::new(bootstrap);
+        let mut config = TaskConfig::new(bootstrap);
+        config
+            .consumer_overrides
+            .push(("fetch.wait.max.ms".into(), fetch_wait_ms()));
+        let (_never_paused, paused) = watch::channel(false);
+        let control = task::Control {
+            stop: stop_rx,
+            paused,
+            stats: stats_tx,
+            metrics: std::sync::Arc::new(brook_runtime::metrics::QueryMetrics::new()),
+        };
         let handle = tokio::task::spawn_local(async move {
-            task::run(pipeline, config, stop_rx, stats_tx)
+            let _paused_stays_open = _never_paused;
+            task::run_parallel(pipelines, config, control)
                 .await
                 .map_err(BenchError::from)
         });
@@ -303,8 +339,7 @@ async fn latency_run(
     reader_group: &str,
 ) -> Result<Vec<f64>, BenchError> {
     let g = OrdersGen::default();
-    let reader: StreamConsumer =
-        with_fetch_wait(consumer_config(bootstrap, reader_group)).create()?;
+    let reader: StreamConsumer = reader_config(bootstrap, reader_group).create()?;
     reader.subscribe(&[output])?;
     // Warm-up: the query and the reader have joined their groups and move records.
     let warm: Vec<_> = g.records(WARM..WARM + 200, 4);

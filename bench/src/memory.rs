@@ -1,14 +1,16 @@
 //! Server memory with idle persistent queries: a child process runs the embedded broker and
 //! the persistent queries the way the server's engine starts them (session plan, sink topic,
-//! one Kafka task each), and the parent reads its VmRSS once they are up and idle.
+//! one Kafka task each, sharing the server's producer), and the parent reads its VmRSS once they are up and idle.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use brook_runtime::embedded::{EmbeddedBroker, EmbeddedBrokerConfig};
-use brook_runtime::kafka::{create_topic, topic_partitions};
+use brook_runtime::kafka::{create_topic, producer_config, topic_partitions};
+use brook_runtime::metrics::QueryMetrics;
 use brook_runtime::pipeline::Pipeline;
+use brook_runtime::rdkafka::producer::FutureProducer;
 use brook_runtime::session::{Action, Session};
 use brook_runtime::task::{self, TaskConfig, TaskStats};
 use tokio::sync::watch;
@@ -29,6 +31,11 @@ pub fn child(n: usize) -> Result<(), BenchError> {
         let broker = EmbeddedBroker::start(EmbeddedBrokerConfig::for_tests()).await?;
         let bootstrap = broker.bootstrap_servers();
         let mut session = Session::new();
+        // As brook-server: one producer shared by every query, stateless queries split
+        // over a worker per core (at most one per partition), the embedded broker's fetch
+        // wait.
+        let producer: FutureProducer = producer_config(&bootstrap).create()?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let t0 = Instant::now();
         let mut stops = Vec::new();
         let mut sql = vec![ORDERS_DDL.to_string()];
@@ -54,14 +61,30 @@ pub fn child(n: usize) -> Result<(), BenchError> {
                         if let Some(p) = spec.sink_partitions {
                             create_topic(&bootstrap, &spec.sink.topic, p, 1).await?;
                         }
-                        let pipeline = Pipeline::new(*spec, &session.catalog)?;
+                        let workers = cores
+                            .min(partitions.get(&spec.input.topic).map_or(1, |p| *p as usize))
+                            .max(1);
+                        let pipelines = (0..workers)
+                            .map(|_| Pipeline::new((*spec).clone(), &session.catalog))
+                            .collect::<Result<Vec<_>, _>>()?;
                         let (stop, stop_rx) = watch::channel(false);
                         let (stats_tx, stats) = watch::channel(TaskStats::default());
-                        let config = TaskConfig::new(&bootstrap);
+                        let (paused_tx, paused) = watch::channel(false);
+                        let config = TaskConfig {
+                            producer: Some(producer.clone()),
+                            consumer_overrides: vec![("fetch.wait.max.ms".into(), "50".into())],
+                            ..TaskConfig::new(&bootstrap)
+                        };
+                        let control = task::Control {
+                            stop: stop_rx,
+                            paused,
+                            stats: stats_tx,
+                            metrics: std::sync::Arc::new(QueryMetrics::new()),
+                        };
                         tokio::task::spawn_local(async move {
-                            let _ = task::run(pipeline, config, stop_rx, stats_tx).await;
+                            let _ = task::run_parallel(pipelines, config, control).await;
                         });
-                        stops.push((stop, stats));
+                        stops.push((stop, stats, paused_tx));
                     }
                     _ => {}
                 }

@@ -27,7 +27,7 @@ use crate::pipeline::Pipeline;
 use crate::rows::Record;
 
 /// How a task batches its input.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TaskConfig {
     pub bootstrap_servers: String,
     /// Most records in one batch.
@@ -37,6 +37,25 @@ pub struct TaskConfig {
     pub linger: Duration,
     /// `auto.offset.reset` for a group without committed offsets.
     pub offset_reset: String,
+    /// librdkafka consumer settings over the defaults (such as `fetch.wait.max.ms`).
+    pub consumer_overrides: Vec<(String, String)>,
+    /// The producer outputs and changelogs go through. A server shares one among all its
+    /// queries, which saves each query a client and its threads; without one a task
+    /// creates its own. (Exactly-once will need a transactional producer per task.)
+    pub producer: Option<FutureProducer>,
+}
+
+impl std::fmt::Debug for TaskConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("max_batch", &self.max_batch)
+            .field("linger", &self.linger)
+            .field("offset_reset", &self.offset_reset)
+            .field("consumer_overrides", &self.consumer_overrides)
+            .field("shared_producer", &self.producer.is_some())
+            .finish()
+    }
 }
 
 impl TaskConfig {
@@ -46,6 +65,15 @@ impl TaskConfig {
             max_batch: 4096,
             linger: Duration::from_millis(5),
             offset_reset: "earliest".to_string(),
+            consumer_overrides: Vec::new(),
+            producer: None,
+        }
+    }
+
+    fn producer(&self) -> Result<FutureProducer> {
+        match &self.producer {
+            Some(p) => Ok(p.clone()),
+            None => Ok(producer_config(&self.bootstrap_servers).create()?),
         }
     }
 }
@@ -190,13 +218,14 @@ async fn restore(
     Ok(restored.positions)
 }
 
-/// Assigns every partition of `topics`, each at its restored position, else at the group's
-/// committed offset, else where `auto.offset.reset` says.
+/// Assigns every partition of `topics` (or a worker's share of them), each at its restored
+/// position, else at the group's committed offset, else where `auto.offset.reset` says.
 async fn assign(
     consumer: &QueryConsumer,
     config: &TaskConfig,
     topics: &[String],
     positions: &Positions,
+    slot: Option<Slot>,
 ) -> Result<()> {
     let counts = topic_partitions(&config.bootstrap_servers, Duration::from_secs(30)).await?;
     let mut all = TopicPartitionList::new();
@@ -206,12 +235,13 @@ async fn assign(
             .copied()
             .ok_or_else(|| RuntimeError::Broker(format!("the input topic {t} does not exist")))?;
         for p in 0..n {
-            all.add_partition(t, p);
+            if slot.is_none_or(|s| s.owns(p)) {
+                all.add_partition(t, p);
+            }
         }
     }
     // Offsets committed by an earlier run (or a version without changelogs); none is fine.
-    let committed = consumer
-        .committed_offsets(all.clone(), Duration::from_secs(10))
+    let committed = blocking(|| consumer.committed_offsets(all.clone(), Duration::from_secs(10)))
         .unwrap_or_else(|_| all.clone());
     let reset = if config.offset_reset == "latest" {
         Offset::End
@@ -321,13 +351,13 @@ impl Held {
 /// keep coming) with every assigned partition paused, until it is resumed (`Ok(true)`) or
 /// stopped (`Ok(false)`). A record that still arrives (a partition assigned after the
 /// pause) is not processed: its partition is rewound to it and paused too.
-async fn wait_paused(consumer: &QueryConsumer, control: &mut Control, id: &str) -> Result<bool> {
+async fn wait_paused(consumer: &QueryConsumer, control: &mut Worker, id: &str) -> Result<bool> {
     let mut held = Held::default();
     // What was consumed is all processed: commit it, so even a group rebalance during the
     // pause resumes exactly here.
     if let Ok(tpl) = consumer.position() {
         if tpl.count() > 0 {
-            let _ = consumer.commit(&tpl, CommitMode::Sync);
+            let _ = blocking(|| consumer.commit(&tpl, CommitMode::Sync));
         }
     }
     held.pause(consumer, &consumer.assignment()?)?;
@@ -341,7 +371,7 @@ async fn wait_paused(consumer: &QueryConsumer, control: &mut Control, id: &str) 
                 let Ok(m) = m else { continue };
                 let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
                 drop(m);
-                consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(10))?;
+                blocking(|| consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(10)))?;
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition(&topic, partition);
                 held.pause(consumer, &tpl)?;
@@ -435,19 +465,127 @@ impl IdleClock {
     }
 }
 
+/// One of a query's parallel workers: worker `index` of `count` owns the input partitions
+/// `p` with `p % count == index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Slot {
+    fn owns(&self, partition: i32) -> bool {
+        usize::try_from(partition).is_ok_and(|p| p % self.count.max(1) == self.index)
+    }
+}
+
+/// What one worker loop runs under: the query's [`Control`], with counters shared among
+/// the query's workers.
+struct Worker {
+    stop: watch::Receiver<bool>,
+    paused: watch::Receiver<bool>,
+    stats: Arc<watch::Sender<TaskStats>>,
+    metrics: Arc<QueryMetrics>,
+    slot: Option<Slot>,
+}
+
+impl Worker {
+    /// Adds one batch's counts to the query's.
+    fn count(&self, records_in: u64, records_out: u64, errors: u64) {
+        self.metrics.add_batch(records_in, records_out, errors);
+        self.stats.send_modify(|s| {
+            s.records_in += records_in;
+            s.records_out += records_out;
+            s.errors += errors;
+        });
+    }
+}
+
 /// Runs a query under `control` (stop, pause and resume; counters and metrics).
-pub async fn run_with(
-    mut pipeline: Pipeline,
-    config: TaskConfig,
-    mut control: Control,
+pub async fn run_with(pipeline: Pipeline, config: TaskConfig, control: Control) -> Result<()> {
+    let worker = Worker {
+        stop: control.stop,
+        paused: control.paused,
+        stats: Arc::new(control.stats),
+        metrics: control.metrics,
+        slot: None,
+    };
+    run_worker(pipeline, config, worker).await
+}
+
+/// Runs a stateless query as parallel workers, one per pipeline (all built from the same
+/// plan), each consuming its share of the input partitions in the query's consumer group;
+/// per-partition order holds because a partition belongs to one worker. A worker that
+/// fails stops the others, and the first error is the query's. Stateful queries keep one
+/// worker: their state is not partitioned by input partition.
+pub async fn run_parallel(
+    pipelines: Vec<Pipeline>,
+    mut config: TaskConfig,
+    control: Control,
 ) -> Result<()> {
+    let count = pipelines.len();
+    if count <= 1 || pipelines.iter().any(Pipeline::stateful) {
+        return match pipelines.into_iter().next() {
+            Some(p) => run_with(p, config, control).await,
+            None => Ok(()),
+        };
+    }
+    if config.producer.is_none() {
+        config.producer = Some(config.producer()?);
+    }
+    let (kill, killed) = watch::channel(false);
+    let stats = Arc::new(control.stats);
+    let mut workers = tokio::task::JoinSet::new();
+    for (index, pipeline) in pipelines.into_iter().enumerate() {
+        let worker = Worker {
+            stop: killed.clone(),
+            paused: control.paused.clone(),
+            stats: stats.clone(),
+            metrics: control.metrics.clone(),
+            slot: Some(Slot { index, count }),
+        };
+        workers.spawn(run_worker(pipeline, config.clone(), worker));
+    }
+    let mut stop = control.stop;
+    let mut stopping = false;
+    let mut first_error = None;
+    loop {
+        tokio::select! {
+            _ = stop.changed(), if !stopping => {
+                stopping = true;
+                let _ = kill.send(true);
+            }
+            done = workers.join_next() => match done {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => {
+                    first_error.get_or_insert(e);
+                    let _ = kill.send(true);
+                }
+                Some(Err(e)) => {
+                    first_error.get_or_insert(RuntimeError::State(format!("a query worker failed: {e}")));
+                    let _ = kill.send(true);
+                }
+            },
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn run_worker(mut pipeline: Pipeline, config: TaskConfig, mut control: Worker) -> Result<()> {
     let group = format!("_brook_query_{}", pipeline.id);
     let mut cc = consumer_config(&config.bootstrap_servers, &group);
     cc.set("auto.offset.reset", &config.offset_reset);
     cc.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
-    let consumer: QueryConsumer =
-        cc.create_with_context(LagContext::new(control.metrics.clone()))?;
-    let producer: FutureProducer = producer_config(&config.bootstrap_servers).create()?;
+    for (k, v) in &config.consumer_overrides {
+        cc.set(k, v);
+    }
+    let worker_index = control.slot.map_or(0, |s| s.index);
+    let consumer: QueryConsumer = cc.create_with_context(LagContext::for_worker(
+        control.metrics.clone(),
+        worker_index,
+    ))?;
+    let producer = config.producer()?;
     let sink = pipeline.sink.topic.clone();
     // A join also reads its table's topic; its records update state, in arrival order.
     let topics = pipeline.input_topics();
@@ -460,7 +598,12 @@ pub async fn run_with(
         // group's committed offsets: its partitions are assigned, not subscribed.
         Some(cl) => {
             positions = restore(&mut pipeline, &config, &producer, cl).await?;
-            assign(&consumer, &config, &topics, &positions).await?;
+            assign(&consumer, &config, &topics, &positions, None).await?;
+        }
+        // Parallel workers split the partitions among themselves, without waiting on group
+        // rebalances.
+        None if control.slot.is_some() => {
+            assign(&consumer, &config, &topics, &positions, control.slot).await?;
         }
         None => {
             let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -471,7 +614,6 @@ pub async fn run_with(
     let is_table = |m: &BorrowedMessage<'_>| -> usize {
         topics.iter().position(|t| t == m.topic()).unwrap_or(0)
     };
-    let mut totals = TaskStats::default();
     let mut idle = IdleClock::new(pipeline.idle_timeout());
     loop {
         // Pauses take effect between batches, so everything consumed before is processed
@@ -502,9 +644,7 @@ pub async fn run_with(
                     write_changelog(&mut pipeline, &producer, cl, &positions).await?;
                 }
                 if produced > 0 {
-                    totals.records_out += produced;
-                    control.metrics.add_batch(0, produced, 0);
-                    let _ = control.stats.send(totals.clone());
+                    control.count(0, produced, 0);
                     debug!(query = %pipeline.id, produced, "idle input: windows closed");
                 }
                 continue;
@@ -551,6 +691,7 @@ pub async fn run_with(
                 .errors
                 .extend(part.errors.into_iter().map(|(i, e)| (i + start, e)));
             processed.outputs.extend(part.outputs);
+            processed.late += part.late;
             start = end;
         }
         for (i, e) in &processed.errors {
@@ -598,18 +739,43 @@ pub async fn run_with(
         }
         consumer.commit(&tpl, CommitMode::Async)?;
         idle.input_seen();
-        totals.records_in += batch.len() as u64;
-        totals.records_out += produced;
-        totals.errors += processed.errors.len() as u64;
-        control
-            .metrics
-            .add_batch(batch.len() as u64, produced, processed.errors.len() as u64);
-        let _ = control.stats.send(totals.clone());
+        control.count(batch.len() as u64, produced, processed.errors.len() as u64);
+        if processed.late > 0 {
+            control.metrics.add_late(processed.late);
+        }
         debug!(query = %pipeline.id, records = batch.len(), produced, "batch done");
     }
     // A last synchronous commit of what was acknowledged, so a restart resumes exactly.
     if let Ok(tpl) = consumer.position() {
-        let _ = consumer.commit(&tpl, CommitMode::Sync);
+        let _ = blocking(|| consumer.commit(&tpl, CommitMode::Sync));
     }
     Ok(())
+}
+
+/// Runs one of librdkafka's blocking calls (a synchronous commit, a committed-offsets
+/// lookup) from a task. On a multi-threaded runtime the worker thread hands its other tasks
+/// on first: the embedded broker may run on the same runtime, and with every worker thread
+/// blocked waiting for its answer it could never answer (parallel workers committing at
+/// once did exactly that).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Slot;
+
+    #[test]
+    fn workers_split_partitions_without_overlap() {
+        let slots: Vec<Slot> = (0..3).map(|index| Slot { index, count: 3 }).collect();
+        for p in 0..10 {
+            let owners = slots.iter().filter(|s| s.owns(p)).count();
+            assert_eq!(owners, 1, "partition {p}");
+        }
+        assert!(slots[1].owns(4));
+        assert!(!Slot { index: 0, count: 2 }.owns(-1));
+    }
 }

@@ -156,6 +156,23 @@ fn with_tombstones(b: RecordBatch) -> Result<RecordBatch, RuntimeError> {
     )?)
 }
 
+/// Kafka Streams' threads per query in ksqlDB; in Brook, the workers a stateless query's
+/// input partitions are split among (default: the machine's cores).
+pub const NUM_STREAM_THREADS: &str = "ksql.streams.num.stream.threads";
+/// The Kafka consumer's longest fetch wait, as ksqlDB passes it on to its queries'
+/// consumers (librdkafka's `fetch.wait.max.ms`).
+pub const FETCH_MAX_WAIT: &str = "ksql.streams.fetch.max.wait.ms";
+pub const FETCH_MAX_WAIT_CONSUMER: &str = "ksql.streams.consumer.fetch.max.wait.ms";
+
+/// How many workers a stateless query may use under `properties`.
+fn stream_threads(properties: &BTreeMap<String, String>) -> usize {
+    properties
+        .get(NUM_STREAM_THREADS)
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// ksqlDB's switch for scalable (v2) push queries.
 pub const PUSH_V2_ENABLED: &str = "ksql.query.push.v2.enabled";
 
@@ -193,8 +210,13 @@ impl Engine {
             bootstrap: bootstrap.to_string(),
             session: Mutex::new(Session::new()),
             queries: Mutex::new(BTreeMap::new()),
-            producer,
-            task_config: TaskConfig::new(bootstrap),
+            producer: producer.clone(),
+            task_config: TaskConfig {
+                // One producer for every query's outputs and changelogs: a client per
+                // query would cost each idle query its own threads and buffers.
+                producer: Some(producer.clone()),
+                ..TaskConfig::new(bootstrap)
+            },
             transient_seq: AtomicU64::new(0),
             stopping: watch::channel(false).0,
             command_topic: command_topic.map(str::to_string),
@@ -452,8 +474,19 @@ impl Engine {
                 }
                 let id = spec.id.clone();
                 let sink = spec.sink.name.clone();
-                let pipeline = Pipeline::new(*spec, &session.catalog)?;
-                self.start(pipeline, statement).await;
+                let workers = stream_threads(&session.properties)
+                    .min(partitions.get(&spec.input.topic).map_or(1, |p| *p as usize))
+                    .max(1);
+                let first = Pipeline::new((*spec).clone(), &session.catalog)?;
+                let mut pipelines = vec![first];
+                // Only a stateless query runs as several workers (see `task::run_parallel`).
+                if !pipelines[0].stateful() {
+                    for _ in 1..workers {
+                        pipelines.push(Pipeline::new((*spec).clone(), &session.catalog)?);
+                    }
+                }
+                let config = self.query_task_config(&session.properties);
+                self.start(pipelines, config, statement).await;
                 Ok(Executed::QueryStarted { id, sink })
             }
             Action::Insert { source, rows } => {
@@ -478,10 +511,30 @@ impl Engine {
         }
     }
 
-    async fn start(&self, pipeline: Pipeline, statement: &str) {
+    /// The task settings of a query started under `properties`: the server's, with the
+    /// consumer's fetch wait from `ksql.streams[.consumer].fetch.max.wait.ms` if set.
+    fn query_task_config(&self, properties: &BTreeMap<String, String>) -> TaskConfig {
+        let mut config = self.task_config.clone();
+        let wait = [FETCH_MAX_WAIT_CONSUMER, FETCH_MAX_WAIT]
+            .iter()
+            .find_map(|k| properties.get(*k))
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        if let Some(ms) = wait {
+            config
+                .consumer_overrides
+                .push(("fetch.wait.max.ms".into(), ms.to_string()));
+        }
+        config
+    }
+
+    async fn start(&self, pipelines: Vec<Pipeline>, config: TaskConfig, statement: &str) {
+        let Some(pipeline) = pipelines.first() else {
+            return;
+        };
         let id = pipeline.id.clone();
         let sink = pipeline.sink.name.clone();
         let materialized = pipeline.materialized();
+        let workers = pipelines.len();
         let (stop_tx, stop_rx) = watch::channel(false);
         let (stats_tx, stats_rx) = watch::channel(TaskStats::default());
         // A replayed query waits for the whole log: a later PAUSE in it must find the query
@@ -495,14 +548,13 @@ impl Engine {
             stats: stats_tx,
             metrics: metrics.clone(),
         };
-        let config = self.task_config.clone();
         let task_id = id.clone();
         let handle = tokio::spawn(async move {
-            if let Err(e) = task::run_with(pipeline, config, control).await {
+            if let Err(e) = task::run_parallel(pipelines, config, control).await {
                 error!(query = %task_id, error = %e, "query stopped");
             }
         });
-        info!(query = %id, sink = %sink, "query started");
+        info!(query = %id, sink = %sink, workers, "query started");
         self.queries.lock().await.insert(
             id,
             RunningQuery {
@@ -541,7 +593,8 @@ impl Engine {
             sink_partitions: None,
         };
         let pipeline = Pipeline::materialize(spec, &session.catalog)?;
-        self.start(pipeline, statement).await;
+        let config = self.query_task_config(&session.properties);
+        self.start(vec![pipeline], config, statement).await;
         Ok(())
     }
 
@@ -750,7 +803,7 @@ impl Engine {
                 .projection
                 .iter()
                 .any(|p| matches!(p, brook_sql::sqlparser::ast::SelectItem::Wildcard(_)));
-            let keys = source.schema.key_columns().count();
+            let keys = pull::star_offset(query) + source.schema.key_columns().count();
             pull::window_columns(
                 &mut schema,
                 star,
@@ -816,6 +869,7 @@ impl Engine {
                 window,
                 active: Some(active),
                 sent: 0,
+                skip_null_keys: scalable,
             };
             let feed = match run.run(feed, tx, stopping).await {
                 (Ok(()), feed) => {
@@ -999,6 +1053,32 @@ enum Sent {
 }
 
 /// The consuming side of a push query.
+/// `batch` without the rows whose key columns are all NULL (`None` when none is left); a
+/// source without key columns keeps every row.
+fn without_null_keys(
+    source: &Source,
+    batch: RecordBatch,
+) -> Result<Option<RecordBatch>, RuntimeError> {
+    use arrow::array::Array;
+    let schema = batch.schema();
+    let keys: Vec<usize> = source
+        .schema
+        .key_columns()
+        .filter_map(|c| schema.index_of(&c.name).ok())
+        .collect();
+    if keys.is_empty() {
+        return Ok(Some(batch));
+    }
+    let keep: arrow::array::BooleanArray = (0..batch.num_rows())
+        .map(|row| Some(keys.iter().any(|k| !batch.column(*k).is_null(row))))
+        .collect();
+    if keep.true_count() == batch.num_rows() {
+        return Ok(Some(batch));
+    }
+    let kept = arrow::compute::filter_record_batch(&batch, &keep)?;
+    Ok((kept.num_rows() > 0).then_some(kept))
+}
+
 struct Transient {
     id: String,
     source: Source,
@@ -1009,6 +1089,8 @@ struct Transient {
     /// Counts the query among those running until it ends or is cut off.
     active: Option<ActiveGuard>,
     sent: u64,
+    /// A scalable push query: as ksqlDB's, it does not see rows without a key.
+    skip_null_keys: bool,
 }
 
 impl Transient {
@@ -1144,6 +1226,14 @@ impl Transient {
         mut end: Option<&mut oneshot::Receiver<fanout::End>>,
         tombstone: bool,
     ) -> Result<Sent, RuntimeError> {
+        let batch = if self.skip_null_keys {
+            match without_null_keys(&self.source, batch)? {
+                Some(b) => b,
+                None => return Ok(Sent::More),
+            }
+        } else {
+            batch
+        };
         let mut out = Vec::new();
         if let Err(e) = self.operator.process(batch, &mut out) {
             // ksqlDB logs a row that fails to evaluate and goes on.

@@ -114,11 +114,24 @@ async fn run(args: Args) -> Result<(), ServerError> {
         None => start_embedded(&args, &mut _broker).await?,
     };
     check_kafka(&bootstrap, Duration::from_secs(30)).await?;
+    choose_registry(&args.config, &args.data_dir)?;
     let engine = Engine::with_command_log(&bootstrap, &args.command_topic)?;
     engine.set_push_limits(PushLimits {
         max_push_queries: args.max_push_queries,
         buffer: usize::try_from(args.push_query_buffer).unwrap_or(usize::MAX),
     });
+    // The embedded broker answers a waiting fetch only at its deadline, not when records
+    // arrive (docs/embedded-broker.md): librdkafka's 500 ms default would then be the
+    // latency of every quiet query. A shorter wait costs idle fetches, so only here.
+    let fetch_wait_set = args.config.iter().any(|(k, _)| {
+        k == brook_server::engine::FETCH_MAX_WAIT
+            || k == brook_server::engine::FETCH_MAX_WAIT_CONSUMER
+    });
+    if _broker.is_some() && !fetch_wait_set {
+        engine
+            .set_config(brook_server::engine::FETCH_MAX_WAIT, EMBEDDED_FETCH_WAIT_MS)
+            .await;
+    }
     for (k, v) in &args.config {
         engine.set_config(k, v).await;
     }
@@ -167,6 +180,47 @@ async fn run(args: Args) -> Result<(), ServerError> {
     }
     Ok(())
 }
+
+/// The process's schema registry, chosen before anything builds a codec or a session
+/// (they take it when built): with `--config ksql.schema.registry.url=http://…`, that
+/// external registry (cached; the server's `/subjects…` endpoints then pass through to it),
+/// else the server's own, kept in `<data-dir>/schemas.jsonl` so that ids survive restarts.
+fn choose_registry(
+    config: &[(String, String)],
+    data_dir: &std::path::Path,
+) -> Result<(), ServerError> {
+    use brook_runtime::format::registry::{set_default_registry, SchemaRegistry};
+    let url = config
+        .iter()
+        .rev()
+        .find(|(k, v)| k == "ksql.schema.registry.url" && !v.is_empty())
+        .map(|(_, v)| v);
+    let registry: std::sync::Arc<dyn SchemaRegistry> = match url {
+        Some(url) => {
+            let mut client = brook_runtime::format::registry_client::RegistryClient::new(url)?;
+            if let Some((_, user_info)) = config
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "ksql.schema.registry.basic.auth.user.info")
+            {
+                client = client.with_basic_auth(user_info);
+            }
+            info!(url = %url, "schemas are kept in the Schema Registry at {url}");
+            std::sync::Arc::new(client)
+        }
+        None => {
+            let path = data_dir.join("schemas.jsonl");
+            let registry = brook_server::schema_registry::FileRegistry::open(&path)?;
+            info!(file = %path.display(), "Schema Registry API on the REST port; schemas kept in {}", path.display());
+            std::sync::Arc::new(registry)
+        }
+    };
+    set_default_registry(registry)?;
+    Ok(())
+}
+
+/// `fetch.wait.max.ms` of persistent queries on the embedded broker (docs/embedded-broker.md).
+const EMBEDDED_FETCH_WAIT_MS: &str = "50";
 
 #[cfg(feature = "embedded-broker")]
 type Broker = brook_runtime::embedded::EmbeddedBroker;

@@ -19,6 +19,11 @@ async fn high_value_orders_alert() {
     let broker = brook_tests::broker().await;
     let bootstrap = broker.bootstrap_servers();
     let engine = Engine::new(&bootstrap).expect("engine");
+    // One worker per input partition, whatever this machine's cores: per-key order and
+    // exactly-the-expected-records must hold across parallel workers.
+    engine
+        .set_config(brook_server::engine::NUM_STREAM_THREADS, "4")
+        .await;
     engine
         .execute(
             "CREATE STREAM orders (orderId STRING KEY, customerId STRING, items ARRAY<STRING>, \
