@@ -218,14 +218,13 @@ async fn restore(
     Ok(restored.positions)
 }
 
-/// Assigns every partition of `topics` (or a worker's share of them), each at its restored
-/// position, else at the group's committed offset, else where `auto.offset.reset` says.
+/// Assigns every partition of `topics`, each at its restored position, else at the group's
+/// committed offset, else where `auto.offset.reset` says.
 async fn assign(
-    consumer: &QueryConsumer,
+    consumer: &Arc<QueryConsumer>,
     config: &TaskConfig,
     topics: &[String],
     positions: &Positions,
-    slot: Option<Slot>,
 ) -> Result<()> {
     let counts = topic_partitions(&config.bootstrap_servers, Duration::from_secs(30)).await?;
     let mut all = TopicPartitionList::new();
@@ -235,14 +234,16 @@ async fn assign(
             .copied()
             .ok_or_else(|| RuntimeError::Broker(format!("the input topic {t} does not exist")))?;
         for p in 0..n {
-            if slot.is_none_or(|s| s.owns(p)) {
-                all.add_partition(t, p);
-            }
+            all.add_partition(t, p);
         }
     }
     // Offsets committed by an earlier run (or a version without changelogs); none is fine.
-    let committed = blocking(|| consumer.committed_offsets(all.clone(), Duration::from_secs(10)))
-        .unwrap_or_else(|_| all.clone());
+    let wanted = all.clone();
+    let committed = blocking(consumer, move |c| {
+        c.committed_offsets(wanted, Duration::from_secs(10))
+    })
+    .await?
+    .unwrap_or_else(|_| all.clone());
     let reset = if config.offset_reset == "latest" {
         Offset::End
     } else {
@@ -351,13 +352,17 @@ impl Held {
 /// keep coming) with every assigned partition paused, until it is resumed (`Ok(true)`) or
 /// stopped (`Ok(false)`). A record that still arrives (a partition assigned after the
 /// pause) is not processed: its partition is rewound to it and paused too.
-async fn wait_paused(consumer: &QueryConsumer, control: &mut Worker, id: &str) -> Result<bool> {
+async fn wait_paused(
+    consumer: &Arc<QueryConsumer>,
+    control: &mut Worker,
+    id: &str,
+) -> Result<bool> {
     let mut held = Held::default();
     // What was consumed is all processed: commit it, so even a group rebalance during the
     // pause resumes exactly here.
     if let Ok(tpl) = consumer.position() {
         if tpl.count() > 0 {
-            let _ = blocking(|| consumer.commit(&tpl, CommitMode::Sync));
+            let _ = blocking(consumer, move |c| c.commit(&tpl, CommitMode::Sync)).await;
         }
     }
     held.pause(consumer, &consumer.assignment()?)?;
@@ -371,7 +376,11 @@ async fn wait_paused(consumer: &QueryConsumer, control: &mut Worker, id: &str) -
                 let Ok(m) = m else { continue };
                 let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
                 drop(m);
-                blocking(|| consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(10)))?;
+                let at = topic.clone();
+                blocking(consumer, move |c| {
+                    c.seek(&at, partition, Offset::Offset(offset), Duration::from_secs(10))
+                })
+                .await??;
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition(&topic, partition);
                 held.pause(consumer, &tpl)?;
@@ -465,7 +474,7 @@ impl IdleClock {
     }
 }
 
-/// One of a query's parallel workers: worker `index` of `count` owns the input partitions
+/// One of a query's parallel workers: worker `index` of `count` takes the input partitions
 /// `p` with `p % count == index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
@@ -474,31 +483,85 @@ pub struct Slot {
 }
 
 impl Slot {
+    #[cfg(test)]
     fn owns(&self, partition: i32) -> bool {
         usize::try_from(partition).is_ok_and(|p| p % self.count.max(1) == self.index)
     }
+
+    /// The worker of `partition` among `count`.
+    fn of(partition: i32, count: usize) -> usize {
+        usize::try_from(partition).map_or(0, |p| p % count.max(1))
+    }
 }
 
-/// What one worker loop runs under: the query's [`Control`], with counters shared among
-/// the query's workers.
+/// What the consumer loop runs under: the query's [`Control`], with the counters behind
+/// an `Arc` so parallel workers add to the same ones.
 struct Worker {
     stop: watch::Receiver<bool>,
     paused: watch::Receiver<bool>,
     stats: Arc<watch::Sender<TaskStats>>,
     metrics: Arc<QueryMetrics>,
-    slot: Option<Slot>,
 }
 
 impl Worker {
     /// Adds one batch's counts to the query's.
     fn count(&self, records_in: u64, records_out: u64, errors: u64) {
-        self.metrics.add_batch(records_in, records_out, errors);
-        self.stats.send_modify(|s| {
-            s.records_in += records_in;
-            s.records_out += records_out;
-            s.errors += errors;
-        });
+        count(&self.stats, &self.metrics, records_in, records_out, errors);
     }
+}
+
+fn count(
+    stats: &watch::Sender<TaskStats>,
+    metrics: &QueryMetrics,
+    records_in: u64,
+    records_out: u64,
+    errors: u64,
+) {
+    metrics.add_batch(records_in, records_out, errors);
+    stats.send_modify(|s| {
+        s.records_in += records_in;
+        s.records_out += records_out;
+        s.errors += errors;
+    });
+}
+
+/// A batch's outputs as records to produce.
+fn to_send(processed: &crate::pipeline::Processed) -> Vec<ToSend<'_>> {
+    processed
+        .outputs
+        .iter()
+        .map(|o| (o.key.as_deref(), o.value.as_deref(), Some(o.timestamp)))
+        .collect()
+}
+
+/// The processing log: each record that did not decode or evaluate is named by topic,
+/// partition and offset; it is skipped and the query goes on.
+fn log_skipped(
+    id: &str,
+    topic_of: impl Fn(usize) -> String,
+    batch: &[Record],
+    errors: &[(usize, String)],
+) {
+    for (i, e) in errors {
+        let Some(r) = batch.get(*i) else { continue };
+        warn!(
+            query = %id,
+            topic = %topic_of(*i),
+            partition = r.partition,
+            offset = r.offset,
+            "record skipped: {e}"
+        );
+    }
+}
+
+/// The next offset to consume of each partition a batch holds.
+fn next_offsets(batch: &[Record]) -> BTreeMap<i32, i64> {
+    let mut next = BTreeMap::new();
+    for r in batch {
+        let e = next.entry(r.partition).or_insert(r.offset + 1);
+        *e = (*e).max(r.offset + 1);
+    }
+    next
 }
 
 /// Runs a query under `control` (stop, pause and resume; counters and metrics).
@@ -508,83 +571,226 @@ pub async fn run_with(pipeline: Pipeline, config: TaskConfig, control: Control) 
         paused: control.paused,
         stats: Arc::new(control.stats),
         metrics: control.metrics,
-        slot: None,
     };
     run_worker(pipeline, config, worker).await
 }
 
-/// Runs a stateless query as parallel workers, one per pipeline (all built from the same
-/// plan), each consuming its share of the input partitions in the query's consumer group;
-/// per-partition order holds because a partition belongs to one worker. A worker that
-/// fails stops the others, and the first error is the query's. Stateful queries keep one
-/// worker: their state is not partitioned by input partition.
+/// Runs a stateless query over parallel workers, one per pipeline (all built from the same
+/// plan). One consumer reads the input, as for a single worker, and hands each batch's
+/// records to the workers by partition (see [`Slot`]), so a partition's records are
+/// processed in order by one worker; a worker decodes, evaluates and produces its share
+/// and reports the offsets it covered, which are committed only then (at-least-once as
+/// before). More workers cost no Kafka clients: they share the consumer and the producer.
+/// Stateful queries keep one worker, since their state is keyed by group, not by input
+/// partition.
 pub async fn run_parallel(
     pipelines: Vec<Pipeline>,
-    mut config: TaskConfig,
+    config: TaskConfig,
     control: Control,
 ) -> Result<()> {
     let count = pipelines.len();
-    if count <= 1 || pipelines.iter().any(Pipeline::stateful) {
+    let single_input = pipelines.iter().all(|p| p.input_topics().len() == 1);
+    if count <= 1 || !single_input || pipelines.iter().any(Pipeline::stateful) {
         return match pipelines.into_iter().next() {
             Some(p) => run_with(p, config, control).await,
             None => Ok(()),
         };
     }
-    if config.producer.is_none() {
-        config.producer = Some(config.producer()?);
-    }
-    let (kill, killed) = watch::channel(false);
-    let stats = Arc::new(control.stats);
+    let id = pipelines[0].id.clone();
+    let topic = pipelines[0].source.topic.clone();
+    let consumer = Arc::new(query_consumer(&config, &id, &control.metrics)?);
+    consumer.subscribe(&[topic.as_str()])?;
+    let producer = config.producer()?;
+    let mut control = Worker {
+        stop: control.stop,
+        paused: control.paused,
+        stats: Arc::new(control.stats),
+        metrics: control.metrics,
+    };
+    let (ack_tx, mut acks) = tokio::sync::mpsc::unbounded_channel::<BTreeMap<i32, i64>>();
+    let mut feeds = Vec::with_capacity(count);
     let mut workers = tokio::task::JoinSet::new();
-    for (index, pipeline) in pipelines.into_iter().enumerate() {
-        let worker = Worker {
-            stop: killed.clone(),
-            paused: control.paused.clone(),
-            stats: stats.clone(),
-            metrics: control.metrics.clone(),
-            slot: Some(Slot { index, count }),
-        };
-        workers.spawn(run_worker(pipeline, config.clone(), worker));
+    for pipeline in pipelines {
+        // Two batches queued per worker: enough to keep it busy, and a slow worker holds
+        // the consumer back (the backpressure) instead of buffering without bound.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Record>>(2);
+        feeds.push(tx);
+        workers.spawn(process_share(
+            pipeline,
+            producer.clone(),
+            rx,
+            ack_tx.clone(),
+            control.stats.clone(),
+            control.metrics.clone(),
+        ));
     }
-    let mut stop = control.stop;
-    let mut stopping = false;
-    let mut first_error = None;
-    loop {
-        tokio::select! {
-            _ = stop.changed(), if !stopping => {
-                stopping = true;
-                let _ = kill.send(true);
-            }
-            done = workers.join_next() => match done {
-                None => break,
-                Some(Ok(Ok(()))) => {}
-                Some(Ok(Err(e))) => {
-                    first_error.get_or_insert(e);
-                    let _ = kill.send(true);
-                }
-                Some(Err(e)) => {
-                    first_error.get_or_insert(RuntimeError::State(format!("a query worker failed: {e}")));
-                    let _ = kill.send(true);
-                }
-            },
+    drop(ack_tx);
+    // Offsets the workers acknowledged, for the last (synchronous) commit.
+    let mut acked: BTreeMap<i32, i64> = BTreeMap::new();
+    let commit = |offsets: BTreeMap<i32, i64>,
+                  acked: &mut BTreeMap<i32, i64>,
+                  consumer: &QueryConsumer|
+     -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in offsets {
+            let e = acked.entry(p).or_insert(o);
+            *e = (*e).max(o);
+            tpl.add_partition_offset(&topic, p, Offset::Offset(o))?;
         }
+        consumer.commit(&tpl, CommitMode::Async)?;
+        Ok(())
+    };
+    let mut in_flight = 0usize;
+    let outcome: Result<()> = loop {
+        if *control.paused.borrow_and_update() {
+            // Everything handed out is processed and committed first, so the pause holds
+            // exactly what was consumed.
+            while in_flight > 0 {
+                match acks.recv().await {
+                    Some(a) => {
+                        in_flight -= 1;
+                        commit(a, &mut acked, &consumer)?;
+                    }
+                    None => break,
+                }
+            }
+            if !wait_paused(&consumer, &mut control, &id).await? {
+                break Ok(());
+            }
+        }
+        tokio::select! {
+            _ = control.stop.changed() => break Ok(()),
+            _ = next_value(&mut control.paused) => continue,
+            a = acks.recv() => match a {
+                Some(a) => {
+                    in_flight = in_flight.saturating_sub(1);
+                    commit(a, &mut acked, &consumer)?;
+                }
+                // Every worker ended: one failed (its error is collected below).
+                None => break Ok(()),
+            },
+            m = consumer.recv() => {
+                let first = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        warn!(query = %id, error = %e, "consume failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let mut shares: Vec<Vec<Record>> = vec![Vec::new(); count];
+                shares[Slot::of(first.partition(), count)].push(to_record(&first));
+                drop(first);
+                let mut taken = 1;
+                let deadline = tokio::time::Instant::now() + config.linger;
+                while taken < config.max_batch {
+                    match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                        Ok(Ok(m)) => {
+                            shares[Slot::of(m.partition(), count)].push(to_record(&m));
+                            taken += 1;
+                        }
+                        Ok(Err(e)) => {
+                            warn!(query = %id, error = %e, "consume failed");
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let mut gone = false;
+                for (feed, share) in feeds.iter().zip(shares) {
+                    if share.is_empty() {
+                        continue;
+                    }
+                    if feed.send(share).await.is_err() {
+                        gone = true;
+                        break;
+                    }
+                    in_flight += 1;
+                }
+                if gone {
+                    break Ok(());
+                }
+            }
+        }
+    };
+    // The workers finish what they were handed; their acknowledgements are committed.
+    drop(feeds);
+    while let Some(a) = acks.recv().await {
+        commit(a, &mut acked, &consumer)?;
+    }
+    let mut first_error = outcome.err();
+    while let Some(done) = workers.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(RuntimeError::State(format!(
+                    "a worker of query {id} failed: {e}"
+                )));
+            }
+        }
+    }
+    // A last synchronous commit of what was acknowledged, so a restart resumes exactly.
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in &acked {
+        tpl.add_partition_offset(&topic, *p, Offset::Offset(*o))?;
+    }
+    if tpl.count() > 0 {
+        let _ = blocking(&consumer, move |c| c.commit(&tpl, CommitMode::Sync)).await;
     }
     first_error.map_or(Ok(()), Err)
 }
 
-async fn run_worker(mut pipeline: Pipeline, config: TaskConfig, mut control: Worker) -> Result<()> {
-    let group = format!("_brook_query_{}", pipeline.id);
+/// One parallel worker: processes the batches it is handed, in order, produces their
+/// outputs, waits for every acknowledgement, then reports the offsets they covered.
+async fn process_share(
+    mut pipeline: Pipeline,
+    producer: FutureProducer,
+    mut batches: tokio::sync::mpsc::Receiver<Vec<Record>>,
+    acks: tokio::sync::mpsc::UnboundedSender<BTreeMap<i32, i64>>,
+    stats: Arc<watch::Sender<TaskStats>>,
+    metrics: Arc<QueryMetrics>,
+) -> Result<()> {
+    let sink = pipeline.sink.topic.clone();
+    let topic = pipeline.source.topic.clone();
+    while let Some(batch) = batches.recv().await {
+        let processed = pipeline.process_input(0, &batch)?;
+        log_skipped(&pipeline.id, |_| topic.clone(), &batch, &processed.errors);
+        let produced = send_all(&producer, &sink, to_send(&processed)).await?;
+        count(
+            &stats,
+            &metrics,
+            batch.len() as u64,
+            produced,
+            processed.errors.len() as u64,
+        );
+        if acks.send(next_offsets(&batch)).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The consumer of query `id`: its group, the task's settings, its lag into `metrics`.
+fn query_consumer(
+    config: &TaskConfig,
+    id: &str,
+    metrics: &Arc<QueryMetrics>,
+) -> Result<QueryConsumer> {
+    let group = format!("_brook_query_{id}");
     let mut cc = consumer_config(&config.bootstrap_servers, &group);
     cc.set("auto.offset.reset", &config.offset_reset);
     cc.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
     for (k, v) in &config.consumer_overrides {
         cc.set(k, v);
     }
-    let worker_index = control.slot.map_or(0, |s| s.index);
-    let consumer: QueryConsumer = cc.create_with_context(LagContext::for_worker(
-        control.metrics.clone(),
-        worker_index,
-    ))?;
+    Ok(cc.create_with_context(LagContext::new(metrics.clone()))?)
+}
+
+async fn run_worker(mut pipeline: Pipeline, config: TaskConfig, mut control: Worker) -> Result<()> {
+    let consumer = Arc::new(query_consumer(&config, &pipeline.id, &control.metrics)?);
     let producer = config.producer()?;
     let sink = pipeline.sink.topic.clone();
     // A join also reads its table's topic; its records update state, in arrival order.
@@ -598,12 +804,7 @@ async fn run_worker(mut pipeline: Pipeline, config: TaskConfig, mut control: Wor
         // group's committed offsets: its partitions are assigned, not subscribed.
         Some(cl) => {
             positions = restore(&mut pipeline, &config, &producer, cl).await?;
-            assign(&consumer, &config, &topics, &positions, None).await?;
-        }
-        // Parallel workers split the partitions among themselves, without waiting on group
-        // rebalances.
-        None if control.slot.is_some() => {
-            assign(&consumer, &config, &topics, &positions, control.slot).await?;
+            assign(&consumer, &config, &topics, &positions).await?;
         }
         None => {
             let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -630,15 +831,7 @@ async fn run_worker(mut pipeline: Pipeline, config: TaskConfig, mut control: Wor
             _ = next_value(&mut control.paused) => continue,
             elapsed = idle.due() => {
                 let processed = pipeline.on_idle(elapsed)?;
-                let produced = send_all(
-                    &producer,
-                    &sink,
-                    processed
-                        .outputs
-                        .iter()
-                        .map(|o| (o.key.as_deref(), o.value.as_deref(), Some(o.timestamp)))
-                        .collect(),
-                )
+                let produced = send_all(&producer, &sink, to_send(&processed))
                 .await?;
                 if let Some(cl) = &changelog {
                     write_changelog(&mut pipeline, &producer, cl, &positions).await?;
@@ -694,29 +887,17 @@ async fn run_worker(mut pipeline: Pipeline, config: TaskConfig, mut control: Wor
             processed.late += part.late;
             start = end;
         }
-        for (i, e) in &processed.errors {
-            let r = &batch[*i];
-            // The processing log: the record is skipped, the query goes on.
-            warn!(
-                query = %pipeline.id,
-                topic = %topics[sides[*i]],
-                partition = r.partition,
-                offset = r.offset,
-                "record skipped: {e}"
-            );
-        }
+        let topic_of = |i: usize| {
+            sides
+                .get(i)
+                .and_then(|side| topics.get(*side))
+                .cloned()
+                .unwrap_or_default()
+        };
+        log_skipped(&pipeline.id, topic_of, &batch, &processed.errors);
         // Every output is acknowledged before the state it came from is recorded, and the
         // state before the input offsets are committed.
-        let produced = send_all(
-            &producer,
-            &sink,
-            processed
-                .outputs
-                .iter()
-                .map(|o| (o.key.as_deref(), o.value.as_deref(), Some(o.timestamp)))
-                .collect(),
-        )
-        .await?;
+        let produced = send_all(&producer, &sink, to_send(&processed)).await?;
         if let Some(cl) = &changelog {
             for (r, table) in batch.iter().zip(&sides) {
                 let topic = topics[*table].clone();
@@ -747,21 +928,23 @@ async fn run_worker(mut pipeline: Pipeline, config: TaskConfig, mut control: Wor
     }
     // A last synchronous commit of what was acknowledged, so a restart resumes exactly.
     if let Ok(tpl) = consumer.position() {
-        let _ = blocking(|| consumer.commit(&tpl, CommitMode::Sync));
+        let _ = blocking(&consumer, move |c| c.commit(&tpl, CommitMode::Sync)).await;
     }
     Ok(())
 }
 
 /// Runs one of librdkafka's blocking calls (a synchronous commit, a committed-offsets
-/// lookup) from a task. On a multi-threaded runtime the worker thread hands its other tasks
-/// on first: the embedded broker may run on the same runtime, and with every worker thread
-/// blocked waiting for its answer it could never answer (parallel workers committing at
-/// once did exactly that).
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
-    }
+/// lookup, a seek) off the runtime's threads: the embedded broker may run on the same
+/// runtime, and with every runtime thread blocked waiting for its answer it could never
+/// answer (two parallel workers committing at once did exactly that).
+async fn blocking<T: Send + 'static>(
+    consumer: &Arc<QueryConsumer>,
+    f: impl FnOnce(&QueryConsumer) -> T + Send + 'static,
+) -> Result<T> {
+    let c = consumer.clone();
+    tokio::task::spawn_blocking(move || f(&c))
+        .await
+        .map_err(|e| RuntimeError::State(format!("a blocking Kafka call failed: {e}")))
 }
 
 #[cfg(test)]
