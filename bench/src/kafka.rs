@@ -44,7 +44,7 @@ pub fn process_cpu() -> Duration {
 /// which answers a waiting fetch only at its deadline (docs/embedded-broker.md); the copy
 /// uses it too, so both sides wait alike. `BROOK_BENCH_FETCH_WAIT_MS` overrides it for
 /// both (the experiment that shows how much of the latency is the fetch wait).
-fn fetch_wait_ms() -> String {
+pub(crate) fn fetch_wait_ms() -> String {
     std::env::var("BROOK_BENCH_FETCH_WAIT_MS").unwrap_or_else(|_| "50".into())
 }
 

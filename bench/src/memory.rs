@@ -72,7 +72,10 @@ pub fn child(n: usize) -> Result<(), BenchError> {
                         let (paused_tx, paused) = watch::channel(false);
                         let config = TaskConfig {
                             producer: Some(producer.clone()),
-                            consumer_overrides: vec![("fetch.wait.max.ms".into(), "50".into())],
+                            consumer_overrides: vec![(
+                                "fetch.wait.max.ms".into(),
+                                crate::kafka::fetch_wait_ms(),
+                            )],
                             ..TaskConfig::new(&bootstrap)
                         };
                         let control = task::Control {
