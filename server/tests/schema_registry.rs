@@ -49,6 +49,18 @@ async fn sr(c: &reqwest::Client, method: &str, url: &str, body: Option<Value>) -
 }
 
 /// Confluent's wire format: magic byte 0, the schema id (big-endian), the Avro body.
+/// Produces one record, as a user's own producer would, and waits for its acknowledgement.
+async fn produce(producer: &FutureProducer, topic: &str, payload: &[u8]) {
+    producer
+        .send(
+            FutureRecord::<(), [u8]>::to(topic).payload(payload),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .expect("produced");
+}
+
 fn framed(id: u32, schema: &Schema, value: Avro) -> Vec<u8> {
     let mut out = vec![0];
     out.extend_from_slice(&id.to_be_bytes());
@@ -165,14 +177,7 @@ async fn avro_producers_and_consumers_share_the_servers_registry() {
         (3, "melon", Some(3.0)),
     ] {
         let payload = framed(id, &schema, record(i, item, price));
-        producer
-            .send(
-                FutureRecord::<(), [u8]>::to("orders").payload(&payload),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produced");
+        produce(&producer, "orders", &payload).await;
     }
 
     // No columns: they are inferred from the latest schema of `orders-value`.
@@ -525,14 +530,7 @@ async fn an_external_registry_is_used_through_the_client() {
             ("price".into(), Avro::Union(0, Box::new(Avro::Null))),
         ]),
     );
-    producer
-        .send(
-            FutureRecord::<(), [u8]>::to("orders").payload(&payload),
-            Duration::from_secs(30),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .expect("produced");
+    produce(&producer, "orders", &payload).await;
 
     let (status, body) = ksql(
         &c,
