@@ -49,6 +49,8 @@ pub struct Pipeline {
     filters: bool,
     /// Records without a value delete their key's row (an aggregation over a table).
     deletes: bool,
+    /// The catalog's `CREATE TYPE`s (its sources are left out: every pipeline keeping a
+    /// copy of every source made a server's memory grow with the square of its queries).
     types: Catalog,
     /// A table sink's current rows, for pull queries.
     materialized: Option<Shared>,
@@ -63,6 +65,14 @@ pub struct Pipeline {
     capture: bool,
     /// The aggregation's count of late records (see [`AggregateOperator::late_counter`]).
     late: Option<Arc<AtomicU64>>,
+}
+
+/// What decoding needs of a catalog: its types.
+fn types_only(catalog: &Catalog) -> Catalog {
+    Catalog {
+        sources: Default::default(),
+        types: catalog.types.clone(),
+    }
 }
 
 /// The store a table sink's rows are kept in, keyed by its key columns (and window start).
@@ -115,7 +125,7 @@ impl Pipeline {
                 // A table–table join takes deletions from both sides.
                 filters: !tables,
                 deletes: tables,
-                types: types.clone(),
+                types: types_only(types),
                 materialized,
                 emits: true,
                 rekeyed,
@@ -161,7 +171,7 @@ impl Pipeline {
             capture: false,
             filters,
             deletes,
-            types: types.clone(),
+            types: types_only(types),
             materialized,
             emits: true,
             rekeyed,
