@@ -53,7 +53,8 @@ pub fn marker_value(positions: &Positions) -> Vec<u8> {
     Value::Array(list).to_string().into_bytes()
 }
 
-fn parse_marker(value: &[u8]) -> Result<Positions> {
+/// Positions as [`marker_value`] wrote them.
+pub fn parse_marker(value: &[u8]) -> Result<Positions> {
     let bad = || RuntimeError::State("a changelog position marker does not decode".into());
     let v: Value = serde_json::from_slice(value).map_err(|_| bad())?;
     let mut out = Positions::new();
@@ -94,13 +95,26 @@ where
 
 /// Reads a changelog topic to its current end (blocking: run it off the async runtime).
 pub fn read(bootstrap: &str, topic: &str, timeout: Duration) -> Result<Restored> {
+    fold(read_records(bootstrap, topic, timeout)?)
+}
+
+/// A record's key and value (`None`: a tombstone).
+pub type KeyedRecord = (Vec<u8>, Option<Vec<u8>>);
+
+/// Every keyed record of a one-partition topic, in log order, up to its current end
+/// (blocking: run it off the async runtime).
+pub fn read_records(
+    bootstrap: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<KeyedRecord>> {
     let consumer: BaseConsumer = client_config(bootstrap)
         .set("group.id", "_brook_changelog_reader")
         .set("enable.auto.commit", "false")
         .create()?;
     let (low, high) = consumer.fetch_watermarks(topic, 0, timeout)?;
     if high <= low {
-        return Ok(Restored::default());
+        return Ok(Vec::new());
     }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
@@ -111,7 +125,7 @@ pub fn read(bootstrap: &str, topic: &str, timeout: Duration) -> Result<Restored>
     while next < high {
         if std::time::Instant::now() > deadline {
             return Err(RuntimeError::State(format!(
-                "the changelog {topic} could not be read to its end ({next} of {high})"
+                "the topic {topic} could not be read to its end ({next} of {high})"
             )));
         }
         if let Some(m) = consumer.poll(Duration::from_millis(200)) {
@@ -122,7 +136,7 @@ pub fn read(bootstrap: &str, topic: &str, timeout: Duration) -> Result<Restored>
             }
         }
     }
-    fold(records)
+    Ok(records)
 }
 
 #[cfg(test)]

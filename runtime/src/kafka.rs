@@ -5,6 +5,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::error::{Result, RuntimeError};
@@ -58,6 +59,16 @@ pub async fn create_topic_with(
     configs: &[(&str, &str)],
 ) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = client_config(bootstrap_servers).create()?;
+    create_with(&admin, topic, partitions, replicas, configs).await
+}
+
+async fn create_with(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    partitions: i32,
+    replicas: i32,
+    configs: &[(&str, &str)],
+) -> Result<()> {
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(replicas));
     for (k, v) in configs {
@@ -77,6 +88,58 @@ pub async fn create_topic_with(
         }
     }
     Ok(())
+}
+
+/// Long-lived clients for topic metadata and topic creation. A server keeps one: a client
+/// per statement costs its creation, its connections and its teardown every time, which
+/// dominated starting a thousand queries.
+pub struct Admin {
+    metadata: std::sync::Arc<BaseConsumer>,
+    admin: AdminClient<DefaultClientContext>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish_non_exhaustive()
+    }
+}
+
+impl Admin {
+    pub fn new(bootstrap_servers: &str) -> Result<Admin> {
+        Ok(Admin {
+            metadata: std::sync::Arc::new(client_config(bootstrap_servers).create()?),
+            admin: client_config(bootstrap_servers).create()?,
+        })
+    }
+
+    /// Partition counts of every topic (as [`topic_partitions`]).
+    pub async fn topic_partitions(
+        &self,
+        timeout: Duration,
+    ) -> Result<std::collections::HashMap<String, i32>> {
+        let c = self.metadata.clone();
+        tokio::task::spawn_blocking(move || partition_counts(&c, timeout))
+            .await
+            .map_err(|e| RuntimeError::Broker(format!("metadata task failed: {e}")))?
+    }
+
+    /// Creates a topic (as [`create_topic`]).
+    pub async fn create_topic(&self, topic: &str, partitions: i32, replicas: i32) -> Result<()> {
+        create_with(&self.admin, topic, partitions, replicas, &[]).await
+    }
+}
+
+fn partition_counts(
+    c: &BaseConsumer,
+    timeout: Duration,
+) -> Result<std::collections::HashMap<String, i32>> {
+    let md = c.fetch_metadata(None, timeout)?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+        .collect())
 }
 
 /// Kafka's murmur2 hash (`org.apache.kafka.common.utils.Utils.murmur2`).
@@ -115,25 +178,15 @@ pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
     ((murmur2(key) & 0x7fff_ffff) as i64 % partitions.max(1) as i64) as i32
 }
 
-/// Partition counts of the given topics (absent topics are left out).
+/// Partition counts of every topic (absent topics are left out).
 pub async fn topic_partitions(
     bootstrap_servers: &str,
     timeout: Duration,
 ) -> Result<std::collections::HashMap<String, i32>> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     let cfg = client_config(bootstrap_servers);
-    tokio::task::spawn_blocking(move || {
-        let c: BaseConsumer = cfg.create()?;
-        let md = c.fetch_metadata(None, timeout)?;
-        Ok(md
-            .topics()
-            .iter()
-            .filter(|t| t.error().is_none())
-            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
-            .collect())
-    })
-    .await
-    .map_err(|e| RuntimeError::Broker(format!("metadata task failed: {e}")))?
+    tokio::task::spawn_blocking(move || partition_counts(&cfg.create()?, timeout))
+        .await
+        .map_err(|e| RuntimeError::Broker(format!("metadata task failed: {e}")))?
 }
 
 #[cfg(test)]

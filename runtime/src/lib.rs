@@ -16,6 +16,7 @@ pub mod operator;
 pub mod pipeline;
 pub mod rows;
 pub mod session;
+pub mod shared;
 pub mod state;
 pub mod task;
 

@@ -43,6 +43,14 @@ pub struct TaskConfig {
     /// queries, which saves each query a client and its threads; without one a task
     /// creates its own. (Exactly-once will need a transactional producer per task.)
     pub producer: Option<FutureProducer>,
+    /// Readers shared among the server's stateless queries (see [`crate::shared`]);
+    /// without them each query has its own consumer.
+    pub shared: Option<Arc<crate::shared::SharedInputs>>,
+    /// On a shared reader, a query without stored positions looks for offsets committed
+    /// in its consumer group (where Brook kept them before shared readers). Only a query
+    /// that ran before can have any, so the engine asks for it only when it restores
+    /// queries: the lookup costs a client per query.
+    pub group_offsets: bool,
 }
 
 impl std::fmt::Debug for TaskConfig {
@@ -54,6 +62,8 @@ impl std::fmt::Debug for TaskConfig {
             .field("offset_reset", &self.offset_reset)
             .field("consumer_overrides", &self.consumer_overrides)
             .field("shared_producer", &self.producer.is_some())
+            .field("shared_inputs", &self.shared.is_some())
+            .field("group_offsets", &self.group_offsets)
             .finish()
     }
 }
@@ -67,6 +77,8 @@ impl TaskConfig {
             offset_reset: "earliest".to_string(),
             consumer_overrides: Vec::new(),
             producer: None,
+            shared: None,
+            group_offsets: false,
         }
     }
 
@@ -576,21 +588,25 @@ pub async fn run_with(pipeline: Pipeline, config: TaskConfig, control: Control) 
 }
 
 /// Runs a stateless query over parallel workers, one per pipeline (all built from the same
-/// plan). One consumer reads the input, as for a single worker, and hands each batch's
+/// plan). One source reads the input — the query's own consumer, or a reader shared with
+/// the server's other queries on the topic (see [`crate::shared`]) — and hands each batch's
 /// records to the workers by partition (see [`Slot`]), so a partition's records are
 /// processed in order by one worker; a worker decodes, evaluates and produces its share
 /// and reports the offsets it covered, which are committed only then (at-least-once as
-/// before). More workers cost no Kafka clients: they share the consumer and the producer.
-/// Stateful queries keep one worker, since their state is keyed by group, not by input
-/// partition.
+/// before). More workers cost no Kafka clients: they share the source and the producer.
+/// Stateful queries keep one worker and their own consumer, since their state is keyed by
+/// group, not by input partition, and their positions live in their changelog.
 pub async fn run_parallel(
     pipelines: Vec<Pipeline>,
     config: TaskConfig,
     control: Control,
 ) -> Result<()> {
     let count = pipelines.len();
-    let single_input = pipelines.iter().all(|p| p.input_topics().len() == 1);
-    if count <= 1 || !single_input || pipelines.iter().any(Pipeline::stateful) {
+    let stateless = pipelines
+        .iter()
+        .all(|p| p.input_topics().len() == 1 && !p.stateful());
+    let shared = config.shared.clone().filter(|_| stateless);
+    if !stateless || (count <= 1 && shared.is_none()) {
         return match pipelines.into_iter().next() {
             Some(p) => run_with(p, config, control).await,
             None => Ok(()),
@@ -598,8 +614,18 @@ pub async fn run_parallel(
     }
     let id = pipelines[0].id.clone();
     let topic = pipelines[0].source.topic.clone();
-    let consumer = Arc::new(query_consumer(&config, &id, &control.metrics)?);
-    consumer.subscribe(&[topic.as_str()])?;
+    let mut feed = match shared {
+        Some(inputs) => Feed::shared(inputs, &id, &topic, &config).await?,
+        None => {
+            let consumer = Arc::new(query_consumer(&config, &id, &control.metrics)?);
+            consumer.subscribe(&[topic.as_str()])?;
+            Feed::Own {
+                consumer,
+                topic: topic.clone(),
+                acked: BTreeMap::new(),
+            }
+        }
+    };
     let producer = config.producer()?;
     let mut control = Worker {
         stop: control.stop,
@@ -612,7 +638,7 @@ pub async fn run_parallel(
     let mut workers = tokio::task::JoinSet::new();
     for pipeline in pipelines {
         // Two batches queued per worker: enough to keep it busy, and a slow worker holds
-        // the consumer back (the backpressure) instead of buffering without bound.
+        // the source back (the backpressure) instead of buffering without bound.
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Record>>(2);
         feeds.push(tx);
         workers.spawn(process_share(
@@ -625,21 +651,7 @@ pub async fn run_parallel(
         ));
     }
     drop(ack_tx);
-    // Offsets the workers acknowledged, for the last (synchronous) commit.
-    let mut acked: BTreeMap<i32, i64> = BTreeMap::new();
-    let commit = |offsets: BTreeMap<i32, i64>,
-                  acked: &mut BTreeMap<i32, i64>,
-                  consumer: &QueryConsumer|
-     -> Result<()> {
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in offsets {
-            let e = acked.entry(p).or_insert(o);
-            *e = (*e).max(o);
-            tpl.add_partition_offset(&topic, p, Offset::Offset(o))?;
-        }
-        consumer.commit(&tpl, CommitMode::Async)?;
-        Ok(())
-    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut in_flight = 0usize;
     let outcome: Result<()> = loop {
         if *control.paused.borrow_and_update() {
@@ -649,12 +661,12 @@ pub async fn run_parallel(
                 match acks.recv().await {
                     Some(a) => {
                         in_flight -= 1;
-                        commit(a, &mut acked, &consumer)?;
+                        feed.acked(a).await?;
                     }
                     None => break,
                 }
             }
-            if !wait_paused(&consumer, &mut control, &id).await? {
+            if !feed.pause(&mut control, &id).await? {
                 break Ok(());
             }
         }
@@ -664,37 +676,25 @@ pub async fn run_parallel(
             a = acks.recv() => match a {
                 Some(a) => {
                     in_flight = in_flight.saturating_sub(1);
-                    commit(a, &mut acked, &consumer)?;
+                    feed.acked(a).await?;
                 }
                 // Every worker ended: one failed (its error is collected below).
                 None => break Ok(()),
             },
-            m = consumer.recv() => {
-                let first = match m {
-                    Ok(m) => m,
+            _ = tick.tick() => feed.tick(&control.metrics).await,
+            first = feed.first() => {
+                let mut batch = match first {
+                    Ok(b) => b,
                     Err(e) => {
                         warn!(query = %id, error = %e, "consume failed; retrying");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
                 };
+                feed.fill(&mut batch, config.max_batch, config.linger, &id).await;
                 let mut shares: Vec<Vec<Record>> = vec![Vec::new(); count];
-                shares[Slot::of(first.partition(), count)].push(to_record(&first));
-                drop(first);
-                let mut taken = 1;
-                let deadline = tokio::time::Instant::now() + config.linger;
-                while taken < config.max_batch {
-                    match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                        Ok(Ok(m)) => {
-                            shares[Slot::of(m.partition(), count)].push(to_record(&m));
-                            taken += 1;
-                        }
-                        Ok(Err(e)) => {
-                            warn!(query = %id, error = %e, "consume failed");
-                            break;
-                        }
-                        Err(_) => break,
-                    }
+                for r in batch {
+                    shares[Slot::of(r.partition, count)].push(r);
                 }
                 let mut gone = false;
                 for (feed, share) in feeds.iter().zip(shares) {
@@ -716,7 +716,7 @@ pub async fn run_parallel(
     // The workers finish what they were handed; their acknowledgements are committed.
     drop(feeds);
     while let Some(a) = acks.recv().await {
-        commit(a, &mut acked, &consumer)?;
+        feed.acked(a).await?;
     }
     let mut first_error = outcome.err();
     while let Some(done) = workers.join_next().await {
@@ -732,15 +732,272 @@ pub async fn run_parallel(
             }
         }
     }
-    // A last synchronous commit of what was acknowledged, so a restart resumes exactly.
-    let mut tpl = TopicPartitionList::new();
-    for (p, o) in &acked {
-        tpl.add_partition_offset(&topic, *p, Offset::Offset(*o))?;
-    }
-    if tpl.count() > 0 {
-        let _ = blocking(&consumer, move |c| c.commit(&tpl, CommitMode::Sync)).await;
-    }
+    feed.finish().await;
     first_error.map_or(Ok(()), Err)
+}
+
+/// Where a stateless query's input comes from and where its acknowledged positions go.
+enum Feed {
+    /// The query's own consumer; positions are committed to its group.
+    Own {
+        consumer: Arc<QueryConsumer>,
+        topic: String,
+        /// What the workers acknowledged, for the last (synchronous) commit.
+        acked: BTreeMap<i32, i64>,
+    },
+    /// A reader shared with the server's other queries on the topic; positions go to the
+    /// server's offset store.
+    Shared(Box<SharedFeed>),
+}
+
+struct SharedFeed {
+    inputs: Arc<crate::shared::SharedInputs>,
+    id: String,
+    topic: String,
+    start: crate::shared::Start,
+    overrides: Vec<(String, String)>,
+    /// The next offset to read per partition: acknowledged, or where reading starts.
+    positions: BTreeMap<i32, i64>,
+    /// None while paused, or after the reader went away (subscribed again on the next read).
+    subscription: Option<crate::shared::Subscription>,
+    /// Positions acknowledged since they were last stored.
+    dirty: bool,
+    stored_at: tokio::time::Instant,
+}
+
+/// How often acknowledged positions of a shared feed are stored while records flow; a
+/// restart reads at most this much input again.
+const STORE_EVERY: Duration = Duration::from_millis(200);
+
+impl SharedFeed {
+    fn stored(&self) -> Positions {
+        self.positions
+            .iter()
+            .map(|(p, o)| ((self.topic.clone(), *p), *o))
+            .collect()
+    }
+
+    async fn store(&mut self, wait: bool) -> Result<()> {
+        self.dirty = false;
+        self.stored_at = tokio::time::Instant::now();
+        let positions = self.stored();
+        self.inputs.offsets.put(&self.id, &positions, wait).await
+    }
+
+    async fn subscribe(&mut self) -> Result<()> {
+        let sub = self
+            .inputs
+            .subscribe(
+                &self.topic,
+                self.positions.clone(),
+                self.start,
+                &self.overrides,
+            )
+            .await?;
+        let mut added = false;
+        for (p, o) in &sub.start {
+            if !self.positions.contains_key(p) {
+                self.positions.insert(*p, *o);
+                added = true;
+            }
+        }
+        self.subscription = Some(sub);
+        // Where a new query starts is stored at once: a restart continues from there
+        // instead of looking for the topic's end again.
+        if added {
+            self.store(false).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Feed {
+    /// Query `id`'s place on the shared reader of `topic`: its stored positions, else (when
+    /// the config says so) the offsets its group committed before shared readers, else
+    /// `auto.offset.reset`.
+    async fn shared(
+        inputs: Arc<crate::shared::SharedInputs>,
+        id: &str,
+        topic: &str,
+        config: &TaskConfig,
+    ) -> Result<Feed> {
+        let stored = match inputs.offsets.get(id).await? {
+            Some(p) => p,
+            None if !config.group_offsets => Positions::new(),
+            None => {
+                crate::shared::group_offsets(
+                    &config.bootstrap_servers,
+                    &format!("_brook_query_{id}"),
+                    topic,
+                )
+                .await?
+            }
+        };
+        let positions = stored
+            .into_iter()
+            .filter(|((t, _), _)| t == topic)
+            .map(|((_, p), o)| (p, o))
+            .collect();
+        let mut feed = SharedFeed {
+            inputs,
+            id: id.to_string(),
+            topic: topic.to_string(),
+            start: crate::shared::Start::from_reset(&config.offset_reset),
+            overrides: config.consumer_overrides.clone(),
+            positions,
+            subscription: None,
+            dirty: false,
+            stored_at: tokio::time::Instant::now(),
+        };
+        feed.subscribe().await?;
+        Ok(Feed::Shared(Box::new(feed)))
+    }
+
+    /// The next records (cancel-safe: nothing is taken unless this completes).
+    async fn first(&mut self) -> Result<Vec<Record>> {
+        match self {
+            Feed::Own { consumer, .. } => Ok(vec![to_record(&consumer.recv().await?)]),
+            Feed::Shared(f) => loop {
+                if f.subscription.is_none() {
+                    f.subscribe().await?;
+                }
+                let Some(sub) = f.subscription.as_mut() else {
+                    continue;
+                };
+                match sub.batches.recv().await {
+                    Some(b) => return Ok(b),
+                    // The reader went away: subscribe again where the query is.
+                    None => f.subscription = None,
+                }
+            },
+        }
+    }
+
+    /// Adds what is ready to `batch`, up to `max` records: an own consumer waits up to
+    /// `linger` for more; a shared reader has already waited.
+    async fn fill(&mut self, batch: &mut Vec<Record>, max: usize, linger: Duration, id: &str) {
+        match self {
+            Feed::Own { consumer, .. } => {
+                let deadline = tokio::time::Instant::now() + linger;
+                while batch.len() < max {
+                    match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                        Ok(Ok(m)) => batch.push(to_record(&m)),
+                        Ok(Err(e)) => {
+                            warn!(query = %id, error = %e, "consume failed");
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+            }
+            Feed::Shared(f) => {
+                let Some(sub) = f.subscription.as_mut() else {
+                    return;
+                };
+                while batch.len() < max {
+                    match sub.batches.try_recv() {
+                        Ok(b) => batch.extend(b),
+                        Err(_) => break,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Offsets the workers acknowledged (every output from the records before them is in
+    /// Kafka): committed, or stored.
+    async fn acked(&mut self, offsets: BTreeMap<i32, i64>) -> Result<()> {
+        match self {
+            Feed::Own {
+                consumer,
+                topic,
+                acked,
+            } => {
+                let mut tpl = TopicPartitionList::new();
+                for (p, o) in offsets {
+                    let e = acked.entry(p).or_insert(o);
+                    *e = (*e).max(o);
+                    tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
+                }
+                consumer.commit(&tpl, CommitMode::Async)?;
+            }
+            Feed::Shared(f) => {
+                for (p, o) in offsets {
+                    let e = f.positions.entry(p).or_insert(o);
+                    *e = (*e).max(o);
+                }
+                f.dirty = true;
+                if f.stored_at.elapsed() >= STORE_EVERY {
+                    f.store(false).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Once a second: a shared feed reports its lag (an own consumer's statistics do that)
+    /// and stores positions acknowledged since the last store.
+    async fn tick(&mut self, metrics: &QueryMetrics) {
+        if let Feed::Shared(f) = self {
+            if let Some(sub) = &f.subscription {
+                metrics.set_consumer_lag(sub.lag(&f.positions));
+            }
+            if f.dirty {
+                if let Err(e) = f.store(false).await {
+                    warn!(query = %f.id, error = %e, "storing input positions failed");
+                }
+            }
+        }
+    }
+
+    /// Holds the query paused until it is resumed (`Ok(true)`) or stopped (`Ok(false)`).
+    async fn pause(&mut self, control: &mut Worker, id: &str) -> Result<bool> {
+        match self {
+            Feed::Own { consumer, .. } => wait_paused(consumer, control, id).await,
+            Feed::Shared(f) => {
+                f.store(true).await?;
+                // Dropping the subscription lets the reader go on without this query;
+                // whatever it had queued is read again after the resume.
+                f.subscription = None;
+                control.metrics.set_paused(true);
+                info!(query = %id, "query paused");
+                loop {
+                    tokio::select! {
+                        _ = control.stop.changed() => return Ok(false),
+                        p = next_value(&mut control.paused) => if !p { break },
+                    }
+                }
+                f.subscribe().await?;
+                control.metrics.set_paused(false);
+                info!(query = %id, "query resumed");
+                Ok(true)
+            }
+        }
+    }
+
+    /// The last commit or store, synchronous, so a restart resumes exactly here.
+    async fn finish(self) {
+        match self {
+            Feed::Own {
+                consumer,
+                topic,
+                acked,
+            } => {
+                let mut tpl = TopicPartitionList::new();
+                for (p, o) in &acked {
+                    let _ = tpl.add_partition_offset(&topic, *p, Offset::Offset(*o));
+                }
+                if tpl.count() > 0 {
+                    let _ = blocking(&consumer, move |c| c.commit(&tpl, CommitMode::Sync)).await;
+                }
+            }
+            Feed::Shared(mut f) => {
+                if let Err(e) = f.store(true).await {
+                    warn!(query = %f.id, error = %e, "storing input positions failed");
+                }
+            }
+        }
+    }
 }
 
 /// One parallel worker: processes the batches it is handed, in order, produces their

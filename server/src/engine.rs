@@ -12,7 +12,7 @@ use brook_planner::catalog::{Catalog, Source};
 use brook_planner::query::{plan_stateless, Target};
 use brook_planner::schema::LogicalSchema;
 use brook_planner::PlanError;
-use brook_runtime::kafka::{consumer_config, create_topic, producer_config, topic_partitions};
+use brook_runtime::kafka::{consumer_config, create_topic, producer_config, Admin};
 use brook_runtime::metrics::{MetricsSnapshot, QueryMetrics};
 use brook_runtime::operator::{FilterProject, Operator};
 use brook_runtime::pipeline::Pipeline;
@@ -20,6 +20,7 @@ use brook_runtime::rdkafka::consumer::{Consumer, StreamConsumer};
 use brook_runtime::rdkafka::producer::{FutureProducer, FutureRecord};
 use brook_runtime::rows::decode_records;
 use brook_runtime::session::{Action, Session, StatementError};
+use brook_runtime::shared::SharedInputs;
 use brook_runtime::task::{self, TaskConfig, TaskStats};
 use brook_runtime::RuntimeError;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
@@ -114,6 +115,8 @@ pub struct Engine {
     session: Mutex<Session>,
     queries: Mutex<BTreeMap<String, RunningQuery>>,
     producer: FutureProducer,
+    /// Metadata and topic creation for every statement, on long-lived clients.
+    admin: Admin,
     task_config: TaskConfig,
     transient_seq: AtomicU64,
     /// Turns true at shutdown so push queries end and their HTTP responses complete.
@@ -206,16 +209,26 @@ impl Engine {
             .create()
             .map_err(|e| ServerError::Runtime(e.into()))?;
         let limits = PushLimits::default();
+        let defaults = TaskConfig::new(bootstrap);
         Ok(Arc::new(Engine {
             bootstrap: bootstrap.to_string(),
             session: Mutex::new(Session::new()),
             queries: Mutex::new(BTreeMap::new()),
             producer: producer.clone(),
+            admin: Admin::new(bootstrap).map_err(ServerError::Runtime)?,
             task_config: TaskConfig {
-                // One producer for every query's outputs and changelogs: a client per
-                // query would cost each idle query its own threads and buffers.
+                // One producer for every query's outputs and changelogs, and one reader
+                // per input topic for its stateless queries: a client per query would
+                // cost each idle query its own threads and buffers, and the broker a
+                // fetch per query.
                 producer: Some(producer.clone()),
-                ..TaskConfig::new(bootstrap)
+                shared: Some(Arc::new(SharedInputs::new(
+                    bootstrap,
+                    defaults.max_batch,
+                    defaults.linger,
+                    producer.clone(),
+                ))),
+                ..defaults
             },
             transient_seq: AtomicU64::new(0),
             stopping: watch::channel(false).0,
@@ -336,7 +349,7 @@ impl Engine {
             for ps in stmts {
                 use brook_sql::{QueryTarget, Statement};
                 if let Statement::Terminate(QueryTarget::Query(id)) = &ps.statement {
-                    self.stop_query(&id.value).await;
+                    self.end_query(&id.value).await;
                     paused.remove(&id.value);
                 } else if let Statement::Pause(t) | Statement::Resume(t) = &ps.statement {
                     let pause = matches!(ps.statement, Statement::Pause(_));
@@ -399,7 +412,7 @@ impl Engine {
             }
             _ => {}
         }
-        let partitions = topic_partitions(&self.bootstrap, Duration::from_secs(30)).await?;
+        let partitions = self.admin.topic_partitions(Duration::from_secs(30)).await?;
         let mut session = self.session.lock().await;
         let before = session.catalog.clone();
         let action = session.plan(ps, &|t: &str| partitions.get(t).copied())?;
@@ -459,7 +472,7 @@ impl Engine {
                         ))
                         .into());
                     };
-                    create_topic(&self.bootstrap, &source.topic, p, 1).await?;
+                    self.admin.create_topic(&source.topic, p, 1).await?;
                 }
                 if source.read_only && source.kind == brook_sql::SourceKind::Table {
                     self.materialize(session, &source, statement).await?;
@@ -469,7 +482,7 @@ impl Engine {
             Action::StartQuery(spec) => {
                 if let Some(p) = spec.sink_partitions {
                     if !partitions.contains_key(&spec.sink.topic) {
-                        create_topic(&self.bootstrap, &spec.sink.topic, p, 1).await?;
+                        self.admin.create_topic(&spec.sink.topic, p, 1).await?;
                     }
                 }
                 let id = spec.id.clone();
@@ -504,7 +517,7 @@ impl Engine {
                     .map(|(id, _)| id.clone())
                     .collect();
                 for id in ids {
-                    self.stop_query(&id).await;
+                    self.end_query(&id).await;
                 }
                 Ok(Executed::Dropped(name))
             }
@@ -515,6 +528,8 @@ impl Engine {
     /// consumer's fetch wait from `ksql.streams[.consumer].fetch.max.wait.ms` if set.
     fn query_task_config(&self, properties: &BTreeMap<String, String>) -> TaskConfig {
         let mut config = self.task_config.clone();
+        // A query restored from the command log may have run before shared readers.
+        config.group_offsets = self.replaying.load(Ordering::SeqCst);
         let wait = [FETCH_MAX_WAIT_CONSUMER, FETCH_MAX_WAIT]
             .iter()
             .find_map(|k| properties.get(*k))
@@ -626,7 +641,19 @@ impl Engine {
             error!(query = %id, error = %e, "cannot record TERMINATE in the command log");
             return false;
         }
-        self.stop_query(id).await
+        self.end_query(id).await
+    }
+
+    /// Stops a query for good: its stored input positions go too, so nothing of it is
+    /// left to resume.
+    async fn end_query(&self, id: &str) -> bool {
+        let stopped = self.stop_query(id).await;
+        if let Some(shared) = &self.task_config.shared {
+            if let Err(e) = shared.offsets.forget(id).await {
+                warn!(query = %id, error = %e, "cannot forget the query's input positions");
+            }
+        }
+        stopped
     }
 
     /// Stops a query and waits for its last commit.
@@ -745,7 +772,7 @@ impl Engine {
 
     /// Topic names and partition counts, as Kafka reports them.
     pub async fn topics(&self) -> Result<std::collections::HashMap<String, i32>, RuntimeError> {
-        topic_partitions(&self.bootstrap, Duration::from_secs(30)).await
+        self.admin.topic_partitions(Duration::from_secs(30)).await
     }
 
     /// Starts a transient push query (`SELECT … FROM source [WHERE …] EMIT CHANGES [LIMIT n]`).
