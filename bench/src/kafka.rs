@@ -12,6 +12,7 @@ use brook_runtime::rdkafka::error::KafkaError;
 use brook_runtime::rdkafka::message::Message;
 use brook_runtime::rdkafka::producer::{FutureProducer, FutureRecord};
 use brook_runtime::rdkafka::types::RDKafkaErrorCode;
+use brook_runtime::shared::SharedInputs;
 use brook_runtime::task::{self, TaskConfig, TaskStats};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -111,6 +112,15 @@ impl Running {
         config
             .consumer_overrides
             .push(("fetch.wait.max.ms".into(), fetch_wait_ms()));
+        // As brook-server: the query reads through a shared reader.
+        if let Ok(producer) = producer_config(bootstrap).create::<FutureProducer>() {
+            config.shared = Some(std::sync::Arc::new(SharedInputs::new(
+                bootstrap,
+                config.max_batch,
+                config.linger,
+                producer,
+            )));
+        }
         let (_never_paused, paused) = watch::channel(false);
         let control = task::Control {
             stop: stop_rx,

@@ -1,17 +1,19 @@
 //! Server memory with idle persistent queries: a child process runs the embedded broker and
-//! the persistent queries the way the server's engine starts them (session plan, sink topic,
-//! one Kafka task each, sharing the server's producer), and the parent reads its VmRSS once they are up and idle.
+//! the persistent queries the way the server's engine starts them (session plan, sink topic
+//! through long-lived admin clients, one Kafka task each, sharing the server's producer and
+//! one reader of the input topic), and the parent reads its VmRSS once they are up and idle.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use brook_runtime::embedded::{EmbeddedBroker, EmbeddedBrokerConfig};
-use brook_runtime::kafka::{create_topic, producer_config, topic_partitions};
+use brook_runtime::kafka::{producer_config, Admin};
 use brook_runtime::metrics::QueryMetrics;
 use brook_runtime::pipeline::Pipeline;
 use brook_runtime::rdkafka::producer::FutureProducer;
 use brook_runtime::session::{Action, Session};
+use brook_runtime::shared::SharedInputs;
 use brook_runtime::task::{self, TaskConfig, TaskStats};
 use tokio::sync::watch;
 
@@ -31,10 +33,18 @@ pub fn child(n: usize) -> Result<(), BenchError> {
         let broker = EmbeddedBroker::start(EmbeddedBrokerConfig::for_tests()).await?;
         let bootstrap = broker.bootstrap_servers();
         let mut session = Session::new();
-        // As brook-server: one producer shared by every query, stateless queries split
-        // over a worker per core (at most one per partition), the embedded broker's fetch
-        // wait.
+        // As brook-server: one producer shared by every query, one reader per input topic
+        // shared by its stateless queries, which split over a worker per core (at most
+        // one per partition), the embedded broker's fetch wait.
         let producer: FutureProducer = producer_config(&bootstrap).create()?;
+        let defaults = TaskConfig::new(&bootstrap);
+        let admin = Admin::new(&bootstrap)?;
+        let shared = std::sync::Arc::new(SharedInputs::new(
+            &bootstrap,
+            defaults.max_batch,
+            defaults.linger,
+            producer.clone(),
+        ));
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let t0 = Instant::now();
         let mut stops = Vec::new();
@@ -49,17 +59,17 @@ pub fn child(n: usize) -> Result<(), BenchError> {
             for ps in brook_sql::parse(&text)? {
                 // What the engine does per statement: look the topics up, plan, create
                 // the topic, start the task.
-                let partitions = topic_partitions(&bootstrap, Duration::from_secs(30)).await?;
+                let partitions = admin.topic_partitions(Duration::from_secs(30)).await?;
                 match session.plan(&ps, &|t: &str| partitions.get(t).copied())? {
                     Action::CreateSource {
                         source,
                         partitions: p,
                     } => {
-                        create_topic(&bootstrap, &source.topic, p.unwrap_or(1), 1).await?;
+                        admin.create_topic(&source.topic, p.unwrap_or(1), 1).await?;
                     }
                     Action::StartQuery(spec) => {
                         if let Some(p) = spec.sink_partitions {
-                            create_topic(&bootstrap, &spec.sink.topic, p, 1).await?;
+                            admin.create_topic(&spec.sink.topic, p, 1).await?;
                         }
                         let workers = cores
                             .min(partitions.get(&spec.input.topic).map_or(1, |p| *p as usize))
@@ -72,11 +82,12 @@ pub fn child(n: usize) -> Result<(), BenchError> {
                         let (paused_tx, paused) = watch::channel(false);
                         let config = TaskConfig {
                             producer: Some(producer.clone()),
+                            shared: Some(shared.clone()),
                             consumer_overrides: vec![(
                                 "fetch.wait.max.ms".into(),
                                 crate::kafka::fetch_wait_ms(),
                             )],
-                            ..TaskConfig::new(&bootstrap)
+                            ..defaults.clone()
                         };
                         let control = task::Control {
                             stop: stop_rx,
