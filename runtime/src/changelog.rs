@@ -103,11 +103,7 @@ pub type KeyedRecord = (Vec<u8>, Option<Vec<u8>>);
 
 /// Every keyed record of a one-partition topic, in log order, up to its current end
 /// (blocking: run it off the async runtime).
-pub fn read_records(
-    bootstrap: &str,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Vec<KeyedRecord>> {
+pub fn read_records(bootstrap: &str, topic: &str, timeout: Duration) -> Result<Vec<KeyedRecord>> {
     let consumer: BaseConsumer = client_config(bootstrap)
         .set("group.id", "_brook_changelog_reader")
         .set("enable.auto.commit", "false")
