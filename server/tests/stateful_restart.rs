@@ -120,6 +120,26 @@ fn read_finals(bootstrap: &str, want: &Windows) -> (Windows, usize) {
     (got, records)
 }
 
+/// Waits until query `id`'s changelog holds a position marker: the state that restarts
+/// restore from. (A kill right after the first result can come before the first marker;
+/// the restart then starts from the input's beginning and restores nothing.)
+fn changelog_marked(bootstrap: &str, id: &str) {
+    let topic = brook_runtime::changelog::topic_name(id);
+    let consumer: BaseConsumer = brook_runtime::kafka::consumer_config(bootstrap, "marked")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic.as_str()]).expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            if m.key() == Some(brook_runtime::changelog::MARKER_KEY) {
+                return;
+            }
+        }
+    }
+    panic!("no position marker in {topic} within 60 s");
+}
+
 /// Waits for the first result record.
 fn first_result(bootstrap: &str) {
     let consumer: BaseConsumer = brook_runtime::kafka::consumer_config(bootstrap, "first")
@@ -158,6 +178,10 @@ async fn windowed_aggregation_is_exact_after_sigkill() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    let id = body[1]["commandStatus"]["queryId"]
+        .as_str()
+        .expect("query id")
+        .to_string();
 
     let bootstrap = server.bootstrap.clone();
     let half = ORDERS / 2;
@@ -167,9 +191,12 @@ async fn windowed_aggregation_is_exact_after_sigkill() {
         .expect("producer thread");
     // Mid-stream: the query has started writing results but has not caught up.
     let b = bootstrap.clone();
-    tokio::task::spawn_blocking(move || first_result(&b))
-        .await
-        .expect("reader thread");
+    tokio::task::spawn_blocking(move || {
+        first_result(&b);
+        changelog_marked(&b, &id);
+    })
+    .await
+    .expect("reader thread");
     server.kill();
 
     let server = Server::start(options());
