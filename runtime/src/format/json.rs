@@ -23,7 +23,7 @@ use super::scalar::{
     decode_base64_into, parse_decimal, parse_java_double, push_base64, push_decimal,
     push_java_double,
 };
-use super::{show_text, Codec, Fail};
+use super::{show_text, Codec, ColumnSpec, Fail};
 
 /// JSON_SR payloads written through Schema Registry start with a zero byte and a 4-byte
 /// schema id; JSON text never starts with a zero byte, so both forms are accepted.
@@ -67,6 +67,15 @@ pub(crate) enum Json<'a> {
 const MAX_DEPTH: usize = 200;
 
 pub(crate) fn parse(bytes: &[u8]) -> Result<Json<'_>, String> {
+    parse_with(bytes, |p| p.value(0))
+}
+
+/// Parses one whole JSON document with `top` reading its (non-empty) value, checking the
+/// text around it.
+fn parse_with<'a, T>(
+    bytes: &'a [u8],
+    top: impl FnOnce(&mut Parser<'a>) -> Result<T, String>,
+) -> Result<T, String> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| format!("invalid JSON: not UTF-8 at byte {}", e.valid_up_to()))?;
     let mut p = Parser { text, pos: 0 };
@@ -74,12 +83,91 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Json<'_>, String> {
     if p.pos == text.len() {
         return Err("invalid JSON: empty payload".into());
     }
-    let v = p.value(0)?;
+    let v = top(&mut p)?;
     p.skip_ws();
     if p.pos != text.len() {
         return Err(p.err("unexpected data after the JSON value"));
     }
     Ok(v)
+}
+
+/// A record's payload as the columns read it: for a top-level object, the checked text,
+/// where [`Pick`]s locate the fields' values; anything else is kept whole.
+enum Record<'a> {
+    Value(Json<'a>),
+    Object(&'a str),
+}
+
+/// Per column, where the value starts of the last field whose name is the column's
+/// exactly, and of the last whose upper-cased name is (as [`find_field`] chooses).
+#[derive(Clone, Copy, Default)]
+struct Pick {
+    exact: Option<usize>,
+    upper: Option<usize>,
+}
+
+impl Pick {
+    fn get(self) -> Option<usize> {
+        self.exact.or(self.upper)
+    }
+}
+
+/// Records in `picks` the columns that top-level field `key`, whose value starts at byte
+/// `slot`, matches.
+fn pick_key(key: &str, columns: &[ColumnSpec], picks: &mut [Pick], slot: usize) {
+    if key.is_ascii() {
+        let k = key.as_bytes();
+        for (c, pick) in columns.iter().zip(picks.iter_mut()) {
+            let n = c.name.as_bytes();
+            if k.len() != n.len() {
+                continue;
+            }
+            if k == n {
+                pick.exact = Some(slot);
+            } else if k.iter().zip(n).all(|(k, n)| k.to_ascii_uppercase() == *n) {
+                pick.upper = Some(slot);
+            }
+        }
+    } else {
+        let upper = key.to_uppercase();
+        for (c, pick) in columns.iter().zip(picks.iter_mut()) {
+            if key == c.name {
+                pick.exact = Some(slot);
+            } else if upper == c.name {
+                pick.upper = Some(slot);
+            }
+        }
+    }
+}
+
+/// The index of the first byte at or after `i` that ends a run of plain string text: a
+/// quote, a backslash or a control character (`b.len()` if none), tested 8 bytes at a time.
+#[inline]
+fn plain_run_end(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        // A byte's high bit is set when it is zero (or below 0x20 for `w`); borrows only
+        // flag bytes above a true match, so the lowest flag is the first match.
+        let hits = ((quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (w.wrapping_sub(ONES * 0x20) & !w))
+            & HIGHS;
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
 }
 
 struct Parser<'a> {
@@ -130,11 +218,196 @@ impl<'a> Parser<'a> {
     }
 
     fn literal(&mut self, word: &str, v: Json<'a>) -> Result<Json<'a>, String> {
-        if self.text[self.pos..].starts_with(word) {
+        self.word(word).map(|()| v)
+    }
+
+    fn word(&mut self, word: &str) -> Result<(), String> {
+        if self.text.as_bytes()[self.pos..].starts_with(word.as_bytes()) {
             self.pos += word.len();
-            Ok(v)
+            Ok(())
         } else {
             Err(self.err("unexpected character"))
+        }
+    }
+
+    /// Passes over a value, checking it exactly as [`Parser::value`] does (the same errors
+    /// at the same bytes) without building it.
+    fn skip(&mut self, depth: usize) -> Result<(), String> {
+        if depth > MAX_DEPTH {
+            return Err(self.err("nesting too deep"));
+        }
+        match self.peek() {
+            Some(b'{') => self.skip_object(depth),
+            Some(b'[') => self.skip_array(depth),
+            Some(b'"') => self.skip_string(),
+            Some(b't') => self.word("true"),
+            Some(b'f') => self.word("false"),
+            Some(b'n') => self.word("null"),
+            Some(b'-' | b'0'..=b'9') => self.number().map(drop),
+            Some(_) => Err(self.err("unexpected character")),
+            None => Err(self.err("unexpected end")),
+        }
+    }
+
+    /// Appends the (already checked) value here to `b` as [`put`] appends it, reading an
+    /// ARRAY's elements straight into its items rather than building the array.
+    fn put_value(&mut self, b: &mut Builder, depth: usize) -> Result<(), Fail> {
+        let Builder::Array { entries, items, .. } = b else {
+            let v = self.value(depth).map_err(Fail::other)?;
+            return put(b, &v);
+        };
+        if self.peek() != Some(b'[') {
+            let v = self.value(depth).map_err(Fail::other)?;
+            return put(b, &v);
+        }
+        self.pos += 1;
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+        } else {
+            let mut i = 0;
+            loop {
+                self.skip_ws();
+                self.put_value(items, depth + 1)
+                    .map_err(|f| f.at_index(i))?;
+                i += 1;
+                self.skip_ws();
+                match self.peek() {
+                    Some(b',') => self.pos += 1,
+                    Some(b']') => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return Err(Fail::other(self.err("expected ',' or ']'"))),
+                }
+            }
+        }
+        entries.close(items.len())
+    }
+
+    /// [`Parser::string`] without keeping the text.
+    fn skip_string(&mut self) -> Result<(), String> {
+        let b = self.bytes();
+        self.pos += 1;
+        loop {
+            self.pos = plain_run_end(b, self.pos);
+            match b.get(self.pos) {
+                None => return Err(self.err("unterminated string")),
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                Some(b'\\') => {
+                    let escape = b.get(self.pos + 1).copied();
+                    self.pos += 2;
+                    match escape {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
+                        // A surrogate pair is two escapes checked one after the other, as
+                        // `unicode_escape` checks them.
+                        Some(b'u') => {
+                            self.hex4()?;
+                        }
+                        _ => {
+                            self.pos -= 2;
+                            return Err(self.err("invalid escape"));
+                        }
+                    }
+                }
+                Some(c) if *c < 0x20 => return Err(self.err("control character in string")),
+                Some(_) => self.pos += 1,
+            }
+        }
+    }
+
+    fn skip_array(&mut self, depth: usize) -> Result<(), String> {
+        self.pos += 1;
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_ws();
+            self.skip(depth + 1)?;
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b']') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.err("expected ',' or ']'")),
+            }
+        }
+    }
+
+    fn skip_object(&mut self, depth: usize) -> Result<(), String> {
+        self.pos += 1;
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(());
+        }
+        loop {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return Err(self.err("expected a field name"));
+            }
+            self.skip_string()?;
+            self.skip_ws();
+            if self.peek() != Some(b':') {
+                return Err(self.err("expected ':'"));
+            }
+            self.pos += 1;
+            self.skip_ws();
+            self.skip(depth + 1)?;
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.err("expected ',' or '}'")),
+            }
+        }
+    }
+
+    /// A record's value at the top level. An object (checked as [`Parser::object`] checks
+    /// it) is not built: `picks` (one per column) gets where each column's value starts.
+    fn record(&mut self, columns: &[ColumnSpec], picks: &mut [Pick]) -> Result<Record<'a>, String> {
+        if self.peek() != Some(b'{') {
+            return self.value(0).map(Record::Value);
+        }
+        self.pos += 1;
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Ok(Record::Object(self.text));
+        }
+        loop {
+            self.skip_ws();
+            if self.peek() != Some(b'"') {
+                return Err(self.err("expected a field name"));
+            }
+            let name = self.string()?;
+            self.skip_ws();
+            if self.peek() != Some(b':') {
+                return Err(self.err("expected ':'"));
+            }
+            self.pos += 1;
+            self.skip_ws();
+            pick_key(&name, columns, picks, self.pos);
+            self.skip(1)?;
+            self.skip_ws();
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b'}') => {
+                    self.pos += 1;
+                    return Ok(Record::Object(self.text));
+                }
+                _ => return Err(self.err("expected ',' or '}'")),
+            }
         }
     }
 
@@ -181,18 +454,17 @@ impl<'a> Parser<'a> {
         let b = self.bytes();
         self.pos += 1;
         let start = self.pos;
-        loop {
-            match b.get(self.pos) {
-                None => return Err(self.err("unterminated string")),
-                Some(b'"') => {
-                    let s = &self.text[start..self.pos];
-                    self.pos += 1;
-                    return Ok(Cow::Borrowed(s));
-                }
-                Some(b'\\') => break,
-                Some(c) if *c < 0x20 => return Err(self.err("control character in string")),
-                Some(_) => self.pos += 1,
+        self.pos = plain_run_end(b, start);
+        match b.get(self.pos) {
+            None => return Err(self.err("unterminated string")),
+            Some(b'"') => {
+                let s = &self.text[start..self.pos];
+                self.pos += 1;
+                return Ok(Cow::Borrowed(s));
             }
+            Some(b'\\') => {}
+            // What else ends a run of plain text: a control character.
+            Some(_) => return Err(self.err("control character in string")),
         }
         let mut owned = String::with_capacity(self.pos - start + 16);
         owned.push_str(&self.text[start..self.pos]);
@@ -228,12 +500,7 @@ impl<'a> Parser<'a> {
                 Some(c) if *c < 0x20 => return Err(self.err("control character in string")),
                 Some(_) => {
                     let run = self.pos;
-                    while let Some(&c) = b.get(self.pos) {
-                        if c == b'"' || c == b'\\' || c < 0x20 {
-                            break;
-                        }
-                        self.pos += 1;
-                    }
+                    self.pos = plain_run_end(b, self.pos);
                     owned.push_str(&self.text[run..self.pos]);
                 }
             }
@@ -337,37 +604,186 @@ pub(super) fn decode_row(
     bytes: &[u8],
     builders: &mut [Builder],
 ) -> Result<(), Fail> {
-    let v = parse(strip_sr_framing(codec.kind, bytes)).map_err(Fail::other)?;
+    let bytes = strip_sr_framing(codec.kind, bytes);
     if codec.unwrapped {
+        let v = parse(bytes).map_err(Fail::other)?;
         return put(&mut builders[0], &v).map_err(|f| f.in_column(&codec.columns[0].name));
     }
-    match &v {
-        Json::Null => {
+    let row = builders.first().map_or(0, Builder::len);
+    if decode_object_at_once(&codec.columns, bytes, builders).is_some() {
+        return Ok(());
+    }
+    // Whatever the one-pass attempt appended goes; the careful path decides the outcome.
+    for b in builders.iter_mut() {
+        b.truncate(row);
+    }
+    // The whole payload is checked first (its errors come before any column's), noting
+    // where each column's field is; only those values are then built, in column order.
+    const ON_STACK: usize = 16;
+    let mut on_stack = [Pick::default(); ON_STACK];
+    let mut on_heap = Vec::new();
+    let picks = if codec.columns.len() <= ON_STACK {
+        &mut on_stack[..codec.columns.len()]
+    } else {
+        on_heap.resize(codec.columns.len(), Pick::default());
+        &mut on_heap[..]
+    };
+    let record = parse_with(bytes, |p| p.record(&codec.columns, picks)).map_err(Fail::other)?;
+    match &record {
+        Record::Value(Json::Null) => {
             builders.iter_mut().for_each(Builder::push_null);
             Ok(())
         }
-        Json::Obj(fields) => {
-            let null = Json::Null;
-            for (b, c) in builders.iter_mut().zip(&codec.columns) {
-                let v = find_field(fields, &c.name).unwrap_or(&null);
-                put(b, v).map_err(|f| f.in_column(&c.name))?;
+        Record::Object(text) => {
+            for ((b, c), pick) in builders.iter_mut().zip(&codec.columns).zip(picks.iter()) {
+                match pick.get() {
+                    None => b.push_null(),
+                    Some(pos) => {
+                        let mut p = Parser { text, pos };
+                        p.put_value(b, 1).map_err(|f| f.in_column(&c.name))?;
+                    }
+                }
             }
             Ok(())
         }
-        other => Err(Fail::mismatch("a JSON object", found(other))),
+        Record::Value(other) => Err(Fail::mismatch("a JSON object", found(other))),
     }
+}
+
+/// Which columns a top-level field's name matches (exactly or upper-cased, see
+/// [`find_field`]).
+enum Match {
+    None,
+    One(usize),
+    Many,
+}
+
+fn match_key(key: &str, columns: &[ColumnSpec]) -> Match {
+    let mut found = Match::None;
+    let mut hit = |j| {
+        found = match found {
+            Match::None => Match::One(j),
+            _ => Match::Many,
+        }
+    };
+    if key.is_ascii() {
+        let k = key.as_bytes();
+        for (j, c) in columns.iter().enumerate() {
+            let n = c.name.as_bytes();
+            if k.len() != n.len() {
+                continue;
+            }
+            // An exact match or an upper-cased one (each over the whole name, not a mix),
+            // compared in one branch-free pass: names are short.
+            let (mut exact, mut upper) = (true, true);
+            for (&k, &n) in k.iter().zip(n) {
+                exact &= k == n;
+                upper &= k.to_ascii_uppercase() == n;
+            }
+            if exact || upper {
+                hit(j);
+            }
+        }
+    } else {
+        let upper = key.to_uppercase();
+        for (j, c) in columns.iter().enumerate() {
+            if key == c.name || upper == c.name {
+                hit(j);
+            }
+        }
+    }
+    found
+}
+
+/// The common case in one pass: a valid top-level object whose fields each match at most
+/// one column, no column matched twice, and every value one its column takes, put straight
+/// into the builders as the fields come. `None` as soon as anything else shows (what was
+/// appended is then for the caller to drop): the two passes of [`decode_row`] then give
+/// the outcome, with errors in the order they report them.
+fn decode_object_at_once(
+    columns: &[ColumnSpec],
+    bytes: &[u8],
+    builders: &mut [Builder],
+) -> Option<()> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut p = Parser { text, pos: 0 };
+    p.skip_ws();
+    if p.peek() != Some(b'{') {
+        return None;
+    }
+    const ON_STACK: usize = 32;
+    let mut on_stack = [false; ON_STACK];
+    let mut on_heap = Vec::new();
+    let filled = if columns.len() <= ON_STACK {
+        &mut on_stack[..columns.len()]
+    } else {
+        on_heap.resize(columns.len(), false);
+        &mut on_heap[..]
+    };
+    p.pos += 1;
+    p.skip_ws();
+    if p.peek() == Some(b'}') {
+        p.pos += 1;
+    } else {
+        loop {
+            p.skip_ws();
+            if p.peek() != Some(b'"') {
+                return None;
+            }
+            let name = p.string().ok()?;
+            p.skip_ws();
+            if p.peek() != Some(b':') {
+                return None;
+            }
+            p.pos += 1;
+            p.skip_ws();
+            match match_key(&name, columns) {
+                Match::None => p.skip(1).ok()?,
+                Match::One(j) if !filled[j] => {
+                    filled[j] = true;
+                    p.put_value(&mut builders[j], 1).ok()?;
+                }
+                // A duplicate, or a field that several columns read.
+                Match::One(_) | Match::Many => return None,
+            }
+            p.skip_ws();
+            match p.peek() {
+                Some(b',') => p.pos += 1,
+                Some(b'}') => {
+                    p.pos += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    p.skip_ws();
+    if p.pos != text.len() {
+        return None;
+    }
+    for (b, filled) in builders.iter_mut().zip(filled.iter()) {
+        if !filled {
+            b.push_null();
+        }
+    }
+    Some(())
 }
 
 /// The field for a column or struct field: an exact name match, else a field whose
 /// upper-cased name is the column's (unquoted names are upper-case), as ksqlDB matches.
 /// The last of duplicate fields wins, as with Jackson's object nodes.
 fn find_field<'v, 'a>(fields: &'v [(Cow<'a, str>, Json<'a>)], name: &str) -> Option<&'v Json<'a>> {
-    fields
-        .iter()
-        .rev()
-        .find(|(k, _)| k == name)
-        .or_else(|| fields.iter().rev().find(|(k, _)| upper_eq(k, name)))
-        .map(|(_, v)| v)
+    // One pass: the last exact match, else the last upper-case match seen on the way.
+    let mut upper = None;
+    for (k, v) in fields.iter().rev() {
+        if k == name {
+            return Some(v);
+        }
+        if upper.is_none() && upper_eq(k, name) {
+            upper = Some(v);
+        }
+    }
+    upper
 }
 
 fn upper_eq(key: &str, name: &str) -> bool {
@@ -930,6 +1346,252 @@ mod tests {
             Ok(Json::Str(Cow::Borrowed("plain")))
         ));
         assert!(matches!(parse(br#""a\nb""#), Ok(Json::Str(Cow::Owned(_)))));
+    }
+
+    /// Documents, valid and not, for checking the skipping and picking parsers against the
+    /// building one.
+    const CORPUS: &[&[u8]] = &[
+        br#"{"a": 1, "b": [true, false, null], "c": {"d": "e"}}"#,
+        br#"  [1, -2.5, 3e10, -0.0, 1E-2]  "#,
+        br#""esc\"aped \\ \/ \b\f\n\r\t \u00e9 \ud83d\ude00""#,
+        br#"{"dup": 1, "dup": 2}"#,
+        "\"ünïcödé ☺\"".as_bytes(),
+        b"{}",
+        b"[]",
+        b"null",
+        b"0",
+        b"",
+        b"   ",
+        b"{",
+        b"[1,]",
+        b"{\"a\" 1}",
+        b"{a: 1}",
+        b"01",
+        b"1.",
+        b"-",
+        b"1e",
+        b"tru",
+        b"\"unterminated",
+        b"\"bad \\x escape\"",
+        b"\"bad \\u12g4\"",
+        b"\"raw \n newline\"",
+        b"1 2",
+        b"{\"a\":1}}",
+        b"\xff",
+        b"NaN",
+        br#"{"ID": 1, "x": [1, {"y": [tru]}]}"#,
+        br#"{"ID": 1, "x": [1, {"y": "\q"}]}"#,
+        br#"{"ID": 1, "x": "\ud800\uZZZZ"}"#,
+        br#"{"ID": 1, "x": "\ud800\udc0"}"#,
+        br#"{"ID": 1, "x": "\ud800\u0041"}"#,
+        br#"{"ID": 1, "x": "\"#,
+        br#"{"ID": 1, "x": "\u12"#,
+        br#"{"ID": 1, "x": {"a" 1}}"#,
+        br#"{"ID": 1, "x": {"a": 1,}}"#,
+        br#"{"ID": 1, "x": {1: 1}}"#,
+        br#"{"ID": 1, "x": [1 2]}"#,
+        br#"{"ID": 1, "x": -}"#,
+        br#"{"ID": 1, "x": 1.e5}"#,
+        br#"{"ID": 1, "x": fals}"#,
+        br#"{"ID": 1, "x": nul"#,
+        br#"{"ID": 1, "x": @}"#,
+        br#"{"ID": 1, "x": "#,
+        br#"{"ID": 1, "x" "#,
+        br#"{"ID": 1, "x": 1"#,
+        br#"{"ID": 1, "x": [1, 2"#,
+        br#"{"ID": 1, "x": "tab	in string"}"#,
+        br#"{"ID": 1 "x": 2}"#,
+        br#"{"ID": 1, "x": 2} x"#,
+        br#"{"ID": 1, "x": {"k": [null, true, false, -1.5e-3, "s\u00e9\n"]}}"#,
+        br#"{"id": 1, "ID": 2, "Id": 3}"#,
+        br#"{"iD": 1}"#,
+        br#"{"ab": 1}"#,
+        br#"{"ab": 1, "aB": 2}"#,
+        br#"{"aB": 2, "ab": 1}"#,
+        br#"{"Id": 1, "iD": 2}"#,
+        br#"{"iD": 2, "Id": 1}"#,
+        br#"{"ID": 1, "id": 2}"#,
+        br#"{"id": "7", "name": "bob", "NAME": "alice", "extra": {"nested": [1, 2]}}"#,
+        br#"{"name": null, "id": [1], "s": {"F0": 1, "f1": "x", "f1": "y"}}"#,
+        br#"{"s": {"f0": 1, "F0": 2}, "m": {"a": 1, "a": 2, "b": null}}"#,
+        br#"{"s": "not a struct", "m": [1]}"#,
+        br#"{"\u0069d": 5, "na\u006De": "esc"}"#,
+        "{\"ıd\": 5, \"ﬁ\": 1}".as_bytes(),
+        "{\"é\": 5, \"É\": 6}".as_bytes(),
+        br#"[1, 2]"#,
+        br#""just a string""#,
+        br#"12.5"#,
+        br#"true"#,
+        br#"{"X": ["a", "bb", null, 1, true, [1, "x"], {"k": "v"}], "ID": 3}"#,
+        br#"{"X": [[1, 2], [], null, [3, "4"]], "ID": 3}"#,
+        br#"{"X": [[1, 2], [3, "four"]], "ID": 3}"#,
+        br#"{"X": [{"a": 1, "A": 2}, {"A": "x"}, null], "ID": 3}"#,
+        br#"{"X": [ ], "x": [1, 2 ] , "ID": 3}"#,
+        br#"{"x": [1, 2], "X": 5, "ID": 3}"#,
+        br#"{"X": "a long string of plain text, then \"escapes\" \u00e9 and more text"}"#,
+        br#"{"X": ["0123456789abcdef\n", "0123456\"89abcdef", "01234567\\9abcdef"]}"#,
+        "{\"X\": [\"0123456789\u{1}bcdef\"]}".as_bytes(),
+        "{\"X\": [\"01234567\u{1f}\"]}".as_bytes(),
+        "{\"X\": \"ünïcödé ☺ ünïcödé ☺ ünïcödé ☺\", \"ID\": 1}".as_bytes(),
+        br#"{"X": [1, 2, 3000000000], "ID": 3}"#,
+        br#"{"X": [1, 2, 3], "ID": "three"}"#,
+        br#"{"ID": "three", "X": [1, 2, 3000000000]}"#,
+        br#"{"ID": 3, "X": [1, 2, 3] "#,
+        br#"{"ID": 3, "X": [1, 2, 3]] "#,
+    ];
+
+    #[test]
+    fn plain_runs_end_at_quotes_backslashes_and_controls() {
+        let mut text = Vec::new();
+        for i in 0..40u8 {
+            text.extend_from_slice("ab\u{e9}☺".as_bytes());
+            text.push(match i % 5 {
+                0 => b'"',
+                1 => b'\\',
+                2 => i % 0x20,
+                3 => 0x7f,
+                _ => 0x20,
+            });
+        }
+        for from in 0..text.len() {
+            let naive = (from..text.len())
+                .find(|&i| matches!(text[i], b'"' | b'\\' | 0..=0x1f))
+                .unwrap_or(text.len());
+            assert_eq!(plain_run_end(&text, from), naive, "from {from}");
+        }
+    }
+
+    #[test]
+    fn skipping_checks_as_parsing_does() {
+        for doc in CORPUS {
+            let built = parse(doc).map(drop);
+            let skipped = parse_with(doc, |p| p.skip(0));
+            assert_eq!(skipped, built, "{:?}", String::from_utf8_lossy(doc));
+        }
+        for n in [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1, MAX_DEPTH + 2] {
+            for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
+                let doc = format!("{{\"x\": {}1{}}}", open.repeat(n), close.repeat(n));
+                let built = parse(doc.as_bytes()).map(drop);
+                let skipped = parse_with(doc.as_bytes(), |p| p.skip(0));
+                assert_eq!(skipped, built, "{n} {open}");
+            }
+        }
+    }
+
+    /// The decoding before fields no column reads were skipped: the whole value built, and
+    /// each column's field looked up by name.
+    fn reference_decode_row(
+        codec: &Codec,
+        bytes: &[u8],
+        builders: &mut [Builder],
+    ) -> Result<(), Fail> {
+        let v = parse(strip_sr_framing(codec.kind, bytes)).map_err(Fail::other)?;
+        if codec.unwrapped {
+            return put(&mut builders[0], &v).map_err(|f| f.in_column(&codec.columns[0].name));
+        }
+        match &v {
+            Json::Null => {
+                builders.iter_mut().for_each(Builder::push_null);
+                Ok(())
+            }
+            Json::Obj(fields) => {
+                let null = Json::Null;
+                for (b, c) in builders.iter_mut().zip(&codec.columns) {
+                    let v = fields
+                        .iter()
+                        .rev()
+                        .find(|(k, _)| k == &c.name)
+                        .or_else(|| fields.iter().rev().find(|(k, _)| upper_eq(k, &c.name)))
+                        .map(|(_, v)| v)
+                        .unwrap_or(&null);
+                    put(b, v).map_err(|f| f.in_column(&c.name))?;
+                }
+                Ok(())
+            }
+            other => Err(Fail::mismatch("a JSON object", found(other))),
+        }
+    }
+
+    type DecodeRow = fn(&Codec, &[u8], &mut [Builder]) -> Result<(), Fail>;
+
+    #[test]
+    fn decoding_agrees_with_building_whole_values() {
+        use brook_planner::format::FormatSpec;
+        use brook_planner::schema::{Column, Namespace};
+        use brook_planner::types::NoTypes;
+
+        use crate::format::Part;
+
+        let schemas: &[&[(&str, &str)]] = &[
+            &[("ID", "INT")],
+            &[("ID", "INT"), ("NAME", "STRING")],
+            &[("id", "STRING"), ("ID", "STRING"), ("Id", "STRING")],
+            &[("aB", "INT"), ("AB", "INT")],
+            &[("aB", "INT"), ("X", "INT")],
+            &[("X", "STRING"), ("ID", "BIGINT")],
+            &[
+                ("S", "STRUCT<F0 INT, `f1` STRING>"),
+                ("M", "MAP<STRING, INT>"),
+                ("NAME", "STRING"),
+            ],
+            &[("ÍD", "INT"), ("É", "INT"), ("FI", "INT"), ("ﬁ", "INT")],
+            &[("A", "INT")],
+            &[("X", "ARRAY<STRING>"), ("ID", "INT")],
+            &[("X", "ARRAY<INT>"), ("ID", "INT")],
+            &[("X", "ARRAY<ARRAY<INT>>"), ("ID", "INT")],
+            &[("X", "ARRAY<STRUCT<A INT>>"), ("ID", "INT")],
+            &[("X", "ARRAY<STRING>")],
+            &[("X", "STRING"), ("ID", "STRING")],
+        ];
+        for decl in schemas {
+            let columns: Vec<Column> = decl
+                .iter()
+                .map(|(n, t)| {
+                    let ty = brook_sql::parse_type(t).expect("test type parses");
+                    Column::new(*n, ty, Namespace::Value)
+                })
+                .collect();
+            for wrap in [None, Some(false)] {
+                let spec = FormatSpec {
+                    wrap_single_value: wrap,
+                    ..FormatSpec::new(FormatKind::Json)
+                };
+                let Ok(codec) = Codec::new(&spec, Part::Value, &columns, &NoTypes) else {
+                    continue;
+                };
+                // All the documents one after the other into the same builders, as
+                // `Codec::decode` runs rows (a failed row's values dropped for a null).
+                let run = |decode: DecodeRow| {
+                    let mut builders: Vec<Builder> = codec
+                        .columns
+                        .iter()
+                        .map(|c| Builder::new(&c.data_type, 1).unwrap())
+                        .collect();
+                    let mut results = Vec::new();
+                    for (row, doc) in CORPUS.iter().enumerate() {
+                        let r = decode(&codec, doc, &mut builders).map_err(|f| f.to_string());
+                        if r.is_err() {
+                            for b in &mut builders {
+                                b.truncate(row);
+                                b.push_null();
+                            }
+                        }
+                        results.push((String::from_utf8_lossy(doc).into_owned(), r));
+                    }
+                    let arrays: Vec<_> = builders
+                        .iter_mut()
+                        .map(|b| b.finish().unwrap().to_data())
+                        .collect();
+                    (results, arrays)
+                };
+                let ours = run(decode_row);
+                let reference = run(reference_decode_row);
+                for (ours, reference) in ours.0.iter().zip(&reference.0) {
+                    assert_eq!(ours, reference, "{decl:?} {wrap:?}");
+                }
+                assert_eq!(ours.1, reference.1, "{decl:?} {wrap:?}");
+            }
+        }
     }
 
     #[test]
