@@ -112,8 +112,13 @@ impl Running {
         config
             .consumer_overrides
             .push(("fetch.wait.max.ms".into(), fetch_wait_ms()));
-        // As brook-server: the query reads through a shared reader.
-        if let Ok(producer) = producer_config(bootstrap).create::<FutureProducer>() {
+        // As brook-server: the query reads through a shared reader
+        // (BROOK_BENCH_OWN_CONSUMER=1: its own consumer, to compare; not a standard run).
+        let own = std::env::var("BROOK_BENCH_OWN_CONSUMER").is_ok_and(|v| v == "1");
+        let producer = (!own)
+            .then(|| producer_config(bootstrap).create::<FutureProducer>().ok())
+            .flatten();
+        if let Some(producer) = producer {
             config.shared = Some(std::sync::Arc::new(SharedInputs::new(
                 bootstrap,
                 config.max_batch,
