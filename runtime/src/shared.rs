@@ -33,7 +33,7 @@ use crate::error::{Result, RuntimeError};
 use crate::kafka::{consumer_config, create_topic_with};
 use crate::metrics::STATISTICS_INTERVAL_MS;
 use crate::rows::Record;
-use crate::task::to_record;
+use crate::task::{linger_for, to_record};
 
 /// The compacted topic where queries on shared readers keep their input positions.
 pub const OFFSETS_TOPIC: &str = "_brook_query_offsets";
@@ -300,17 +300,11 @@ impl ReaderTask {
                         }
                     };
                     let mut batch = vec![first];
-                    let deadline = tokio::time::Instant::now() + self.linger;
-                    while batch.len() < self.max_batch {
-                        match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
-                            Ok(Ok(m)) => batch.push(to_record(&m)),
-                            Ok(Err(e)) => {
-                                warn!(topic = %self.topic, error = %e, "shared read failed");
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
+                    let (max, linger) = (self.max_batch, self.linger);
+                    linger_for(&self.consumer, 1, max, linger, &self.topic, |m| {
+                        batch.push(to_record(m))
+                    })
+                    .await;
                     self.deliver(batch).await;
                 }
             }

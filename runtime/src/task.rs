@@ -878,17 +878,11 @@ impl Feed {
     async fn fill(&mut self, batch: &mut Vec<Record>, max: usize, linger: Duration, id: &str) {
         match self {
             Feed::Own { consumer, .. } => {
-                let deadline = tokio::time::Instant::now() + linger;
-                while batch.len() < max {
-                    match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                        Ok(Ok(m)) => batch.push(to_record(&m)),
-                        Ok(Err(e)) => {
-                            warn!(query = %id, error = %e, "consume failed");
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
+                let have = batch.len();
+                linger_for(consumer, have, max, linger, id, |m| {
+                    batch.push(to_record(m))
+                })
+                .await;
             }
             Feed::Shared(f) => {
                 let Some(sub) = f.subscription.as_mut() else {
@@ -1112,20 +1106,18 @@ async fn run_worker(mut pipeline: Pipeline, config: TaskConfig, mut control: Wor
         let mut sides = vec![is_table(&first)];
         let mut batch = vec![to_record(&first)];
         drop(first);
-        let deadline = tokio::time::Instant::now() + config.linger;
-        while batch.len() < config.max_batch {
-            match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(Ok(m)) => {
-                    sides.push(is_table(&m));
-                    batch.push(to_record(&m));
-                }
-                Ok(Err(e)) => {
-                    warn!(query = %pipeline.id, error = %e, "consume failed");
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
+        linger_for(
+            &consumer,
+            1,
+            config.max_batch,
+            config.linger,
+            &pipeline.id,
+            |m| {
+                sides.push(is_table(m));
+                batch.push(to_record(m));
+            },
+        )
+        .await;
         // Runs of stream and table records, in order (there are no table records unless
         // the query is a join).
         let mut processed = crate::pipeline::Processed::default();
@@ -1188,6 +1180,34 @@ async fn run_worker(mut pipeline: Pipeline, config: TaskConfig, mut control: Wor
         let _ = blocking(&consumer, move |c| c.commit(&tpl, CommitMode::Sync)).await;
     }
     Ok(())
+}
+
+/// Hands `take` further messages of `consumer` until a batch of `have` holds `max` or
+/// `linger` has passed: short, so latency stays low at low rates, while batches still fill
+/// at high rates. A consume error ends the batch (`name` says whose, in the log).
+pub(crate) async fn linger_for<C: rdkafka::consumer::ConsumerContext + 'static>(
+    consumer: &StreamConsumer<C>,
+    have: usize,
+    max: usize,
+    linger: Duration,
+    name: &str,
+    mut take: impl FnMut(&BorrowedMessage<'_>),
+) {
+    let deadline = tokio::time::Instant::now() + linger;
+    let mut n = have;
+    while n < max {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) => {
+                take(&m);
+                n += 1;
+            }
+            Ok(Err(e)) => {
+                warn!(source = %name, error = %e, "consume failed");
+                break;
+            }
+            Err(_) => break,
+        }
+    }
 }
 
 /// Runs one of librdkafka's blocking calls (a synchronous commit, a committed-offsets
