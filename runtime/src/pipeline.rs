@@ -65,6 +65,149 @@ pub struct Pipeline {
     capture: bool,
     /// The aggregation's count of late records (see [`AggregateOperator::late_counter`]).
     late: Option<Arc<AtomicU64>>,
+    /// How the input splits among state partitions (see [`Route`]).
+    route: Route,
+}
+
+/// How a stateful query's input splits among its state partitions, each a pipeline with
+/// its own state (`docs/parallelism.md`): a record must reach the partition that holds
+/// the state it updates.
+#[derive(Clone)]
+pub enum Route {
+    /// One state partition only: a join (its sides' keys need not line up with their
+    /// partitions) or an aggregation of a table by other than its key (a row's old and new
+    /// groups may differ, and its retraction must meet the row's previous group).
+    Single,
+    /// The input partition decides: the state is keyed by the source's own key, so
+    /// Kafka's partitioner already put each key's records in one partition (where ksqlDB
+    /// needs no repartition).
+    ByPartition,
+    /// The GROUP BY key decides: ksqlDB's repartition topic, done in process.
+    ByKey(Arc<KeyRoute>),
+}
+
+/// What routing by GROUP BY key needs: the source's decoding and the key's expressions.
+pub struct KeyRoute {
+    source: Source,
+    types: Catalog,
+    group_by: Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+}
+
+impl Route {
+    /// The aggregation's route: by partition where the GROUP BY is the source's own key
+    /// (an unwindowed source: a windowed key's partition depends on its window too).
+    fn of_aggregate(
+        p: &brook_planner::aggregate::AggregatePlan,
+        source: &Source,
+        types: &Catalog,
+    ) -> Route {
+        if p.join.is_some() {
+            return Route::Single;
+        }
+        let mut grouped: Vec<&str> = p
+            .group_by
+            .iter()
+            .filter_map(|e| {
+                e.downcast_ref::<datafusion::physical_expr::expressions::Column>()
+                    .map(|c| c.name())
+            })
+            .collect();
+        let mut keys: Vec<&str> = source
+            .schema
+            .key_columns()
+            .map(|c| c.name.as_str())
+            .collect();
+        grouped.sort_unstable();
+        keys.sort_unstable();
+        if source.window.is_none() && grouped.len() == p.group_by.len() && grouped == keys {
+            return Route::ByPartition;
+        }
+        if p.retract_by.is_some() {
+            return Route::Single;
+        }
+        Route::ByKey(Arc::new(KeyRoute {
+            source: source.clone(),
+            types: types_only(types),
+            group_by: p.group_by.clone(),
+        }))
+    }
+
+    /// Whether more than one state partition can share the input.
+    pub fn splits(&self) -> bool {
+        !matches!(self, Route::Single)
+    }
+
+    /// The state partition (of `n`) of each record. A record whose key cannot be computed
+    /// (it does not decode: its partition's pipeline logs it) goes by its partition.
+    pub fn assign(&self, records: &[Record], n: usize) -> Vec<usize> {
+        let by_partition = |r: &Record| usize::try_from(r.partition).map_or(0, |p| p % n.max(1));
+        let mut out: Vec<usize> = records.iter().map(by_partition).collect();
+        if let Route::ByKey(k) = self {
+            if n > 1 {
+                // Best effort by design: the pipeline that gets the record reports it.
+                let _ = k.assign(records, n, &mut out);
+            }
+        }
+        out
+    }
+}
+
+impl KeyRoute {
+    fn assign(&self, records: &[Record], n: usize, out: &mut [usize]) -> Result<()> {
+        let decoded = decode_records(&self.source, records, &self.types)?;
+        let Some(batch) = decoded.batch else {
+            return Ok(());
+        };
+        let failed: std::collections::HashSet<usize> =
+            decoded.errors.iter().map(|(i, _)| *i).collect();
+        let rows: Vec<usize> = (0..records.len()).filter(|i| !failed.contains(i)).collect();
+        let keys = self
+            .group_by
+            .iter()
+            .map(|e| {
+                e.evaluate(&batch)
+                    .and_then(|v| v.into_array(batch.num_rows()))
+                    .map_err(|e| RuntimeError::Eval(e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (row, i) in rows.into_iter().enumerate() {
+            let mut hash = Fnv::default();
+            for k in &keys {
+                if k.is_null(row) {
+                    hash.write(&[0]);
+                } else {
+                    hash.write(&[1]);
+                    let text = arrow::util::display::array_value_to_string(k, row)
+                        .map_err(|e| RuntimeError::Eval(e.to_string()))?;
+                    hash.write(text.as_bytes());
+                }
+            }
+            if let Some(slot) = out.get_mut(i) {
+                *slot = (hash.0 % n as u64) as usize;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// FNV-1a: a key's state partition must stay the same across restarts and Brook
+/// versions (its state lives in that partition of the changelog), which the standard
+/// library's hasher does not promise.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 /// What decoding needs of a catalog: its types.
@@ -132,11 +275,15 @@ impl Pipeline {
                 join_feeds: false,
                 capture: false,
                 late: None,
+                route: Route::Single,
             });
         }
         let rekeyed = matches!(&spec.plan, QueryPlan::Stateless(p) if p.rekeyed)
             || matches!(&spec.plan, QueryPlan::Join(p) if p.partitioned);
         let mut late = None;
+        // A table's key stays a stateless query's key: each input partition's rows keep
+        // to one state partition.
+        let mut route = Route::ByPartition;
         let (filters, operator): (bool, Box<dyn Operator>) = match spec.plan {
             // Over a table, a deleted row (no value) is forwarded as a deletion, whatever
             // the filter says, and a row the filter drops becomes a deletion too.
@@ -148,6 +295,7 @@ impl Pipeline {
             }
             QueryPlan::Aggregate(p) => {
                 let table = p.retract_by.is_some();
+                route = Route::of_aggregate(&p, &spec.input, types);
                 let aggregate = AggregateOperator::new(p, types)?;
                 late = Some(aggregate.late_counter());
                 (!table, Box::new(aggregate))
@@ -176,6 +324,7 @@ impl Pipeline {
             emits: true,
             rekeyed,
             late,
+            route,
         })
     }
 
@@ -288,6 +437,11 @@ impl Pipeline {
     /// Whether the query keeps state, which then lives in a changelog topic too.
     pub fn stateful(&self) -> bool {
         self.join.is_some() || self.operator.stateful() || self.materialized.is_some()
+    }
+
+    /// How the input splits among state partitions.
+    pub fn route(&self) -> Route {
+        self.route.clone()
     }
 
     /// The table sink's rows, which pull queries read (`None` when the sink is a stream).
@@ -483,5 +637,81 @@ impl Pipeline {
             }
         }
         Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{Action, Session};
+    use std::collections::BTreeMap;
+
+    /// The pipeline of the last persistent query in `sql` (topics have two partitions).
+    fn pipeline(sql: &str) -> Pipeline {
+        let mut session = Session::new();
+        let mut last = None;
+        for s in brook_sql::parse(sql).expect("parses") {
+            if let Action::StartQuery(spec) = session.plan(&s, &|_| Some(2)).expect("plans") {
+                last = Some(*spec);
+            }
+        }
+        Pipeline::new(last.expect("a query"), &session.catalog).expect("pipeline")
+    }
+
+    fn record(partition: i32, key: &str, value: &str) -> Record {
+        Record {
+            key: Some(key.as_bytes().to_vec()),
+            value: Some(value.as_bytes().to_vec()),
+            timestamp: 0,
+            headers: Vec::new(),
+            partition,
+            offset: 0,
+        }
+    }
+
+    const ORDERS: &str = "CREATE STREAM orders (id STRING KEY, customer STRING, amount INT) \
+        WITH (KAFKA_TOPIC='orders', VALUE_FORMAT='JSON', PARTITIONS=2);";
+
+    #[test]
+    fn a_group_by_value_routes_by_key_and_by_the_source_key_by_partition() {
+        let by_customer = pipeline(&format!(
+            "{ORDERS} CREATE TABLE t AS SELECT customer, COUNT(*) AS n FROM orders \
+             WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY customer;"
+        ));
+        assert!(matches!(by_customer.route(), Route::ByKey(_)));
+        let records: Vec<Record> = (0..40)
+            .map(|i| {
+                record(
+                    i % 2,
+                    &format!("o{i}"),
+                    &format!("{{\"customer\":\"c{}\"}}", i % 8),
+                )
+            })
+            .collect();
+        let slots = by_customer.route().assign(&records, 2);
+        // Each customer in one state partition, and both partitions used.
+        let mut of: BTreeMap<i32, usize> = BTreeMap::new();
+        for (i, s) in slots.iter().enumerate() {
+            assert_eq!(
+                *of.entry(i as i32 % 8).or_insert(*s),
+                *s,
+                "customer c{}",
+                i % 8
+            );
+        }
+        assert!(slots.contains(&0) && slots.contains(&1), "{slots:?}");
+
+        let by_id = pipeline(&format!(
+            "{ORDERS} CREATE TABLE t AS SELECT id, COUNT(*) AS n FROM orders GROUP BY id;"
+        ));
+        assert!(matches!(by_id.route(), Route::ByPartition));
+        assert_eq!(by_id.route().assign(&records[..4], 2), vec![0, 1, 0, 1]);
+
+        let joined = pipeline(&format!(
+            "{ORDERS} CREATE TABLE c (id STRING PRIMARY KEY, name STRING) WITH \
+             (KAFKA_TOPIC='c', VALUE_FORMAT='JSON', PARTITIONS=2);
+             CREATE STREAM j AS SELECT * FROM orders o JOIN c ON o.customer = c.id;"
+        ));
+        assert!(!joined.route().splits());
     }
 }

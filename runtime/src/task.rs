@@ -133,11 +133,24 @@ type ToSend<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, Option<i64>);
 /// waits for the oldest delivery first (the backpressure on the source). Returns how many
 /// were acknowledged.
 async fn send_all(producer: &FutureProducer, topic: &str, records: Vec<ToSend<'_>>) -> Result<u64> {
+    send_to(producer, topic, None, records).await
+}
+
+/// [`send_all`] to one partition (a state partition's changelog), or by key when `None`.
+async fn send_to(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    records: Vec<ToSend<'_>>,
+) -> Result<u64> {
     let mut deliveries = std::collections::VecDeque::new();
     let mut acked = 0u64;
     for (key, value, timestamp) in records {
         loop {
             let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+            if let Some(p) = partition {
+                rec = rec.partition(p);
+            }
             if let Some(ts) = timestamp {
                 rec = rec.timestamp(ts);
             }
@@ -172,72 +185,133 @@ async fn send_all(producer: &FutureProducer, topic: &str, records: Vec<ToSend<'_
     Ok(acked)
 }
 
-/// Creates the query's changelog if needed and restores its state from it; returns the
-/// input positions the state corresponds to. Changes of a run that died mid-batch are
-/// written again with their restored values (see [`crate::changelog`]).
+/// A state partition's changelog partition: where its changes and markers go, and what
+/// the slot scheme of [`crate::changelog`] needs to write the next batch.
+struct ChangelogWriter {
+    topic: String,
+    partition: i32,
+    /// The last marker's sequence number.
+    seq: u64,
+    /// The slot holding each entry's committed value.
+    slots: std::collections::HashMap<Vec<u8>, u8>,
+    /// Entries whose deletion is committed: their slots are cleared with the next batch.
+    deleted: Vec<Vec<u8>>,
+}
+
+impl ChangelogWriter {
+    /// Records the state changed since the last call (each entry in the slot not holding
+    /// its committed value), then the marker that commits it: the input positions the
+    /// state corresponds to.
+    async fn write(
+        &mut self,
+        pipeline: &mut Pipeline,
+        producer: &FutureProducer,
+        positions: &Positions,
+    ) -> Result<()> {
+        let changes = pipeline.take_changes()?;
+        let seq = self.seq + 1;
+        let mut records: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            Vec::with_capacity(changes.len() + 2 * self.deleted.len());
+        for key in &self.deleted {
+            records.push((crate::changelog::slot_key(key, 0), None));
+            records.push((crate::changelog::slot_key(key, 1), None));
+        }
+        let mut placed = Vec::with_capacity(changes.len());
+        for c in &changes {
+            let slot = self.slots.get(&c.key).map_or(0, |s| 1 - s);
+            placed.push(slot);
+            records.push((
+                crate::changelog::slot_key(&c.key, slot),
+                Some(crate::changelog::slot_value(seq, c.value.as_deref())),
+            ));
+        }
+        send_to(
+            producer,
+            &self.topic,
+            Some(self.partition),
+            records
+                .iter()
+                .map(|(k, v)| (Some(k.as_slice()), v.as_deref(), None))
+                .collect(),
+        )
+        .await?;
+        let marker = crate::changelog::state_marker(positions, seq);
+        send_to(
+            producer,
+            &self.topic,
+            Some(self.partition),
+            vec![(Some(MARKER_KEY), Some(marker.as_slice()), None)],
+        )
+        .await?;
+        // Committed: the slots written now hold the entries' values.
+        self.seq = seq;
+        self.deleted.clear();
+        for (c, slot) in changes.into_iter().zip(placed) {
+            if c.value.is_some() {
+                self.slots.insert(c.key, slot);
+            } else {
+                self.slots.remove(&c.key);
+                self.deleted.push(c.key);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Restores a state partition from its partition of the query's changelog; returns the
+/// input positions the state corresponds to and the partition's writer. Slots holding a
+/// dead batch's values are cleared first (see [`crate::changelog`]).
 async fn restore(
     pipeline: &mut Pipeline,
     config: &TaskConfig,
     producer: &FutureProducer,
     topic: &str,
-) -> Result<Positions> {
-    create_topic_with(
-        &config.bootstrap_servers,
-        topic,
-        1,
-        1,
-        &[("cleanup.policy", "compact")],
-    )
-    .await?;
+    partition: i32,
+) -> Result<(Positions, ChangelogWriter)> {
     let bootstrap = config.bootstrap_servers.clone();
     let t = topic.to_string();
     let restored = tokio::task::spawn_blocking(move || {
-        crate::changelog::read(&bootstrap, &t, Duration::from_secs(120))
+        crate::changelog::read(&bootstrap, &t, partition, Duration::from_secs(120))
     })
     .await
     .map_err(|e| RuntimeError::State(format!("restoring {topic}: {e}")))??;
     for (k, v) in &restored.entries {
         pipeline.restore(k, v)?;
     }
-    if !restored.stale.is_empty() {
-        send_all(
+    if !restored.rewrite.is_empty() {
+        send_to(
             producer,
             topic,
+            Some(partition),
             restored
-                .stale
+                .rewrite
                 .iter()
-                .map(|k| {
-                    (
-                        Some(k.as_slice()),
-                        restored.entries.get(k).map(Vec::as_slice),
-                        None,
-                    )
-                })
+                .map(|(k, v)| (Some(k.as_slice()), v.as_deref(), None))
                 .collect(),
-        )
-        .await?;
-        let marker = crate::changelog::marker_value(&restored.positions);
-        send_all(
-            producer,
-            topic,
-            vec![(Some(MARKER_KEY), Some(marker.as_slice()), None)],
         )
         .await?;
     }
     if !restored.entries.is_empty() {
-        info!(query = %pipeline.id, entries = restored.entries.len(), stale = restored.stale.len(), "state restored from {topic}");
+        info!(query = %pipeline.id, entries = restored.entries.len(), rewritten = restored.rewrite.len(), "state restored from {topic} partition {partition}");
     }
-    Ok(restored.positions)
+    let writer = ChangelogWriter {
+        topic: topic.to_string(),
+        partition,
+        seq: restored.seq,
+        slots: restored.slots.into_iter().collect(),
+        deleted: restored.deleted.into_iter().collect(),
+    };
+    Ok((restored.positions, writer))
 }
 
 /// Assigns every partition of `topics`, each at its restored position, else at the group's
-/// committed offset, else where `auto.offset.reset` says.
+/// committed offset, else where `auto.offset.reset` says; returns where each starts.
 async fn assign(
     consumer: &Arc<QueryConsumer>,
     config: &TaskConfig,
     topics: &[String],
     positions: &Positions,
-) -> Result<()> {
+) -> Result<Positions> {
     let counts = topic_partitions(&config.bootstrap_servers, Duration::from_secs(30)).await?;
     let mut all = TopicPartitionList::new();
     for t in topics {
@@ -256,27 +330,50 @@ async fn assign(
     })
     .await?
     .unwrap_or_else(|_| all.clone());
-    let reset = if config.offset_reset == "latest" {
-        Offset::End
-    } else {
-        Offset::Beginning
-    };
+    let latest = config.offset_reset == "latest";
     let mut tpl = TopicPartitionList::new();
-    for e in all.elements() {
-        let offset = match positions.get(&(e.topic().to_string(), e.partition())) {
-            Some(o) => Offset::Offset(*o),
-            None => match committed
-                .find_partition(e.topic(), e.partition())
-                .map(|c| c.offset())
-            {
-                Some(Offset::Offset(o)) => Offset::Offset(o),
-                _ => reset,
+    let mut start = Positions::new();
+    let wanted: Vec<(String, i32)> = all
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect();
+    let committed: Vec<((String, i32), Option<i64>)> = wanted
+        .into_iter()
+        .map(|(t, p)| {
+            let o = match committed.find_partition(&t, p).map(|c| c.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            };
+            ((t, p), o)
+        })
+        .collect();
+    for ((topic, partition), group) in committed {
+        let offset = match positions.get(&(topic.clone(), partition)) {
+            Some(o) => *o,
+            None => match group {
+                Some(o) => o,
+                // `auto.offset.reset` resolved here, so the state partitions can record
+                // where the input started (see `run_stateful`).
+                _ => {
+                    let t = topic.clone();
+                    let (low, high) = blocking(consumer, move |c| {
+                        c.fetch_watermarks(&t, partition, Duration::from_secs(10))
+                    })
+                    .await??;
+                    if latest {
+                        high
+                    } else {
+                        low
+                    }
+                }
             },
         };
-        tpl.add_partition_offset(e.topic(), e.partition(), offset)?;
+        tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))?;
+        start.insert((topic, partition), offset);
     }
     consumer.assign(&tpl)?;
-    Ok(())
+    Ok(start)
 }
 
 /// The consumer of a persistent query: its context turns librdkafka's statistics into the
@@ -407,34 +504,6 @@ async fn wait_paused(
     Ok(resumed)
 }
 
-/// Records the state changed since the last call in the query's changelog, then the
-/// input positions that state corresponds to.
-async fn write_changelog(
-    pipeline: &mut Pipeline,
-    producer: &FutureProducer,
-    topic: &str,
-    positions: &Positions,
-) -> Result<()> {
-    let changes = pipeline.take_changes()?;
-    send_all(
-        producer,
-        topic,
-        changes
-            .iter()
-            .map(|c| (Some(c.key.as_slice()), c.value.as_deref(), None))
-            .collect(),
-    )
-    .await?;
-    let marker = crate::changelog::marker_value(positions);
-    send_all(
-        producer,
-        topic,
-        vec![(Some(MARKER_KEY), Some(marker.as_slice()), None)],
-    )
-    .await?;
-    Ok(())
-}
-
 /// When a query whose output waits on stream time (EMIT FINAL) has had no input for its
 /// idle timeout, and how much wall-clock time passed since: that much is added to stream
 /// time, once per timeout while the input stays quiet.
@@ -515,13 +584,6 @@ struct Worker {
     metrics: Arc<QueryMetrics>,
 }
 
-impl Worker {
-    /// Adds one batch's counts to the query's.
-    fn count(&self, records_in: u64, records_out: u64, errors: u64) {
-        count(&self.stats, &self.metrics, records_in, records_out, errors);
-    }
-}
-
 fn count(
     stats: &watch::Sender<TaskStats>,
     metrics: &QueryMetrics,
@@ -578,13 +640,7 @@ fn next_offsets(batch: &[Record]) -> BTreeMap<i32, i64> {
 
 /// Runs a query under `control` (stop, pause and resume; counters and metrics).
 pub async fn run_with(pipeline: Pipeline, config: TaskConfig, control: Control) -> Result<()> {
-    let worker = Worker {
-        stop: control.stop,
-        paused: control.paused,
-        stats: Arc::new(control.stats),
-        metrics: control.metrics,
-    };
-    run_worker(pipeline, config, worker).await
+    run_parallel(vec![pipeline], config, control).await
 }
 
 /// Runs a stateless query over parallel workers, one per pipeline (all built from the same
@@ -594,27 +650,26 @@ pub async fn run_with(pipeline: Pipeline, config: TaskConfig, control: Control) 
 /// processed in order by one worker; a worker decodes, evaluates and produces its share
 /// and reports the offsets it covered, which are committed only then (at-least-once as
 /// before). More workers cost no Kafka clients: they share the source and the producer.
-/// Stateful queries keep one worker and their own consumer, since their state is keyed by
-/// group, not by input partition, and their positions live in their changelog.
+/// Stateful queries go to [`run_stateful`]: their state is keyed by group, not by input
+/// partition, and their positions live in their changelog.
 pub async fn run_parallel(
     pipelines: Vec<Pipeline>,
     config: TaskConfig,
     control: Control,
 ) -> Result<()> {
     let count = pipelines.len();
-    let stateless = pipelines
+    if pipelines
         .iter()
-        .all(|p| p.input_topics().len() == 1 && !p.stateful());
-    let shared = config.shared.clone().filter(|_| stateless);
-    if !stateless || (count <= 1 && shared.is_none()) {
-        return match pipelines.into_iter().next() {
-            Some(p) => run_with(p, config, control).await,
-            None => Ok(()),
-        };
+        .any(|p| p.stateful() || p.input_topics().len() != 1)
+    {
+        return run_stateful(pipelines, config, control).await;
+    }
+    if count == 0 {
+        return Ok(());
     }
     let id = pipelines[0].id.clone();
     let topic = pipelines[0].source.topic.clone();
-    let mut feed = match shared {
+    let mut feed = match config.shared.clone() {
         Some(inputs) => Feed::shared(inputs, &id, &topic, &config).await?,
         None => {
             let consumer = Arc::new(query_consumer(&config, &id, &control.metrics)?);
@@ -825,12 +880,8 @@ impl Feed {
             Some(p) => p,
             None if !config.group_offsets => Positions::new(),
             None => {
-                crate::shared::group_offsets(
-                    &config.bootstrap_servers,
-                    &format!("_brook_query_{id}"),
-                    topic,
-                )
-                .await?
+                crate::shared::group_offsets(&config.bootstrap_servers, &query_group(id), topic)
+                    .await?
             }
         };
         let positions = stored
@@ -1024,13 +1075,19 @@ async fn process_share(
     Ok(())
 }
 
+/// The consumer group named after query `id`: its consumer's, or where a query on a
+/// shared reader mirrors its positions (see [`crate::shared::OffsetStore`]).
+pub fn query_group(id: &str) -> String {
+    format!("_brook_query_{id}")
+}
+
 /// The consumer of query `id`: its group, the task's settings, its lag into `metrics`.
 fn query_consumer(
     config: &TaskConfig,
     id: &str,
     metrics: &Arc<QueryMetrics>,
 ) -> Result<QueryConsumer> {
-    let group = format!("_brook_query_{id}");
+    let group = query_group(id);
     let mut cc = consumer_config(&config.bootstrap_servers, &group);
     cc.set("auto.offset.reset", &config.offset_reset);
     cc.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
@@ -1040,56 +1097,152 @@ fn query_consumer(
     Ok(cc.create_with_context(LagContext::new(metrics.clone()))?)
 }
 
-async fn run_worker(mut pipeline: Pipeline, config: TaskConfig, mut control: Worker) -> Result<()> {
-    let consumer = Arc::new(query_consumer(&config, &pipeline.id, &control.metrics)?);
+/// What a stateful query's reader hands one of its state partitions.
+enum ToState {
+    /// The batch's records routed to this partition (maybe none), with their inputs
+    /// (`sides`: a join reads several topics), and the input positions after the whole
+    /// batch: the partition has then seen everything before them.
+    Batch {
+        seq: u64,
+        records: Vec<Record>,
+        sides: Vec<usize>,
+        covered: Positions,
+    },
+    /// The input has been quiet this long (EMIT FINAL closes windows by it).
+    Idle(i64),
+}
+
+/// Runs a stateful query: one reader consumes the inputs in the query's group and routes
+/// each record to one of the query's state partitions (see [`crate::pipeline::Route`]),
+/// each a pipeline with its own state and its own partition of the changelog, on its own
+/// worker. Every batch reaches every partition (its share may be empty) in order, and the
+/// group's offsets move only once all of them have acknowledged it; a partition's
+/// changelog marker says which input it has applied, so a restart starts the input where
+/// the partition furthest behind is, and each partition skips what it had applied.
+async fn run_stateful(
+    mut pipelines: Vec<Pipeline>,
+    config: TaskConfig,
+    control: Control,
+) -> Result<()> {
+    let n = pipelines.len();
+    let Some(first) = pipelines.first() else {
+        return Ok(());
+    };
+    let id = first.id.clone();
+    let topics = first.input_topics();
+    let route = first.route();
+    let idle_timeout = first.idle_timeout();
+    let changelog = crate::changelog::topic_name(&id);
     let producer = config.producer()?;
-    let sink = pipeline.sink.topic.clone();
-    // A join also reads its table's topic; its records update state, in arrival order.
-    let topics = pipeline.input_topics();
-    let changelog = pipeline
-        .stateful()
-        .then(|| crate::changelog::topic_name(&pipeline.id));
-    let mut positions = Positions::new();
-    match &changelog {
-        // A stateful query resumes where its restored state says, which may be past the
-        // group's committed offsets: its partitions are assigned, not subscribed.
-        Some(cl) => {
-            positions = restore(&mut pipeline, &config, &producer, cl).await?;
-            assign(&consumer, &config, &topics, &positions).await?;
-        }
-        None => {
-            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-            consumer.subscribe(&names)?
+    let count = i32::try_from(n).map_err(|_| RuntimeError::State("too many workers".into()))?;
+    create_topic_with(
+        &config.bootstrap_servers,
+        &changelog,
+        count,
+        1,
+        &[("cleanup.policy", "compact")],
+    )
+    .await?;
+    let mut restored = Vec::with_capacity(n);
+    let mut writers = Vec::with_capacity(n);
+    for (i, p) in (0..count).zip(pipelines.iter_mut()) {
+        let (positions, writer) = restore(p, &config, &producer, &changelog, i).await?;
+        restored.push(positions);
+        writers.push(writer);
+    }
+    // Where every partition has a marker the input resumes at the lowest; elsewhere (a
+    // first start) at the group's offsets or the reset.
+    let mut start = Positions::new();
+    if let Some(first) = restored.first() {
+        for at in first.keys() {
+            if let Some(o) = restored.iter().map(|r| r.get(at).copied()).min().flatten() {
+                start.insert(at.clone(), o);
+            }
         }
     }
-    // Which input a record belongs to (a join reads several topics).
-    let is_table = |m: &BorrowedMessage<'_>| -> usize {
+    let consumer = Arc::new(query_consumer(&config, &id, &control.metrics)?);
+    let resolved = assign(&consumer, &config, &topics, &start).await?;
+    debug!(query = %id, ?start, ?resolved, "state partitions' input positions");
+    let mut control = Worker {
+        stop: control.stop,
+        paused: control.paused,
+        stats: Arc::new(control.stats),
+        metrics: control.metrics,
+    };
+    let (ack_tx, mut acks) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let mut feeds = Vec::with_capacity(n);
+    let mut workers = tokio::task::JoinSet::new();
+    for ((mut pipeline, mut changelog), own) in pipelines.into_iter().zip(writers).zip(restored) {
+        let mut positions = own;
+        let fresh = positions.is_empty();
+        for (at, o) in &resolved {
+            positions.entry(at.clone()).or_insert(*o);
+        }
+        // A partition without a marker records where its input starts, so a restart
+        // before its first records still knows what it has seen.
+        if fresh {
+            changelog
+                .write(&mut pipeline, &producer, &positions)
+                .await?;
+        }
+        // Two batches queued per partition: a slow one holds the reader back.
+        let (tx, rx) = tokio::sync::mpsc::channel::<ToState>(2);
+        feeds.push(tx);
+        workers.spawn(run_state_partition(
+            StatePartition {
+                pipeline,
+                changelog,
+                producer: producer.clone(),
+                topics: topics.clone(),
+                positions,
+                stats: control.stats.clone(),
+                metrics: control.metrics.clone(),
+            },
+            rx,
+            ack_tx.clone(),
+        ));
+    }
+    drop(ack_tx);
+    info!(query = %id, state_partitions = n, "stateful query running");
+    let mut acked = Acknowledged::new(n, topics.clone());
+    let mut seq = 0u64;
+    let mut idle = IdleClock::new(idle_timeout);
+    let side_of = |m: &BorrowedMessage<'_>| -> usize {
         topics.iter().position(|t| t == m.topic()).unwrap_or(0)
     };
-    let mut idle = IdleClock::new(pipeline.idle_timeout());
-    loop {
-        // Pauses take effect between batches, so everything consumed before is processed
-        // and committed and a resume continues with the next record.
+    let outcome: Result<()> = loop {
+        // Pauses take effect between batches: everything handed out is processed and
+        // committed first, so a resume continues with the next record.
         if *control.paused.borrow_and_update() {
-            if !wait_paused(&consumer, &mut control, &pipeline.id).await? {
-                break;
+            while acked.in_flight() {
+                match acks.recv().await {
+                    Some(s) => acked.ack(s, &consumer)?,
+                    None => break,
+                }
+            }
+            if !wait_paused(&consumer, &mut control, &id).await? {
+                break Ok(());
             }
             idle.resumed();
         }
         let first = tokio::select! {
-            _ = control.stop.changed() => break,
-            // Paused (handled at the top) or resumed (nothing to do).
+            _ = control.stop.changed() => break Ok(()),
             _ = next_value(&mut control.paused) => continue,
-            elapsed = idle.due() => {
-                let processed = pipeline.on_idle(elapsed)?;
-                let produced = send_all(&producer, &sink, to_send(&processed))
-                .await?;
-                if let Some(cl) = &changelog {
-                    write_changelog(&mut pipeline, &producer, cl, &positions).await?;
+            a = acks.recv() => match a {
+                Some(s) => {
+                    acked.ack(s, &consumer)?;
+                    continue;
                 }
-                if produced > 0 {
-                    control.count(0, produced, 0);
-                    debug!(query = %pipeline.id, produced, "idle input: windows closed");
+                // Every partition ended: one failed (its error is collected below).
+                None => break Ok(()),
+            },
+            elapsed = idle.due() => {
+                let mut gone = false;
+                for feed in &feeds {
+                    gone |= feed.send(ToState::Idle(elapsed)).await.is_err();
+                }
+                if gone {
+                    break Ok(());
                 }
                 continue;
             }
@@ -1098,44 +1251,212 @@ async fn run_worker(mut pipeline: Pipeline, config: TaskConfig, mut control: Wor
         let first = match first {
             Ok(m) => m,
             Err(e) => {
-                warn!(query = %pipeline.id, error = %e, "consume failed; retrying");
+                warn!(query = %id, error = %e, "consume failed; retrying");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let mut sides = vec![is_table(&first)];
+        let mut sides = vec![side_of(&first)];
         let mut batch = vec![to_record(&first)];
         drop(first);
-        linger_for(
-            &consumer,
-            1,
-            config.max_batch,
-            config.linger,
-            &pipeline.id,
-            |m| {
-                sides.push(is_table(m));
-                batch.push(to_record(m));
-            },
-        )
+        linger_for(&consumer, 1, config.max_batch, config.linger, &id, |m| {
+            sides.push(side_of(m));
+            batch.push(to_record(m));
+        })
         .await;
-        // Runs of stream and table records, in order (there are no table records unless
-        // the query is a join).
-        let mut processed = crate::pipeline::Processed::default();
-        let mut start = 0;
-        while start < batch.len() {
-            let table = sides[start];
-            let mut end = start + 1;
-            while end < batch.len() && sides[end] == table {
-                end += 1;
-            }
-            let part = pipeline.process_input(table, &batch[start..end])?;
-            processed
-                .errors
-                .extend(part.errors.into_iter().map(|(i, e)| (i + start, e)));
-            processed.outputs.extend(part.outputs);
-            processed.late += part.late;
-            start = end;
+        let mut next: BTreeMap<(usize, i32), i64> = BTreeMap::new();
+        for (r, side) in batch.iter().zip(&sides) {
+            let e = next.entry((*side, r.partition)).or_insert(r.offset + 1);
+            *e = (*e).max(r.offset + 1);
         }
+        let covered: Positions = next
+            .iter()
+            .map(|((side, p), o)| ((topics[*side].clone(), *p), *o))
+            .collect();
+        let slots = route.assign(&batch, n);
+        let mut shares: Vec<(Vec<Record>, Vec<usize>)> = vec![(Vec::new(), Vec::new()); n];
+        for ((r, side), slot) in batch.into_iter().zip(sides).zip(slots) {
+            if let Some(share) = shares.get_mut(slot) {
+                share.0.push(r);
+                share.1.push(side);
+            }
+        }
+        acked.handed(seq, next);
+        let mut gone = false;
+        for (feed, (records, sides)) in feeds.iter().zip(shares) {
+            let batch = ToState::Batch {
+                seq,
+                records,
+                sides,
+                covered: covered.clone(),
+            };
+            if feed.send(batch).await.is_err() {
+                gone = true;
+                break;
+            }
+        }
+        if gone {
+            break Ok(());
+        }
+        seq += 1;
+        idle.input_seen();
+    };
+    // The partitions finish what they were handed; their acknowledgements are committed.
+    drop(feeds);
+    let mut first_error = outcome.err();
+    while let Some(s) = acks.recv().await {
+        if let Err(e) = acked.ack(s, &consumer) {
+            first_error.get_or_insert(e);
+        }
+    }
+    while let Some(done) = workers.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(RuntimeError::State(format!(
+                    "a state partition of query {id} failed: {e}"
+                )));
+            }
+        }
+    }
+    // A last synchronous commit of what was acknowledged, so a restart resumes exactly.
+    let tpl = acked.committed()?;
+    if tpl.count() > 0 {
+        let _ = blocking(&consumer, move |c| c.commit(&tpl, CommitMode::Sync)).await;
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// A batch handed to every state partition: its sequence number, the next offset per
+/// (input, partition) after it, and how many partitions have yet to acknowledge it.
+type Handed = (u64, BTreeMap<(usize, i32), i64>, usize);
+
+/// The batches a stateful query's reader handed out and not every state partition has
+/// acknowledged yet, and the offsets committed so far.
+struct Acknowledged {
+    partitions: usize,
+    topics: Vec<String>,
+    pending: std::collections::VecDeque<Handed>,
+    committed: BTreeMap<(usize, i32), i64>,
+}
+
+impl Acknowledged {
+    fn new(partitions: usize, topics: Vec<String>) -> Self {
+        Acknowledged {
+            partitions,
+            topics,
+            pending: Default::default(),
+            committed: BTreeMap::new(),
+        }
+    }
+
+    fn in_flight(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    fn handed(&mut self, seq: u64, next: BTreeMap<(usize, i32), i64>) {
+        self.pending.push_back((seq, next, self.partitions));
+    }
+
+    /// One partition acknowledged batch `seq` (each does so in order); batches every
+    /// partition has acknowledged are committed.
+    fn ack(&mut self, seq: u64, consumer: &QueryConsumer) -> Result<()> {
+        let front = self.pending.front().map_or(seq, |p| p.0);
+        let Some(entry) = usize::try_from(seq - front.min(seq))
+            .ok()
+            .and_then(|i| self.pending.get_mut(i))
+        else {
+            return Ok(());
+        };
+        entry.2 = entry.2.saturating_sub(1);
+        let mut tpl = TopicPartitionList::new();
+        while self.pending.front().is_some_and(|p| p.2 == 0) {
+            if let Some((_, next, _)) = self.pending.pop_front() {
+                for ((side, p), o) in next {
+                    let e = self.committed.entry((side, p)).or_insert(o);
+                    *e = (*e).max(o);
+                    tpl.add_partition_offset(&self.topics[side], p, Offset::Offset(*e))?;
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            consumer.commit(&tpl, CommitMode::Async)?;
+        }
+        Ok(())
+    }
+
+    fn committed(&self) -> Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for ((side, p), o) in &self.committed {
+            tpl.add_partition_offset(&self.topics[*side], *p, Offset::Offset(*o))?;
+        }
+        Ok(tpl)
+    }
+}
+
+/// One state partition of a stateful query: its pipeline (and state), its changelog
+/// partition, and the input positions it has seen.
+struct StatePartition {
+    pipeline: Pipeline,
+    changelog: ChangelogWriter,
+    producer: FutureProducer,
+    topics: Vec<String>,
+    positions: Positions,
+    stats: Arc<watch::Sender<TaskStats>>,
+    metrics: Arc<QueryMetrics>,
+}
+
+/// Processes what the reader hands one state partition, in order: the outputs are
+/// acknowledged before the state they came from is recorded, and the state before the
+/// batch is acknowledged to the reader (which commits the input offsets only then).
+async fn run_state_partition(
+    mut s: StatePartition,
+    mut batches: tokio::sync::mpsc::Receiver<ToState>,
+    acks: tokio::sync::mpsc::UnboundedSender<u64>,
+) -> Result<()> {
+    let sink = s.pipeline.sink.topic.clone();
+    while let Some(msg) = batches.recv().await {
+        let (seq, records, sides, covered) = match msg {
+            ToState::Idle(elapsed) => {
+                let processed = s.pipeline.on_idle(elapsed)?;
+                let produced = send_all(&s.producer, &sink, to_send(&processed)).await?;
+                s.changelog
+                    .write(&mut s.pipeline, &s.producer, &s.positions)
+                    .await?;
+                if produced > 0 {
+                    count(&s.stats, &s.metrics, 0, produced, 0);
+                    debug!(query = %s.pipeline.id, produced, "idle input: windows closed");
+                }
+                continue;
+            }
+            ToState::Batch {
+                seq,
+                records,
+                sides,
+                covered,
+            } => (seq, records, sides, covered),
+        };
+        // After a restart the input starts where the partition furthest behind was: what
+        // this one has applied already is skipped.
+        let applied: BTreeMap<(usize, i32), i64> = s
+            .positions
+            .iter()
+            .filter_map(|((t, p), o)| Some(((s.topics.iter().position(|x| x == t)?, *p), *o)))
+            .collect();
+        let (records, sides): (Vec<Record>, Vec<usize>) = records
+            .into_iter()
+            .zip(sides)
+            .filter(|(r, side)| {
+                applied
+                    .get(&(*side, r.partition))
+                    .is_none_or(|o| r.offset >= *o)
+            })
+            .unzip();
+        let processed = process_sides(&mut s.pipeline, &records, &sides)?;
+        let topics = &s.topics;
         let topic_of = |i: usize| {
             sides
                 .get(i)
@@ -1143,43 +1464,58 @@ async fn run_worker(mut pipeline: Pipeline, config: TaskConfig, mut control: Wor
                 .cloned()
                 .unwrap_or_default()
         };
-        log_skipped(&pipeline.id, topic_of, &batch, &processed.errors);
-        // Every output is acknowledged before the state it came from is recorded, and the
-        // state before the input offsets are committed.
-        let produced = send_all(&producer, &sink, to_send(&processed)).await?;
-        if let Some(cl) = &changelog {
-            for (r, table) in batch.iter().zip(&sides) {
-                let topic = topics[*table].clone();
-                let e = positions
-                    .entry((topic, r.partition))
-                    .or_insert(r.offset + 1);
-                *e = (*e).max(r.offset + 1);
-            }
-            write_changelog(&mut pipeline, &producer, cl, &positions).await?;
+        log_skipped(&s.pipeline.id, topic_of, &records, &processed.errors);
+        let produced = send_all(&s.producer, &sink, to_send(&processed)).await?;
+        for (at, o) in covered {
+            let e = s.positions.entry(at).or_insert(o);
+            *e = (*e).max(o);
         }
-        let mut next: BTreeMap<(usize, i32), i64> = BTreeMap::new();
-        for (r, table) in batch.iter().zip(&sides) {
-            let e = next.entry((*table, r.partition)).or_insert(r.offset + 1);
-            *e = (*e).max(r.offset + 1);
+        if !records.is_empty() {
+            s.changelog
+                .write(&mut s.pipeline, &s.producer, &s.positions)
+                .await?;
         }
-        let mut tpl = TopicPartitionList::new();
-        for ((table, p), o) in next {
-            let topic = topics[table].as_str();
-            tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
-        }
-        consumer.commit(&tpl, CommitMode::Async)?;
-        idle.input_seen();
-        control.count(batch.len() as u64, produced, processed.errors.len() as u64);
+        count(
+            &s.stats,
+            &s.metrics,
+            records.len() as u64,
+            produced,
+            processed.errors.len() as u64,
+        );
         if processed.late > 0 {
-            control.metrics.add_late(processed.late);
+            s.metrics.add_late(processed.late);
         }
-        debug!(query = %pipeline.id, records = batch.len(), produced, "batch done");
-    }
-    // A last synchronous commit of what was acknowledged, so a restart resumes exactly.
-    if let Ok(tpl) = consumer.position() {
-        let _ = blocking(&consumer, move |c| c.commit(&tpl, CommitMode::Sync)).await;
+        if acks.send(seq).is_err() {
+            break;
+        }
     }
     Ok(())
+}
+
+/// Processes runs of records from one input at a time, in order (there are runs of a
+/// second input only in a join, whose table records update its state).
+fn process_sides(
+    pipeline: &mut Pipeline,
+    batch: &[Record],
+    sides: &[usize],
+) -> Result<crate::pipeline::Processed> {
+    let mut processed = crate::pipeline::Processed::default();
+    let mut start = 0;
+    while start < batch.len() {
+        let side = sides.get(start).copied().unwrap_or(0);
+        let mut end = start + 1;
+        while end < batch.len() && sides.get(end).copied().unwrap_or(0) == side {
+            end += 1;
+        }
+        let part = pipeline.process_input(side, &batch[start..end])?;
+        processed
+            .errors
+            .extend(part.errors.into_iter().map(|(i, e)| (i + start, e)));
+        processed.outputs.extend(part.outputs);
+        processed.late += part.late;
+        start = end;
+    }
+    Ok(processed)
 }
 
 /// Hands `take` further messages of `consumer` until a batch of `have` holds `max` or

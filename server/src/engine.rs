@@ -59,7 +59,8 @@ struct RunningQuery {
     stats: watch::Receiver<TaskStats>,
     handle: JoinHandle<()>,
     /// A table sink's current rows (pull queries read them).
-    materialized: Option<brook_runtime::materialized::Shared>,
+    /// A table sink's rows, one store per state partition (their keys are disjoint).
+    materialized: Vec<brook_runtime::materialized::Shared>,
 }
 
 /// A running query as listed by SHOW QUERIES.
@@ -168,6 +169,36 @@ pub const FETCH_MAX_WAIT: &str = "ksql.streams.fetch.max.wait.ms";
 pub const FETCH_MAX_WAIT_CONSUMER: &str = "ksql.streams.consumer.fetch.max.wait.ms";
 
 /// How many workers a stateless query may use under `properties`.
+/// How many pipelines a query runs as. Workers: one per stream thread, at most one per
+/// input partition. A stateless query runs that many; a stateful one whose input can be
+/// split ([`brook_runtime::pipeline::Route`]) as many state partitions as its changelog
+/// has (a restart on a machine with other cores restores the same way), else that many
+/// for a new one; any other stateful query, one.
+fn pipeline_count(
+    first: &Pipeline,
+    properties: &BTreeMap<String, String>,
+    partitions: &std::collections::HashMap<String, i32>,
+) -> usize {
+    let workers = stream_threads(properties)
+        .min(
+            partitions
+                .get(&first.source.topic)
+                .map_or(1, |p| *p as usize),
+        )
+        .max(1);
+    if !first.stateful() {
+        return workers;
+    }
+    if !first.route().splits() {
+        return 1;
+    }
+    partitions
+        .get(&brook_runtime::changelog::topic_name(&first.id))
+        .and_then(|p| usize::try_from(*p).ok())
+        .unwrap_or(workers)
+        .max(1)
+}
+
 fn stream_threads(properties: &BTreeMap<String, String>) -> usize {
     properties
         .get(NUM_STREAM_THREADS)
@@ -487,16 +518,11 @@ impl Engine {
                 }
                 let id = spec.id.clone();
                 let sink = spec.sink.name.clone();
-                let workers = stream_threads(&session.properties)
-                    .min(partitions.get(&spec.input.topic).map_or(1, |p| *p as usize))
-                    .max(1);
                 let first = Pipeline::new((*spec).clone(), &session.catalog)?;
+                let count = pipeline_count(&first, &session.properties, partitions);
                 let mut pipelines = vec![first];
-                // Only a stateless query runs as several workers (see `task::run_parallel`).
-                if !pipelines[0].stateful() {
-                    for _ in 1..workers {
-                        pipelines.push(Pipeline::new((*spec).clone(), &session.catalog)?);
-                    }
+                for _ in 1..count {
+                    pipelines.push(Pipeline::new((*spec).clone(), &session.catalog)?);
                 }
                 let config = self.query_task_config(&session.properties);
                 self.start(pipelines, config, statement).await;
@@ -548,7 +574,11 @@ impl Engine {
         };
         let id = pipeline.id.clone();
         let sink = pipeline.sink.name.clone();
-        let materialized = pipeline.materialized();
+        // Each state partition keeps its own keys' rows.
+        let materialized: Vec<_> = pipelines
+            .iter()
+            .filter_map(Pipeline::materialized)
+            .collect();
         let workers = pipelines.len();
         let (stop_tx, stop_rx) = watch::channel(false);
         let (stats_tx, stats_rx) = watch::channel(TaskStats::default());
@@ -607,9 +637,15 @@ impl Engine {
             plan: brook_runtime::session::QueryPlan::Stateless(plan),
             sink_partitions: None,
         };
-        let pipeline = Pipeline::materialize(spec, &session.catalog)?;
+        let first = Pipeline::materialize(spec.clone(), &session.catalog)?;
+        let partitions = self.admin.topic_partitions(Duration::from_secs(30)).await?;
+        let count = pipeline_count(&first, &session.properties, &partitions);
+        let mut pipelines = vec![first];
+        for _ in 1..count {
+            pipelines.push(Pipeline::materialize(spec.clone(), &session.catalog)?);
+        }
         let config = self.query_task_config(&session.properties);
-        self.start(vec![pipeline], config, statement).await;
+        self.start(pipelines, config, statement).await;
         Ok(())
     }
 

@@ -120,24 +120,28 @@ fn read_finals(bootstrap: &str, want: &Windows) -> (Windows, usize) {
     (got, records)
 }
 
-/// Waits until query `id`'s changelog holds a position marker: the state that restarts
-/// restore from. (A kill right after the first result can come before the first marker;
-/// the restart then starts from the input's beginning and restores nothing.)
+/// Waits until query `id`'s changelog holds state followed by a position marker in one of
+/// its partitions: state that restarts restore from. (A kill right after the first result
+/// can come before the first state is recorded; each partition's first marker, which only
+/// says where its input started, comes before any state.)
 fn changelog_marked(bootstrap: &str, id: &str) {
     let topic = brook_runtime::changelog::topic_name(id);
     let consumer: BaseConsumer = brook_runtime::kafka::consumer_config(bootstrap, "marked")
         .create()
         .expect("consumer");
     consumer.subscribe(&[topic.as_str()]).expect("subscribe");
+    let mut state = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            if m.key() == Some(brook_runtime::changelog::MARKER_KEY) {
+            if m.key() != Some(brook_runtime::changelog::MARKER_KEY) {
+                state.insert(m.partition());
+            } else if state.contains(&m.partition()) {
                 return;
             }
         }
     }
-    panic!("no position marker in {topic} within 60 s");
+    panic!("no state and position marker in {topic} within 60 s");
 }
 
 /// Waits for the first result record.

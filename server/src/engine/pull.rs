@@ -60,7 +60,8 @@ impl Engine {
             .await
             .values()
             .find(|q| q.sink == source.name)
-            .and_then(|q| q.materialized.clone());
+            .map(|q| q.materialized.clone())
+            .filter(|stores| !stores.is_empty());
         if store.is_none() && source.kind == brook_sql::SourceKind::Stream {
             return self.pull_stream(query, &catalog, &source).await;
         }
@@ -104,15 +105,26 @@ impl Engine {
             };
         }
         let mut operator = FilterProject::new(plan, &catalog)?;
-        let snapshot = {
+        // One store per state partition: their rows together are the table.
+        let mut parts = Vec::with_capacity(store.len());
+        for store in &store {
             let store = store.read().map_err(|_| {
                 RuntimeError::State("a materialized table's lock is poisoned".into())
             })?;
             // A lookup reads its keys' rows only; the WHERE clause still filters them.
-            match &access {
+            let part = match &access {
                 Access::Lookup(keys) => store.get_many(keys)?,
                 Access::Scan => store.snapshot()?,
-            }
+            };
+            parts.extend(part);
+        }
+        let snapshot = match parts.len() {
+            0 => None,
+            1 => parts.pop(),
+            _ => Some(
+                arrow::compute::concat_batches(&parts[0].schema(), &parts)
+                    .map_err(|e| RuntimeError::State(format!("merging a table's rows: {e}")))?,
+            ),
         };
         // ksqlDB's scan order decides which rows a LIMIT keeps; without one (or with one
         // that keeps every row) any order is as good, and the store's costs nothing.
