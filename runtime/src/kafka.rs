@@ -7,6 +7,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::TopicPartitionList;
 
 use crate::error::{Result, RuntimeError};
 
@@ -187,6 +188,106 @@ pub async fn topic_partitions(
     tokio::task::spawn_blocking(move || partition_counts(&cfg.create()?, timeout))
         .await
         .map_err(|e| RuntimeError::Broker(format!("metadata task failed: {e}")))?
+}
+
+/// Sets consumer group `group`'s committed offsets from outside the group (Kafka's
+/// AlterConsumerGroupOffsets admin call, librdkafka's `rd_kafka_AlterConsumerGroupOffsets`)
+/// — what `kafka-consumer-groups --reset-offsets` does. The group must have no active
+/// members. Blocking: run it off the async runtime.
+///
+/// The rdkafka crate does not wrap this call, so it goes through librdkafka's C API; a
+/// commit from a consumer would need a client per group, which is what shared readers
+/// exist to avoid.
+pub fn alter_group_offsets(
+    admin: &AdminClient<DefaultClientContext>,
+    group: &str,
+    offsets: &TopicPartitionList,
+    timeout: Duration,
+) -> Result<()> {
+    use rdkafka::bindings as rd;
+    use std::ffi::CString;
+
+    let failed = |reason: String| {
+        RuntimeError::Broker(format!("altering group {group}'s offsets: {reason}"))
+    };
+    let name = CString::new(group).map_err(|e| failed(e.to_string()))?;
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    let rk = admin.inner().native_ptr();
+    // SAFETY: `rk` and `offsets` are live for the whole block (borrowed); librdkafka
+    // copies the request (so it is destroyed right after the call) and the result event
+    // owns everything read from it until `rd_kafka_event_destroy`. Every pointer read is
+    // checked for null first.
+    unsafe {
+        let queue = rd::rd_kafka_queue_new(rk);
+        if queue.is_null() {
+            return Err(failed("no result queue".into()));
+        }
+        let mut request = rd::rd_kafka_AlterConsumerGroupOffsets_new(name.as_ptr(), offsets.ptr());
+        rd::rd_kafka_AlterConsumerGroupOffsets(rk, &mut request, 1, std::ptr::null(), queue);
+        rd::rd_kafka_AlterConsumerGroupOffsets_destroy(request);
+        let event = rd::rd_kafka_queue_poll(queue, timeout_ms);
+        let outcome = if event.is_null() {
+            Err(failed(format!("no answer within {timeout:?}")))
+        } else {
+            let outcome = alter_result(event).map_err(failed);
+            rd::rd_kafka_event_destroy(event);
+            outcome
+        };
+        rd::rd_kafka_queue_destroy(queue);
+        outcome
+    }
+}
+
+/// An AlterConsumerGroupOffsets result event's error, its group's, or its first
+/// partition's.
+///
+/// # Safety
+/// `event` must be a live result event of that call.
+unsafe fn alter_result(
+    event: *mut rdkafka::bindings::rd_kafka_event_t,
+) -> std::result::Result<(), String> {
+    let text = |p: *const std::os::raw::c_char| {
+        if p.is_null() {
+            String::from("unknown error")
+        } else {
+            std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    };
+    if rdkafka::bindings::rd_kafka_event_error(event)
+        != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+    {
+        return Err(text(rdkafka::bindings::rd_kafka_event_error_string(event)));
+    }
+    let result = rdkafka::bindings::rd_kafka_event_AlterConsumerGroupOffsets_result(event);
+    if result.is_null() {
+        return Err("not an AlterConsumerGroupOffsets result".into());
+    }
+    let mut count = 0usize;
+    let groups =
+        rdkafka::bindings::rd_kafka_AlterConsumerGroupOffsets_result_groups(result, &mut count);
+    for i in 0..count {
+        let g = *groups.add(i);
+        let error = rdkafka::bindings::rd_kafka_group_result_error(g);
+        if !error.is_null() {
+            return Err(text(rdkafka::bindings::rd_kafka_error_string(error)));
+        }
+        let partitions = rdkafka::bindings::rd_kafka_group_result_partitions(g);
+        if partitions.is_null() {
+            continue;
+        }
+        let list = &*partitions;
+        for j in 0..usize::try_from(list.cnt).unwrap_or(0) {
+            let e = &*list.elems.add(j);
+            if e.err != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                return Err(format!(
+                    "partition {}: {}",
+                    e.partition,
+                    text(rdkafka::bindings::rd_kafka_err2str(e.err))
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,14 +13,17 @@
 //! A subscriber whose channel is full holds the reader back: the backpressure reaches the
 //! other queries on the topic, as in a shared Kafka Streams runtime.
 //!
-//! Positions are not committed to a consumer group (that would take a client per group);
-//! they are kept in [`OffsetStore`], one compacted topic keyed by query id.
+//! Positions are not committed by a consumer (that would take a client per group); they
+//! are kept in [`OffsetStore`], one compacted topic keyed by query id, and copied every few
+//! seconds to the consumer group named after the query (`_brook_query_<id>`) with Kafka's
+//! admin call, so Kafka's group tools and lag monitors see each query.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::client::ClientContext;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
@@ -30,7 +33,7 @@ use tracing::{debug, warn};
 
 use crate::changelog::{marker_value, parse_marker, Positions};
 use crate::error::{Result, RuntimeError};
-use crate::kafka::{consumer_config, create_topic_with};
+use crate::kafka::{client_config, consumer_config, create_topic_with};
 use crate::metrics::STATISTICS_INTERVAL_MS;
 use crate::rows::Record;
 use crate::task::{linger_for, to_record};
@@ -410,6 +413,107 @@ pub struct OffsetStore {
     topic: String,
     producer: FutureProducer,
     loaded: tokio::sync::OnceCell<Mutex<HashMap<String, Positions>>>,
+    groups: Arc<GroupMirror>,
+    mirroring: std::sync::OnceLock<()>,
+}
+
+/// How often positions stored since are copied to the queries' consumer groups: one admin
+/// request per moving query each time, however often its positions are stored.
+const MIRROR_EVERY: Duration = Duration::from_secs(5);
+
+/// Copies stored positions to the consumer groups named after their queries.
+struct GroupMirror {
+    bootstrap: String,
+    admin: std::sync::OnceLock<Option<Arc<AdminClient<DefaultClientContext>>>>,
+    /// Positions stored and not copied yet, by query id.
+    pending: Mutex<HashMap<String, Positions>>,
+    /// Whether a failed copy was logged as a warning (later ones only at debug level).
+    warned: std::sync::atomic::AtomicBool,
+}
+
+impl GroupMirror {
+    fn admin(&self) -> Option<Arc<AdminClient<DefaultClientContext>>> {
+        self.admin
+            .get_or_init(|| match client_config(&self.bootstrap).create() {
+                Ok(a) => Some(Arc::new(a)),
+                Err(e) => {
+                    warn!(error = %e, "no admin client: query positions stay out of consumer groups");
+                    None
+                }
+            })
+            .clone()
+    }
+
+    fn note(&self, id: &str, positions: &Positions) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.insert(id.to_string(), positions.clone());
+    }
+
+    /// Copies what is pending (of query `only`, or all).
+    async fn flush(&self, only: Option<&str>) {
+        let due: Vec<(String, Positions)> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            match only {
+                Some(id) => pending.remove_entry(id).into_iter().collect(),
+                None => pending.drain().collect(),
+            }
+        };
+        if due.is_empty() {
+            return;
+        }
+        let Some(admin) = self.admin() else {
+            return;
+        };
+        for (id, positions) in due {
+            let group = crate::task::query_group(&id);
+            let mut tpl = TopicPartitionList::new();
+            for ((t, p), o) in &positions {
+                if tpl.add_partition_offset(t, *p, Offset::Offset(*o)).is_err() {
+                    continue;
+                }
+            }
+            let admin = admin.clone();
+            let g = group.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                crate::kafka::alter_group_offsets(&admin, &g, &tpl, Duration::from_secs(10))
+            })
+            .await
+            .map_err(|e| RuntimeError::Broker(format!("group offsets task failed: {e}")))
+            .and_then(|r| r);
+            if let Err(e) = done {
+                if self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    debug!(query = %id, group = %group, error = %e, "positions not copied to the consumer group");
+                } else {
+                    warn!(query = %id, group = %group, error = %e, "positions not copied to the consumer group (the query's own positions are kept; only Kafka's group tools miss them)");
+                }
+            }
+        }
+    }
+
+    /// Deletes query `id`'s consumer group (a terminated query's); a group that does not
+    /// exist is fine.
+    async fn delete(&self, id: &str) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        let Some(admin) = self.admin() else {
+            return;
+        };
+        let group = crate::task::query_group(id);
+        let opts =
+            rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        match admin.delete_groups(&[group.as_str()], &opts).await {
+            Ok(results) => {
+                for r in results {
+                    if let Err((g, code)) = r {
+                        debug!(group = %g, error = %code, "consumer group not deleted");
+                    }
+                }
+            }
+            Err(e) => debug!(group = %group, error = %e, "consumer group not deleted"),
+        }
+    }
 }
 
 impl OffsetStore {
@@ -419,7 +523,31 @@ impl OffsetStore {
             topic: topic.to_string(),
             producer,
             loaded: tokio::sync::OnceCell::new(),
+            groups: Arc::new(GroupMirror {
+                bootstrap: bootstrap.to_string(),
+                admin: std::sync::OnceLock::new(),
+                pending: Mutex::new(HashMap::new()),
+                warned: std::sync::atomic::AtomicBool::new(false),
+            }),
+            mirroring: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Starts copying positions to consumer groups every [`MIRROR_EVERY`], for as long as
+    /// the store lives.
+    fn mirror(&self) {
+        self.mirroring.get_or_init(|| {
+            let groups = Arc::downgrade(&self.groups);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(MIRROR_EVERY).await;
+                    let Some(groups) = groups.upgrade() else {
+                        break;
+                    };
+                    groups.flush(None).await;
+                }
+            });
+        });
     }
 
     async fn all(&self) -> Result<&Mutex<HashMap<String, Positions>>> {
@@ -468,11 +596,20 @@ impl OffsetStore {
             all.insert(id.to_string(), positions.clone());
         }
         let value = marker_value(positions);
-        self.write(id, Some(&value), wait).await
+        self.write(id, Some(&value), wait).await?;
+        self.groups.note(id, positions);
+        if wait {
+            // A pause or a stop: the group shows where the query stands right away.
+            self.groups.flush(Some(id)).await;
+        } else {
+            self.mirror();
+        }
+        Ok(())
     }
 
     /// Forgets query `id` (a terminated query), so a query that reuses its id starts anew.
     pub async fn forget(&self, id: &str) -> Result<()> {
+        self.groups.delete(id).await;
         {
             let all = self.all().await?;
             let mut all = all.lock().unwrap_or_else(|e| e.into_inner());

@@ -171,3 +171,55 @@ async fn a_restored_query_resumes_at_its_groups_committed_offsets() {
     assert!(got.values().all(|n| *n == 1), "{got:?}");
     engine.shutdown().await;
 }
+
+/// Kafka's tools see each query on a shared reader: its positions are copied to the
+/// consumer group named after it, and TERMINATE deletes the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_on_a_shared_reader_shows_in_its_consumer_group() {
+    let broker = brook_tests::broker().await;
+    let bootstrap = broker.bootstrap_servers();
+    let producer: FutureProducer = producer_config(&bootstrap).create().expect("producer");
+    let engine = Engine::with_command_log(&bootstrap, "_brook_commands").expect("engine");
+    engine.recover().await.expect("empty log");
+    engine
+        .execute(&format!("{STREAM} CREATE STREAM g AS SELECT id, v FROM s;"))
+        .await
+        .expect("statements");
+    produce(&producer, 0..60).await;
+    assert_eq!(counts(&bootstrap, "G", 60).await, once(0..60));
+    let id = query_id(&engine, "G").await;
+    let group = brook_runtime::task::query_group(&id);
+
+    // The topic's end, as the group must come to show it.
+    let watermarks: BaseConsumer = consumer_config(&bootstrap, "watermarks")
+        .create()
+        .expect("consumer");
+    let mut end = brook_runtime::changelog::Positions::new();
+    for p in 0..2 {
+        let (_, high) = watermarks
+            .fetch_watermarks("s", p, Duration::from_secs(10))
+            .expect("watermarks");
+        end.insert(("s".to_string(), p), high);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = brook_runtime::shared::group_offsets(&bootstrap, &group, "s")
+            .await
+            .expect("group offsets");
+        if got == end {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "group {group} shows {got:?}, not {end:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    assert!(engine.terminate(&id).await);
+    let gone = brook_runtime::shared::group_offsets(&bootstrap, &group, "s")
+        .await
+        .expect("group offsets");
+    assert!(gone.is_empty(), "{group} still has {gone:?}");
+    engine.shutdown().await;
+}
