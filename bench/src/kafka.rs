@@ -340,6 +340,88 @@ pub async fn e2e(s: &Scale) -> Result<Row, BenchError> {
     })
 }
 
+/// The tumbling aggregation (COUNT and SUM per customer per minute) over `input`, writing
+/// `output`, as `partitions` state partitions (routed by customer: docs/parallelism.md).
+fn tumbling_pipelines(
+    id: &str,
+    input: &str,
+    output: &str,
+    partitions: usize,
+) -> Result<Vec<Pipeline>, BenchError> {
+    let ddl = gen::ORDERS_DDL.replace("KAFKA_TOPIC='orders'", &format!("KAFKA_TOPIC='{input}'"));
+    let query = crate::table::TUMBLING.replace(
+        "CREATE TABLE order_stats AS",
+        &format!("CREATE TABLE order_stats WITH (KAFKA_TOPIC='{output}') AS"),
+    );
+    (0..partitions)
+        .map(|_| {
+            let mut p = plan(&ddl, &query)?;
+            p.id = id.to_string();
+            Ok(p)
+        })
+        .collect()
+}
+
+/// The tumbling aggregation end to end as the server runs it — one state partition per
+/// core (at most one per input partition) — against the same query as one state
+/// partition: what splitting a stateful query's state buys.
+pub async fn e2e_aggregate(s: &Scale) -> Result<Row, BenchError> {
+    let broker = start_broker().await?;
+    let bootstrap = broker.bootstrap_servers();
+    let g = OrdersGen::default();
+    let n = s.e2e_records;
+    let deadline = Duration::from_secs(600);
+    let split = workers();
+    let (mut parallel, mut single) = (Vec::new(), Vec::new());
+    let mut cores = Vec::new();
+    for run in 0..s.runs {
+        let input = format!("agg_orders_{run}");
+        create_topic(&bootstrap, &input, 4, 1).await?;
+        produce(&bootstrap, &input, g.records(0..n, 4), None, 5).await?;
+        // Alternating which goes first, so neither always meets a warmer broker.
+        let order = if run % 2 == 0 { [split, 1] } else { [1, split] };
+        for partitions in order {
+            let output = format!("agg_stats_{run}_{partitions}");
+            create_topic(&bootstrap, &output, 4, 1).await?;
+            let id = format!("bench_agg_{run}_{partitions}");
+            let pipelines = tumbling_pipelines(&id, &input, &output, partitions)?;
+            let (cpu0, t0) = (process_cpu(), Instant::now());
+            let mut q = Running::brook(pipelines, &bootstrap);
+            let stats = q.wait_in(n, deadline).await?;
+            let wall = t0.elapsed();
+            let cpu = process_cpu().saturating_sub(cpu0);
+            q.stop().await?;
+            if stats.records_out == 0 || stats.errors > 0 {
+                return Err(BenchError::Wrong(format!(
+                    "aggregation: {} outputs, {} errors",
+                    stats.records_out, stats.errors
+                )));
+            }
+            let r = n as f64 / wall.as_secs_f64();
+            if partitions == 1 {
+                single.push(r);
+            } else {
+                parallel.push(r);
+                cores.push(cpu.as_secs_f64() / wall.as_secs_f64());
+            }
+        }
+    }
+    drop(broker);
+    let fig = median(parallel);
+    let bas = median(single);
+    Ok(Row {
+        workload: format!("tumbling aggregation end to end, {split} state partitions"),
+        records: n,
+        cores: format!("{:.1}", median(cores)),
+        figure: Some(fig),
+        figure_text: rate(fig, "rec/s"),
+        baseline: Some(bas),
+        baseline_text: rate(bas, "rec/s"),
+        ratio: Some(fig / bas),
+        notes: "start of query to last input applied (outputs and changelog acked); baseline: the same query as 1 state partition; cores = process CPU/wall, broker included".into(),
+    })
+}
+
 /// Offsets of the latency runs' warm-up orders, far from the measured ones.
 const WARM: u64 = 1_000_000_000;
 

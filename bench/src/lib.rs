@@ -45,6 +45,7 @@ pub enum BenchError {
 pub const WORKLOADS: &[&str] = &[
     "stateless",
     "e2e",
+    "e2e-agg",
     "tumbling",
     "join",
     "latency",
@@ -62,8 +63,8 @@ pub struct Args {
     #[arg(long)]
     pub quick: bool,
 
-    /// Run only these workloads (comma-separated): stateless, e2e, tumbling, join, latency,
-    /// nexmark, memory.
+    /// Run only these workloads (comma-separated): stateless, e2e, e2e-agg, tumbling, join,
+    /// latency, nexmark, memory.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 
@@ -177,7 +178,9 @@ pub fn run(args: Args) -> Result<Vec<Row>, BenchError> {
     };
     let engine = engine_rows(&args)?;
     print(&mut rows, engine);
-    let wants_kafka = ["e2e", "latency"].iter().any(|w| args.selected(w));
+    let wants_kafka = ["e2e", "e2e-agg", "latency"]
+        .iter()
+        .any(|w| args.selected(w));
     if wants_kafka {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -190,6 +193,9 @@ pub fn run(args: Args) -> Result<Vec<Row>, BenchError> {
             let mut out = Vec::new();
             if args.selected("e2e") {
                 out.push(kafka::e2e(&s).await?);
+            }
+            if args.selected("e2e-agg") {
+                out.push(kafka::e2e_aggregate(&s).await?);
             }
             if args.selected("latency") {
                 out.push(kafka::latency(&s).await?);
