@@ -34,7 +34,7 @@ pub struct CaseResult {
 pub fn default_dir() -> PathBuf {
     std::env::var_os("BROOK_QTT_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/qtt"))
+        .unwrap_or_else(|| manifest_dir().join("../../shared/qtt"))
 }
 
 /// The test files under a path (a file, a QTT root or its `query-validation-tests`).
@@ -609,4 +609,13 @@ impl std::fmt::Display for Totals {
             self.passed, self.failed, self.skipped
         )
     }
+}
+
+/// The package's directory: cargo's at run time (a test binary built in another checkout
+/// of the same workspace — the CI's shared target directory — must read this one's
+/// files), else where it was built.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::PathBuf;
 
 use brook_cli::qtt::{default_dir, files, run_file, Outcome, Totals};
 
@@ -18,7 +17,7 @@ fn qtt_ratchet_holds() {
         );
         return;
     }
-    let ratchet_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../qtt-passing.txt");
+    let ratchet_path = manifest_dir().join("../qtt-passing.txt");
     let ratchet: BTreeSet<String> = std::fs::read_to_string(&ratchet_path)
         .unwrap_or_default()
         .lines()
@@ -74,7 +73,7 @@ fn qtt_ratchet_holds_across_restarts() {
         );
         return;
     }
-    let ratchet_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../qtt-passing.txt");
+    let ratchet_path = manifest_dir().join("../qtt-passing.txt");
     let ratchet: BTreeSet<String> = std::fs::read_to_string(&ratchet_path)
         .unwrap_or_default()
         .lines()
@@ -109,4 +108,13 @@ fn qtt_ratchet_holds_across_restarts() {
         regressions.len(),
         regressions.join("\n")
     );
+}
+
+/// The package's directory: cargo's at run time (a test binary built in another checkout
+/// of the same workspace — the CI's shared target directory — must read this one's
+/// files), else where it was built.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

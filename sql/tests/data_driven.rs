@@ -9,9 +9,7 @@ struct Case {
 }
 
 fn read_cases(name: &str, marker: char) -> Vec<Case> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/cases")
-        .join(name);
+    let path = manifest_dir().join("tests/cases").join(name);
     let text = std::fs::read_to_string(&path).expect("case file");
     let mut cases = Vec::new();
     let mut input: Option<(usize, String)> = None;
@@ -119,4 +117,13 @@ fn statement_text_and_position_are_kept() {
     assert_eq!(all.len(), 2);
     assert_eq!(all[1].text, "SELECT *\n  FROM s EMIT CHANGES");
     assert_eq!((all[1].line, all[1].column), (2, 3));
+}
+
+/// The package's directory: cargo's at run time (a test binary built in another checkout
+/// of the same workspace — the CI's shared target directory — must read this one's
+/// files), else where it was built.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

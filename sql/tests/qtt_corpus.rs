@@ -8,7 +8,7 @@ use serde_json::Value;
 fn qtt_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("BROOK_QTT_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/qtt"));
+        .unwrap_or_else(|| manifest_dir().join("../../shared/qtt"));
     dir.is_dir().then_some(dir)
 }
 
@@ -134,4 +134,13 @@ fn every_qtt_statement_parses_and_round_trips() {
         "{} statements do not round-trip",
         round_trip.len()
     );
+}
+
+/// The package's directory: cargo's at run time (a test binary built in another checkout
+/// of the same workspace — the CI's shared target directory — must read this one's
+/// files), else where it was built.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

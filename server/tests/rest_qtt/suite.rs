@@ -66,7 +66,7 @@ impl Case {
 pub fn default_dir() -> PathBuf {
     std::env::var_os("BROOK_QTT_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/qtt"))
+        .unwrap_or_else(|| manifest_dir().join("../../shared/qtt"))
 }
 
 /// The REST suite under a QTT root (or the directory itself when it holds the files).
@@ -126,4 +126,13 @@ pub fn load(dir: &Path) -> Result<Vec<Case>, String> {
         }
     }
     Ok(cases)
+}
+
+/// The package's directory: cargo's at run time (a test binary built in another checkout
+/// of the same workspace — the CI's shared target directory — must read this one's
+/// files), else where it was built.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
