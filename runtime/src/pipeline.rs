@@ -132,6 +132,50 @@ impl Route {
         }))
     }
 
+    /// A join's route: by partition where two unwindowed inputs are joined key to key
+    /// (one key column each, of one type and format), so Kafka's partitioner put a key's
+    /// rows of both topics in the same partition number — ksqlDB's co-partitioning, which
+    /// the engine also checks by the topics' partition counts. Any other join (foreign
+    /// key, a non-key expression, N-way) stays one partition.
+    fn of_join(p: &brook_planner::join::JoinPlan) -> Route {
+        use brook_planner::join::StepKind;
+        let ([step], [left, right]) = (p.steps.as_slice(), p.inputs.as_slice()) else {
+            return Route::Single;
+        };
+        if matches!(step.kind, StepKind::ForeignKey)
+            || left.source.window.is_some()
+            || right.source.window.is_some()
+            || left.source.key_format != right.source.key_format
+        {
+            return Route::Single;
+        }
+        let key = |input: &brook_planner::join::JoinInput| {
+            let keys: Vec<_> = input.source.schema.key_columns().collect();
+            match keys.as_slice() {
+                [k] => input
+                    .schema
+                    .index_of(&k.name)
+                    .ok()
+                    .map(|i| (i, k.ty.clone())),
+                _ => None,
+            }
+        };
+        let column = |e: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| {
+            e.downcast_ref::<datafusion::physical_expr::expressions::Column>()
+                .map(|c| c.index())
+        };
+        match (key(left), key(right)) {
+            (Some((l, lt)), Some((r, rt)))
+                if lt == rt
+                    && column(&step.left_key) == Some(l + left.offset)
+                    && column(&step.right_key) == Some(r) =>
+            {
+                Route::ByPartition
+            }
+            _ => Route::Single,
+        }
+    }
+
     /// Whether more than one state partition can share the input.
     pub fn splits(&self) -> bool {
         !matches!(self, Route::Single)
@@ -255,6 +299,7 @@ impl Pipeline {
         let deletes = matches!(&spec.plan, QueryPlan::Aggregate(p) if p.retract_by.is_some());
         let materialized = materialized_for(&spec.sink, types)?;
         if let QueryPlan::Join(p) = spec.plan {
+            let route = Route::of_join(&p);
             let others = p.inputs[1..].iter().map(|i| i.source.clone()).collect();
             let tables = p.tables;
             let rekeyed = p.partitioned;
@@ -275,7 +320,7 @@ impl Pipeline {
                 join_feeds: false,
                 capture: false,
                 late: None,
-                route: Route::Single,
+                route,
             });
         }
         let rekeyed = matches!(&spec.plan, QueryPlan::Stateless(p) if p.rekeyed)
@@ -712,6 +757,12 @@ mod tests {
              (KAFKA_TOPIC='c', VALUE_FORMAT='JSON', PARTITIONS=2);
              CREATE STREAM j AS SELECT * FROM orders o JOIN c ON o.customer = c.id;"
         ));
-        assert!(!joined.route().splits());
+        assert!(!joined.route().splits(), "joined on a value column");
+        let by_key = pipeline(&format!(
+            "{ORDERS} CREATE TABLE c (id STRING PRIMARY KEY, name STRING) WITH \
+             (KAFKA_TOPIC='c', VALUE_FORMAT='JSON', PARTITIONS=2);
+             CREATE STREAM j AS SELECT * FROM orders o JOIN c ON o.id = c.id;"
+        ));
+        assert!(matches!(by_key.route(), Route::ByPartition));
     }
 }

@@ -189,7 +189,13 @@ fn pipeline_count(
     if !first.stateful() {
         return workers;
     }
-    if !first.route().splits() {
+    // A join routed by partition needs its topics co-partitioned (as ksqlDB does).
+    let counts: Vec<Option<&i32>> = first
+        .input_topics()
+        .iter()
+        .map(|t| partitions.get(t))
+        .collect();
+    if !first.route().splits() || counts.windows(2).any(|w| w[0] != w[1]) {
         return 1;
     }
     partitions

@@ -194,3 +194,70 @@ async fn aggregations_split_into_state_partitions_survive_a_restart() {
     assert_eq!(pulled, want);
     second.shutdown().await;
 }
+
+/// A stream–table join on both sides' keys (co-partitioned topics) runs as state
+/// partitions routed by input partition: each order meets its table row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_join_splits_by_partition() {
+    let broker = brook_tests::broker().await;
+    let bootstrap = broker.bootstrap_servers();
+    let producer: FutureProducer = producer_config(&bootstrap).create().expect("producer");
+    let engine = Engine::with_command_log(&bootstrap, LOG).expect("engine");
+    engine.recover().await.expect("empty log");
+    engine
+        .execute(
+            "SET 'ksql.streams.num.stream.threads'='2';
+             CREATE STREAM orders (id STRING KEY, customer STRING, amount INT) \
+             WITH (KAFKA_TOPIC='orders', VALUE_FORMAT='JSON', PARTITIONS=4);
+             CREATE TABLE notes (id STRING PRIMARY KEY, note STRING) \
+             WITH (KAFKA_TOPIC='notes', VALUE_FORMAT='JSON', PARTITIONS=4);",
+        )
+        .await
+        .expect("sources");
+    engine
+        .execute(
+            "CREATE STREAM noted AS SELECT o.id AS id, n.note AS note, o.amount AS amount \
+             FROM orders o JOIN notes n ON o.id = n.id EMIT CHANGES;",
+        )
+        .await
+        .expect("join");
+    for i in 0..101 {
+        let (key, value) = (format!("o{i}"), format!("{{\"note\":\"n{i}\"}}"));
+        producer
+            .send(
+                FutureRecord::to("notes").key(&key).payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+    // Let the table rows arrive before the orders that look them up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let id = engine
+        .queries()
+        .await
+        .into_iter()
+        .find(|q| q.sink == "NOTED")
+        .map(|q| q.id)
+        .expect("query");
+    produce(&producer, 0..400).await;
+    let consumer = reader(&bootstrap, "NOTED");
+    let mut got = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while got < 400 {
+        let Ok(m) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
+            panic!("only {got} of 400 joined orders");
+        };
+        let m = m.expect("consume");
+        let key = String::from_utf8_lossy(m.key().expect("key")).to_string();
+        let v: serde_json::Value =
+            serde_json::from_slice(m.payload().expect("value")).expect("JSON");
+        // Every order met its own note.
+        assert_eq!(v["NOTE"].as_str(), Some(format!("n{}", &key[1..]).as_str()));
+        got += 1;
+    }
+    let changelog = brook_runtime::changelog::topic_name(&id);
+    assert_eq!(partition_sizes(&bootstrap, &changelog).len(), 2);
+    engine.shutdown().await;
+}
