@@ -14,6 +14,7 @@ pub mod materialized;
 pub mod metrics;
 pub mod operator;
 pub mod pipeline;
+pub mod processing_log;
 pub mod rows;
 pub mod session;
 pub mod shared;

@@ -46,6 +46,10 @@ pub struct TaskConfig {
     /// Readers shared among the server's stateless queries (see [`crate::shared`]);
     /// without them each query has its own consumer.
     pub shared: Option<Arc<crate::shared::SharedInputs>>,
+    /// ksqlDB's processing log as a topic, when the server writes one
+    /// (`ksql.logging.processing.topic.auto.create`); skipped records are logged as
+    /// warnings either way.
+    pub processing_log: Option<Arc<crate::processing_log::ProcessingLog>>,
     /// On a shared reader, a query without stored positions looks for offsets committed
     /// in its consumer group (where Brook kept them before shared readers). Only a query
     /// that ran before can have any, so the engine asks for it only when it restores
@@ -63,6 +67,7 @@ impl std::fmt::Debug for TaskConfig {
             .field("consumer_overrides", &self.consumer_overrides)
             .field("shared_producer", &self.producer.is_some())
             .field("shared_inputs", &self.shared.is_some())
+            .field("processing_log", &self.processing_log)
             .field("group_offsets", &self.group_offsets)
             .finish()
     }
@@ -78,6 +83,7 @@ impl TaskConfig {
             consumer_overrides: Vec::new(),
             producer: None,
             shared: None,
+            processing_log: None,
             group_offsets: false,
         }
     }
@@ -611,6 +617,7 @@ fn to_send(processed: &crate::pipeline::Processed) -> Vec<ToSend<'_>> {
 /// The processing log: each record that did not decode or evaluate is named by topic,
 /// partition and offset; it is skipped and the query goes on.
 fn log_skipped(
+    log: Option<&crate::processing_log::ProcessingLog>,
     id: &str,
     topic_of: impl Fn(usize) -> String,
     batch: &[Record],
@@ -618,13 +625,17 @@ fn log_skipped(
 ) {
     for (i, e) in errors {
         let Some(r) = batch.get(*i) else { continue };
+        let topic = topic_of(*i);
         warn!(
             query = %id,
-            topic = %topic_of(*i),
+            topic = %topic,
             partition = r.partition,
             offset = r.offset,
             "record skipped: {e}"
         );
+        if let Some(log) = log {
+            log.skipped(id, &topic, r, e);
+        }
     }
 }
 
@@ -703,6 +714,7 @@ pub async fn run_parallel(
             ack_tx.clone(),
             control.stats.clone(),
             control.metrics.clone(),
+            config.processing_log.clone(),
         ));
     }
     drop(ack_tx);
@@ -1054,12 +1066,19 @@ async fn process_share(
     acks: tokio::sync::mpsc::UnboundedSender<BTreeMap<i32, i64>>,
     stats: Arc<watch::Sender<TaskStats>>,
     metrics: Arc<QueryMetrics>,
+    log: Option<Arc<crate::processing_log::ProcessingLog>>,
 ) -> Result<()> {
     let sink = pipeline.sink.topic.clone();
     let topic = pipeline.source.topic.clone();
     while let Some(batch) = batches.recv().await {
         let processed = pipeline.process_input(0, &batch)?;
-        log_skipped(&pipeline.id, |_| topic.clone(), &batch, &processed.errors);
+        log_skipped(
+            log.as_deref(),
+            &pipeline.id,
+            |_| topic.clone(),
+            &batch,
+            &processed.errors,
+        );
         let produced = send_all(&producer, &sink, to_send(&processed)).await?;
         count(
             &stats,
@@ -1197,6 +1216,7 @@ async fn run_stateful(
                 positions,
                 stats: control.stats.clone(),
                 metrics: control.metrics.clone(),
+                log: config.processing_log.clone(),
             },
             rx,
             ack_tx.clone(),
@@ -1365,8 +1385,9 @@ impl Acknowledged {
     /// partition has acknowledged are committed.
     fn ack(&mut self, seq: u64, consumer: &QueryConsumer) -> Result<()> {
         let front = self.pending.front().map_or(seq, |p| p.0);
-        let Some(entry) = usize::try_from(seq - front.min(seq))
-            .ok()
+        let Some(entry) = seq
+            .checked_sub(front)
+            .and_then(|i| usize::try_from(i).ok())
             .and_then(|i| self.pending.get_mut(i))
         else {
             return Ok(());
@@ -1407,6 +1428,7 @@ struct StatePartition {
     positions: Positions,
     stats: Arc<watch::Sender<TaskStats>>,
     metrics: Arc<QueryMetrics>,
+    log: Option<Arc<crate::processing_log::ProcessingLog>>,
 }
 
 /// Processes what the reader hands one state partition, in order: the outputs are
@@ -1464,7 +1486,13 @@ async fn run_state_partition(
                 .cloned()
                 .unwrap_or_default()
         };
-        log_skipped(&s.pipeline.id, topic_of, &records, &processed.errors);
+        log_skipped(
+            s.log.as_deref(),
+            &s.pipeline.id,
+            topic_of,
+            &records,
+            &processed.errors,
+        );
         let produced = send_all(&s.producer, &sink, to_send(&processed)).await?;
         for (at, o) in covered {
             let e = s.positions.entry(at).or_insert(o);

@@ -16,6 +16,7 @@ use brook_runtime::kafka::{consumer_config, create_topic, producer_config, Admin
 use brook_runtime::metrics::{MetricsSnapshot, QueryMetrics};
 use brook_runtime::operator::{FilterProject, Operator};
 use brook_runtime::pipeline::Pipeline;
+use brook_runtime::processing_log::ProcessingLog;
 use brook_runtime::rdkafka::consumer::{Consumer, StreamConsumer};
 use brook_runtime::rdkafka::producer::{FutureProducer, FutureRecord};
 use brook_runtime::rows::decode_records;
@@ -138,7 +139,16 @@ pub struct Engine {
     push_buffer: AtomicUsize,
     /// `ksql.query.push.v2.enabled` in the server's configuration.
     push_v2: std::sync::atomic::AtomicBool,
+    /// The processing log topic, when the configuration asks for one.
+    processing_log: std::sync::OnceLock<Arc<ProcessingLog>>,
 }
+
+/// ksqlDB's processing-log settings (`reference/processing-log.md`).
+pub const PROCESSING_TOPIC_AUTO_CREATE: &str = "ksql.logging.processing.topic.auto.create";
+pub const PROCESSING_TOPIC_NAME: &str = "ksql.logging.processing.topic.name";
+pub const PROCESSING_TOPIC_PARTITIONS: &str = "ksql.logging.processing.topic.partitions";
+pub const PROCESSING_STREAM_AUTO_CREATE: &str = "ksql.logging.processing.stream.auto.create";
+pub const PROCESSING_ROWS_INCLUDE: &str = "ksql.logging.processing.rows.include";
 
 /// Marks every row of a push query's batch as a deletion (a trailing TOMBSTONE column, which
 /// the REST layer shows as ksqlDB's `"tombstone": true`).
@@ -277,6 +287,7 @@ impl Engine {
             max_push_queries: AtomicU64::new(limits.max_push_queries),
             push_buffer: AtomicUsize::new(limits.buffer),
             push_v2: std::sync::atomic::AtomicBool::new(false),
+            processing_log: std::sync::OnceLock::new(),
         }))
     }
 
@@ -290,6 +301,63 @@ impl Engine {
         } else {
             self.session.lock().await.set_property(name, value);
         }
+    }
+
+    /// With `ksql.logging.processing.topic.auto.create=true` in the configuration, creates
+    /// the processing log topic and has every query started from now on write the records
+    /// it skips there (call it before [`Engine::recover`], so restored queries do too).
+    /// Returns the topic, if any.
+    pub async fn configure_processing_log(&self) -> Result<Option<String>, ServerError> {
+        let (enabled, topic, partitions, rows) = {
+            let session = self.session.lock().await;
+            let get = |k: &str| session.properties.get(k).map(|v| v.trim().to_string());
+            let on = |k: &str| get(k).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            (
+                on(PROCESSING_TOPIC_AUTO_CREATE),
+                get(PROCESSING_TOPIC_NAME)
+                    .filter(|t| !t.is_empty())
+                    .unwrap_or_else(|| brook_runtime::processing_log::DEFAULT_TOPIC.to_string()),
+                get(PROCESSING_TOPIC_PARTITIONS)
+                    .and_then(|p| p.parse::<i32>().ok())
+                    .filter(|p| *p > 0)
+                    .unwrap_or(1),
+                on(PROCESSING_ROWS_INCLUDE),
+            )
+        };
+        if !enabled {
+            return Ok(None);
+        }
+        self.admin
+            .create_topic(&topic, partitions, 1)
+            .await
+            .map_err(ServerError::Runtime)?;
+        let log = ProcessingLog::new(&topic, self.producer.clone(), rows);
+        let _ = self.processing_log.set(Arc::new(log));
+        info!(topic = %topic, "processing log: records queries skip are written to {topic}");
+        Ok(Some(topic))
+    }
+
+    /// With `ksql.logging.processing.stream.auto.create=true` and a processing log topic,
+    /// declares ksqlDB's `KSQL_PROCESSING_LOG` stream over it unless it exists (call it
+    /// after [`Engine::recover`]: a declared one comes back from the command log).
+    pub async fn create_processing_log_stream(&self) -> Result<(), StatementError> {
+        let Some(log) = self.processing_log.get() else {
+            return Ok(());
+        };
+        let wanted = self
+            .property(PROCESSING_STREAM_AUTO_CREATE)
+            .await
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        let exists = self
+            .catalog()
+            .await
+            .sources
+            .contains_key(brook_runtime::processing_log::STREAM_NAME);
+        if wanted && !exists {
+            self.execute(&brook_runtime::processing_log::stream_ddl(log.topic()))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Sets the push-query bounds (they apply to queries started from now on).
@@ -560,6 +628,7 @@ impl Engine {
     /// consumer's fetch wait from `ksql.streams[.consumer].fetch.max.wait.ms` if set.
     fn query_task_config(&self, properties: &BTreeMap<String, String>) -> TaskConfig {
         let mut config = self.task_config.clone();
+        config.processing_log = self.processing_log.get().cloned();
         // A query restored from the command log may have run before shared readers.
         config.group_offsets = self.replaying.load(Ordering::SeqCst);
         let wait = [FETCH_MAX_WAIT_CONSUMER, FETCH_MAX_WAIT]

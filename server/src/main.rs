@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use brook_server::engine::{Engine, PushLimits};
 use brook_server::{check_kafka, ServerError};
@@ -135,7 +135,11 @@ async fn run(args: Args) -> Result<(), ServerError> {
     for (k, v) in &args.config {
         engine.set_config(k, v).await;
     }
+    engine.configure_processing_log().await?;
     engine.recover().await?;
+    if let Err(e) = engine.create_processing_log_stream().await {
+        warn!(error = %e, "the KSQL_PROCESSING_LOG stream could not be declared");
+    }
     let info = rest::ServerInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
         kafka_cluster_id: rest::kafka_cluster_id(&bootstrap).await,

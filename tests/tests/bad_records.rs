@@ -1,11 +1,13 @@
 //! Records that do not decode are logged, counted and skipped; the query keeps running and
-//! every good record is delivered.
+//! every good record is delivered. With ksqlDB's processing-log settings each skipped
+//! record is also an entry of the processing log topic, read by `KSQL_PROCESSING_LOG`.
 
 use std::time::Duration;
 
 use brook_runtime::kafka::{consumer_config, producer_config};
 use brook_runtime::rdkafka::consumer::{Consumer, StreamConsumer};
 use brook_runtime::rdkafka::producer::{FutureProducer, FutureRecord};
+use brook_runtime::rdkafka::Message;
 use brook_server::engine::Engine;
 
 const GOOD: usize = 2_000;
@@ -16,6 +18,26 @@ async fn undecodable_records_are_skipped_and_counted() {
     let broker = brook_tests::broker().await;
     let bootstrap = broker.bootstrap_servers();
     let engine = Engine::new(&bootstrap).expect("engine");
+    for k in [
+        brook_server::engine::PROCESSING_TOPIC_AUTO_CREATE,
+        brook_server::engine::PROCESSING_STREAM_AUTO_CREATE,
+    ] {
+        engine.set_config(k, "true").await;
+    }
+    let log_topic = engine
+        .configure_processing_log()
+        .await
+        .expect("processing log")
+        .expect("a processing log topic");
+    engine
+        .create_processing_log_stream()
+        .await
+        .expect("KSQL_PROCESSING_LOG");
+    assert!(engine
+        .catalog()
+        .await
+        .sources
+        .contains_key("KSQL_PROCESSING_LOG"));
     engine
         .execute(
             "CREATE STREAM readings (id STRING KEY, v INT) WITH (KAFKA_TOPIC='readings', \
@@ -79,5 +101,35 @@ async fn undecodable_records_are_skipped_and_counted() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(errors, BAD as u64, "each bad record is counted once");
+
+    // One processing log entry per bad record, naming its topic, partition and offset.
+    let log: StreamConsumer = consumer_config(&bootstrap, "log-reader")
+        .create()
+        .expect("consumer");
+    log.subscribe(&[log_topic.as_str()]).expect("subscribe");
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < BAD {
+        let m = tokio::time::timeout_at(deadline, log.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {BAD} log entries", seen.len()))
+            .expect("consume");
+        let v: serde_json::Value =
+            serde_json::from_slice(m.payload().expect("entry")).expect("JSON");
+        let e = &v["message"]["deserializationError"];
+        assert_eq!(v["message"]["type"], 0, "{v}");
+        assert_eq!(e["topic"], "readings", "{v}");
+        assert_eq!(e["target"], "value", "{v}");
+        assert!(
+            v["logger"]
+                .as_str()
+                .is_some_and(|l| l.starts_with("processing.CSAS_COPIES")),
+            "{v}"
+        );
+        let at = (
+            e["partition"].as_i64().expect("partition"),
+            e["offset"].as_i64().expect("offset"),
+        );
+        assert!(seen.insert(at), "{at:?} logged twice");
+    }
     engine.shutdown().await;
 }
