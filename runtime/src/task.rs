@@ -786,6 +786,22 @@ pub async fn run_parallel(
         feed.acked(a).await?;
     }
     let mut first_error = outcome.err();
+    join_workers(
+        &mut workers,
+        &mut first_error,
+        &format!("a worker of query {id}"),
+    )
+    .await;
+    feed.finish().await;
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Waits for every worker to end; the first error (or panic, as `who` failed) is kept.
+async fn join_workers(
+    workers: &mut tokio::task::JoinSet<Result<()>>,
+    first_error: &mut Option<RuntimeError>,
+    who: &str,
+) {
     while let Some(done) = workers.join_next().await {
         match done {
             Ok(Ok(())) => {}
@@ -793,14 +809,10 @@ pub async fn run_parallel(
                 first_error.get_or_insert(e);
             }
             Err(e) => {
-                first_error.get_or_insert(RuntimeError::State(format!(
-                    "a worker of query {id} failed: {e}"
-                )));
+                first_error.get_or_insert(RuntimeError::State(format!("{who} failed: {e}")));
             }
         }
     }
-    feed.finish().await;
-    first_error.map_or(Ok(()), Err)
 }
 
 /// Where a stateless query's input comes from and where its acknowledged positions go.
@@ -1329,19 +1341,12 @@ async fn run_stateful(
             first_error.get_or_insert(e);
         }
     }
-    while let Some(done) = workers.join_next().await {
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                first_error.get_or_insert(RuntimeError::State(format!(
-                    "a state partition of query {id} failed: {e}"
-                )));
-            }
-        }
-    }
+    join_workers(
+        &mut workers,
+        &mut first_error,
+        &format!("a state partition of query {id}"),
+    )
+    .await;
     // A last synchronous commit of what was acknowledged, so a restart resumes exactly.
     let tpl = acked.committed()?;
     if tpl.count() > 0 {
