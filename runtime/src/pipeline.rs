@@ -82,15 +82,21 @@ pub enum Route {
     /// Kafka's partitioner already put each key's records in one partition (where ksqlDB
     /// needs no repartition).
     ByPartition,
-    /// The GROUP BY key decides: ksqlDB's repartition topic, done in process.
+    /// The key decides — an aggregation's GROUP BY values, a join's expressions on each
+    /// side: ksqlDB's repartition topic, done in process.
     ByKey(Arc<KeyRoute>),
 }
 
-/// What routing by GROUP BY key needs: the source's decoding and the key's expressions.
+/// What routing by key needs, per input (`None`: that input's records go by partition).
 pub struct KeyRoute {
+    sides: Vec<Option<SideKey>>,
+}
+
+/// An input's decoding and the expressions, over its own row, whose values route it.
+struct SideKey {
     source: Source,
     types: Catalog,
-    group_by: Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+    exprs: Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
 }
 
 impl Route {
@@ -126,18 +132,22 @@ impl Route {
             return Route::Single;
         }
         Route::ByKey(Arc::new(KeyRoute {
-            source: source.clone(),
-            types: types_only(types),
-            group_by: p.group_by.clone(),
+            sides: vec![Some(SideKey {
+                source: source.clone(),
+                types: types_only(types),
+                exprs: p.group_by.clone(),
+            })],
         }))
     }
 
-    /// A join's route: by partition where two unwindowed inputs are joined key to key
-    /// (one key column each, of one type and format), so Kafka's partitioner put a key's
-    /// rows of both topics in the same partition number — ksqlDB's co-partitioning, which
-    /// the engine also checks by the topics' partition counts. Any other join (foreign
-    /// key, a non-key expression, N-way) stays one partition.
-    fn of_join(p: &brook_planner::join::JoinPlan) -> Route {
+    /// A join's route. Two unwindowed inputs joined key to key (one key column each, of
+    /// one type and format): by partition, since Kafka's partitioner put a key's rows of
+    /// both topics in the same partition number — ksqlDB's co-partitioning, which the
+    /// engine also checks by the topics' partition counts. Joined on a column of the
+    /// left input (a stream) instead: by key, each side by the value of its side of the
+    /// ON clause (ksqlDB repartitions the stream). Any other join (foreign key, N-way,
+    /// windowed inputs, an expression) stays one partition.
+    fn of_join(p: &brook_planner::join::JoinPlan, types: &Catalog) -> Route {
         use brook_planner::join::StepKind;
         let ([step], [left, right]) = (p.steps.as_slice(), p.inputs.as_slice()) else {
             return Route::Single;
@@ -170,10 +180,33 @@ impl Route {
                     && column(&step.left_key) == Some(l + left.offset)
                     && column(&step.right_key) == Some(r) =>
             {
-                Route::ByPartition
+                return Route::ByPartition;
             }
-            _ => Route::Single,
+            _ => {}
         }
+        // The left key as a column of the left input's own row.
+        let width = left.schema.fields().len();
+        let (Some(l), Some(_)) = (column(&step.left_key), column(&step.right_key)) else {
+            return Route::Single;
+        };
+        let Some(own) = l.checked_sub(left.offset).filter(|i| *i < width) else {
+            return Route::Single;
+        };
+        let name = left.schema.field(own).name();
+        let left_key: Arc<dyn datafusion::physical_expr::PhysicalExpr> = Arc::new(
+            datafusion::physical_expr::expressions::Column::new(name, own),
+        );
+        let side = |input: &brook_planner::join::JoinInput, key| SideKey {
+            source: input.source.clone(),
+            types: types_only(types),
+            exprs: vec![key],
+        };
+        Route::ByKey(Arc::new(KeyRoute {
+            sides: vec![
+                Some(side(left, left_key)),
+                Some(side(right, step.right_key.clone())),
+            ],
+        }))
     }
 
     /// Whether more than one state partition can share the input.
@@ -181,15 +214,15 @@ impl Route {
         !matches!(self, Route::Single)
     }
 
-    /// The state partition (of `n`) of each record. A record whose key cannot be computed
-    /// (it does not decode: its partition's pipeline logs it) goes by its partition.
-    pub fn assign(&self, records: &[Record], n: usize) -> Vec<usize> {
+    /// The state partition (of `n`) of each record; `sides` says which input each is of
+    /// (a join reads two). A record whose key cannot be computed (it does not decode: its
+    /// partition's pipeline logs it) goes by its partition.
+    pub fn assign(&self, records: &[Record], sides: &[usize], n: usize) -> Vec<usize> {
         let by_partition = |r: &Record| usize::try_from(r.partition).map_or(0, |p| p % n.max(1));
         let mut out: Vec<usize> = records.iter().map(by_partition).collect();
         if let Route::ByKey(k) = self {
             if n > 1 {
-                // Best effort by design: the pipeline that gets the record reports it.
-                let _ = k.assign(records, n, &mut out);
+                k.assign(records, sides, n, &mut out);
             }
         }
         out
@@ -197,7 +230,39 @@ impl Route {
 }
 
 impl KeyRoute {
+    fn assign(&self, records: &[Record], sides: &[usize], n: usize, out: &mut [usize]) {
+        for (side, key) in self.sides.iter().enumerate() {
+            let Some(key) = key else { continue };
+            let side_of = |i: usize| sides.get(i).copied().unwrap_or(0);
+            let mine: Vec<usize> = (0..records.len()).filter(|i| side_of(*i) == side).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let mut slots = vec![0; mine.len()];
+            // Best effort by design: a record left by partition is reported by the
+            // pipeline that gets it.
+            let routed = if mine.len() == records.len() {
+                key.assign(records, n, &mut slots)
+            } else {
+                let subset: Vec<Record> = mine.iter().map(|i| records[*i].clone()).collect();
+                key.assign(&subset, n, &mut slots)
+            };
+            if routed.is_ok() {
+                for (i, slot) in mine.into_iter().zip(slots) {
+                    out[i] = slot;
+                }
+            }
+        }
+    }
+}
+
+impl SideKey {
+    /// Fills `out` with each record's state partition: a record that does not decode
+    /// keeps the slot it had.
     fn assign(&self, records: &[Record], n: usize, out: &mut [usize]) -> Result<()> {
+        for (slot, r) in out.iter_mut().zip(records) {
+            *slot = usize::try_from(r.partition).map_or(0, |p| p % n.max(1));
+        }
         let decoded = decode_records(&self.source, records, &self.types)?;
         let Some(batch) = decoded.batch else {
             return Ok(());
@@ -206,7 +271,7 @@ impl KeyRoute {
             decoded.errors.iter().map(|(i, _)| *i).collect();
         let rows: Vec<usize> = (0..records.len()).filter(|i| !failed.contains(i)).collect();
         let keys = self
-            .group_by
+            .exprs
             .iter()
             .map(|e| {
                 e.evaluate(&batch)
@@ -299,7 +364,7 @@ impl Pipeline {
         let deletes = matches!(&spec.plan, QueryPlan::Aggregate(p) if p.retract_by.is_some());
         let materialized = materialized_for(&spec.sink, types)?;
         if let QueryPlan::Join(p) = spec.plan {
-            let route = Route::of_join(&p);
+            let route = Route::of_join(&p, types);
             let others = p.inputs[1..].iter().map(|i| i.source.clone()).collect();
             let tables = p.tables;
             let rekeyed = p.partitioned;
@@ -733,7 +798,7 @@ mod tests {
                 )
             })
             .collect();
-        let slots = by_customer.route().assign(&records, 2);
+        let slots = by_customer.route().assign(&records, &[0; 40], 2);
         // Each customer in one state partition, and both partitions used.
         let mut of: BTreeMap<i32, usize> = BTreeMap::new();
         for (i, s) in slots.iter().enumerate() {
@@ -750,14 +815,33 @@ mod tests {
             "{ORDERS} CREATE TABLE t AS SELECT id, COUNT(*) AS n FROM orders GROUP BY id;"
         ));
         assert!(matches!(by_id.route(), Route::ByPartition));
-        assert_eq!(by_id.route().assign(&records[..4], 2), vec![0, 1, 0, 1]);
+        assert_eq!(
+            by_id.route().assign(&records[..4], &[0; 4], 2),
+            vec![0, 1, 0, 1]
+        );
 
         let joined = pipeline(&format!(
             "{ORDERS} CREATE TABLE c (id STRING PRIMARY KEY, name STRING) WITH \
              (KAFKA_TOPIC='c', VALUE_FORMAT='JSON', PARTITIONS=2);
              CREATE STREAM j AS SELECT * FROM orders o JOIN c ON o.customer = c.id;"
         ));
-        assert!(!joined.route().splits(), "joined on a value column");
+        // Joined on a value column of the stream: each side by its side of the ON clause,
+        // so an order and its customer's row meet in one state partition.
+        assert!(matches!(joined.route(), Route::ByKey(_)));
+        let mut both: Vec<Record> = (0..8)
+            .map(|i| {
+                record(
+                    i % 2,
+                    &format!("o{i}"),
+                    &format!("{{\"customer\":\"c{i}\"}}"),
+                )
+            })
+            .collect();
+        both.extend((0..8).map(|i| record((i + 1) % 2, &format!("c{i}"), "{\"name\":\"x\"}")));
+        let sides: Vec<usize> = (0..16).map(|i| i / 8).collect();
+        let slots = joined.route().assign(&both, &sides, 2);
+        assert_eq!(slots[..8], slots[8..], "{slots:?}");
+        assert!(slots.contains(&0) && slots.contains(&1), "{slots:?}");
         let by_key = pipeline(&format!(
             "{ORDERS} CREATE TABLE c (id STRING PRIMARY KEY, name STRING) WITH \
              (KAFKA_TOPIC='c', VALUE_FORMAT='JSON', PARTITIONS=2);

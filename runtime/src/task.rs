@@ -1305,7 +1305,7 @@ async fn run_stateful(
             .iter()
             .map(|((side, p), o)| ((topics[*side].clone(), *p), *o))
             .collect();
-        let slots = route.assign(&batch, n);
+        let slots = route.assign(&batch, &sides, n);
         let mut shares: Vec<(Vec<Record>, Vec<usize>)> = vec![(Vec::new(), Vec::new()); n];
         for ((r, side), slot) in batch.into_iter().zip(sides).zip(slots) {
             if let Some(share) = shares.get_mut(slot) {

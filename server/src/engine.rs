@@ -205,7 +205,11 @@ fn pipeline_count(
         .iter()
         .map(|t| partitions.get(t))
         .collect();
-    if !first.route().splits() || counts.windows(2).any(|w| w[0] != w[1]) {
+    let route = first.route();
+    let copartitioned = !counts.windows(2).any(|w| w[0] != w[1]);
+    if !route.splits()
+        || (matches!(route, brook_runtime::pipeline::Route::ByPartition) && !copartitioned)
+    {
         return 1;
     }
     partitions

@@ -195,10 +195,11 @@ async fn aggregations_split_into_state_partitions_survive_a_restart() {
     second.shutdown().await;
 }
 
-/// A stream–table join on both sides' keys (co-partitioned topics) runs as state
-/// partitions routed by input partition: each order meets its table row.
+/// Stream–table joins run as state partitions: on both sides' keys (co-partitioned
+/// topics) routed by input partition, on a column of the stream routed by that column's
+/// value and the table's key; either way each order meets its table row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_join_splits_by_partition() {
+async fn joins_split_into_state_partitions() {
     let broker = brook_tests::broker().await;
     let bootstrap = broker.bootstrap_servers();
     let producer: FutureProducer = producer_config(&bootstrap).create().expect("producer");
@@ -210,14 +211,18 @@ async fn a_key_join_splits_by_partition() {
              CREATE STREAM orders (id STRING KEY, customer STRING, amount INT) \
              WITH (KAFKA_TOPIC='orders', VALUE_FORMAT='JSON', PARTITIONS=4);
              CREATE TABLE notes (id STRING PRIMARY KEY, note STRING) \
-             WITH (KAFKA_TOPIC='notes', VALUE_FORMAT='JSON', PARTITIONS=4);",
+             WITH (KAFKA_TOPIC='notes', VALUE_FORMAT='JSON', PARTITIONS=4);
+             CREATE TABLE customers (id STRING PRIMARY KEY, name STRING) \
+             WITH (KAFKA_TOPIC='customers', VALUE_FORMAT='JSON', PARTITIONS=3);",
         )
         .await
         .expect("sources");
     engine
         .execute(
             "CREATE STREAM noted AS SELECT o.id AS id, n.note AS note, o.amount AS amount \
-             FROM orders o JOIN notes n ON o.id = n.id EMIT CHANGES;",
+             FROM orders o JOIN notes n ON o.id = n.id EMIT CHANGES;
+             CREATE STREAM named AS SELECT c.id AS cid, o.id AS oid, c.name AS name \
+             FROM orders o JOIN customers c ON o.customer = c.id EMIT CHANGES;",
         )
         .await
         .expect("join");
@@ -226,6 +231,17 @@ async fn a_key_join_splits_by_partition() {
         producer
             .send(
                 FutureRecord::to("notes").key(&key).payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .expect("delivered");
+    }
+    for i in 0..CUSTOMERS {
+        let (key, value) = (format!("c{i}"), format!("{{\"name\":\"name-c{i}\"}}"));
+        producer
+            .send(
+                FutureRecord::to("customers").key(&key).payload(&value),
                 Duration::from_secs(30),
             )
             .await
@@ -258,6 +274,35 @@ async fn a_key_join_splits_by_partition() {
         got += 1;
     }
     let changelog = brook_runtime::changelog::topic_name(&id);
+    assert_eq!(partition_sizes(&bootstrap, &changelog).len(), 2);
+
+    // Joined on the stream's customer column: the table (3 partitions) need not be
+    // co-partitioned with the stream (4).
+    let consumer = reader(&bootstrap, "NAMED");
+    let mut got = 0;
+    while got < 400 {
+        let Ok(m) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
+            panic!("only {got} of 400 named orders");
+        };
+        let m = m.expect("consume");
+        let key = String::from_utf8_lossy(m.key().expect("key")).to_string();
+        let v: serde_json::Value =
+            serde_json::from_slice(m.payload().expect("value")).expect("JSON");
+        assert_eq!(
+            v["NAME"].as_str(),
+            Some(format!("name-{key}").as_str()),
+            "{v}"
+        );
+        got += 1;
+    }
+    let named = engine
+        .queries()
+        .await
+        .into_iter()
+        .find(|q| q.sink == "NAMED")
+        .map(|q| q.id)
+        .expect("query");
+    let changelog = brook_runtime::changelog::topic_name(&named);
     assert_eq!(partition_sizes(&bootstrap, &changelog).len(), 2);
     engine.shutdown().await;
 }
