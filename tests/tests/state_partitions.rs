@@ -75,6 +75,26 @@ async fn read_until<T: PartialEq + std::fmt::Debug>(
     }
 }
 
+/// Reads 400 joined orders from `topic`, checking each (its key, its value).
+async fn read_joined(
+    bootstrap: &str,
+    topic: &str,
+    deadline: tokio::time::Instant,
+    check: impl Fn(&str, &serde_json::Value),
+) {
+    let consumer = reader(bootstrap, topic);
+    for got in 0..400 {
+        let Ok(m) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
+            panic!("{topic}: only {got} of 400 joined orders");
+        };
+        let m = m.expect("consume");
+        let key = String::from_utf8_lossy(m.key().expect("key")).to_string();
+        let v: serde_json::Value =
+            serde_json::from_slice(m.payload().expect("value")).expect("JSON");
+        check(&key, &v);
+    }
+}
+
 fn reader(bootstrap: &str, topic: &str) -> StreamConsumer {
     let consumer: StreamConsumer = consumer_config(bootstrap, &format!("{topic}-reader"))
         .set("auto.offset.reset", "earliest")
@@ -258,43 +278,29 @@ async fn joins_split_into_state_partitions() {
         .map(|q| q.id)
         .expect("query");
     produce(&producer, 0..400).await;
-    let consumer = reader(&bootstrap, "NOTED");
-    let mut got = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    while got < 400 {
-        let Ok(m) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
-            panic!("only {got} of 400 joined orders");
-        };
-        let m = m.expect("consume");
-        let key = String::from_utf8_lossy(m.key().expect("key")).to_string();
-        let v: serde_json::Value =
-            serde_json::from_slice(m.payload().expect("value")).expect("JSON");
-        // Every order met its own note.
-        assert_eq!(v["NOTE"].as_str(), Some(format!("n{}", &key[1..]).as_str()));
-        got += 1;
-    }
+    // Every order met its own note.
+    read_joined(&bootstrap, "NOTED", deadline, |key, v| {
+        assert_eq!(
+            v["NOTE"].as_str(),
+            Some(format!("n{}", &key[1..]).as_str()),
+            "{v}"
+        );
+    })
+    .await;
     let changelog = brook_runtime::changelog::topic_name(&id);
     assert_eq!(partition_sizes(&bootstrap, &changelog).len(), 2);
 
     // Joined on the stream's customer column: the table (3 partitions) need not be
     // co-partitioned with the stream (4).
-    let consumer = reader(&bootstrap, "NAMED");
-    let mut got = 0;
-    while got < 400 {
-        let Ok(m) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
-            panic!("only {got} of 400 named orders");
-        };
-        let m = m.expect("consume");
-        let key = String::from_utf8_lossy(m.key().expect("key")).to_string();
-        let v: serde_json::Value =
-            serde_json::from_slice(m.payload().expect("value")).expect("JSON");
+    read_joined(&bootstrap, "NAMED", deadline, |key, v| {
         assert_eq!(
             v["NAME"].as_str(),
             Some(format!("name-{key}").as_str()),
             "{v}"
         );
-        got += 1;
-    }
+    })
+    .await;
     let named = engine
         .queries()
         .await

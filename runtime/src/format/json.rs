@@ -190,6 +190,26 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Skips whitespace up to an object's next field name, which must follow.
+    fn field_name_starts(&mut self) -> Result<(), String> {
+        self.skip_ws();
+        if self.peek() != Some(b'"') {
+            return Err(self.err("expected a field name"));
+        }
+        Ok(())
+    }
+
+    /// Skips the `:` after a field name, and the whitespace around it.
+    fn colon(&mut self) -> Result<(), String> {
+        self.skip_ws();
+        if self.peek() != Some(b':') {
+            return Err(self.err("expected ':'"));
+        }
+        self.pos += 1;
+        self.skip_ws();
+        Ok(())
+    }
+
     fn err(&self, what: &str) -> String {
         // Whatever was expected, running out of data is the clearer cause.
         let what = if self.pos >= self.text.len() {
@@ -349,17 +369,9 @@ impl<'a> Parser<'a> {
             return Ok(());
         }
         loop {
-            self.skip_ws();
-            if self.peek() != Some(b'"') {
-                return Err(self.err("expected a field name"));
-            }
+            self.field_name_starts()?;
             self.skip_string()?;
-            self.skip_ws();
-            if self.peek() != Some(b':') {
-                return Err(self.err("expected ':'"));
-            }
-            self.pos += 1;
-            self.skip_ws();
+            self.colon()?;
             self.skip(depth + 1)?;
             self.skip_ws();
             match self.peek() {
@@ -386,17 +398,9 @@ impl<'a> Parser<'a> {
             return Ok(Record::Object(self.text));
         }
         loop {
-            self.skip_ws();
-            if self.peek() != Some(b'"') {
-                return Err(self.err("expected a field name"));
-            }
+            self.field_name_starts()?;
             let name = self.string()?;
-            self.skip_ws();
-            if self.peek() != Some(b':') {
-                return Err(self.err("expected ':'"));
-            }
-            self.pos += 1;
-            self.skip_ws();
+            self.colon()?;
             pick_key(&name, columns, picks, self.pos);
             self.skip(1)?;
             self.skip_ws();
@@ -572,17 +576,9 @@ impl<'a> Parser<'a> {
             return Ok(Json::Obj(fields));
         }
         loop {
-            self.skip_ws();
-            if self.peek() != Some(b'"') {
-                return Err(self.err("expected a field name"));
-            }
+            self.field_name_starts()?;
             let name = self.string()?;
-            self.skip_ws();
-            if self.peek() != Some(b':') {
-                return Err(self.err("expected ':'"));
-            }
-            self.pos += 1;
-            self.skip_ws();
+            self.colon()?;
             let v = self.value(depth + 1)?;
             fields.push((name, v));
             self.skip_ws();
