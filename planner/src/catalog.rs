@@ -57,6 +57,16 @@ impl TypeRegistry for Catalog {
     fn resolve(&self, name: &str) -> Option<Type> {
         self.types.get(name).cloned()
     }
+
+    fn visit(&self, name: &str, f: &mut dyn FnMut(&Type)) -> bool {
+        match self.types.get(name) {
+            Some(t) => {
+                f(t);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl Catalog {
@@ -66,34 +76,11 @@ impl Catalog {
             .ok_or_else(|| PlanError::UnknownSource(name.to_string()))
     }
 
-    /// Replaces `CREATE TYPE` names by their definitions, recursively.
+    /// Replaces `CREATE TYPE` names by their definitions, within the limits of
+    /// [`crate::types::resolve_bounded`]: a type made of types made of types (`CREATE TYPE
+    /// t2 AS STRUCT<a t1, b t1>` …) doubles with every step, and is refused at the limit.
     pub fn resolve_type(&self, ty: &Type) -> Result<Type, PlanError> {
-        Ok(match ty {
-            Type::Custom(name) => {
-                let t = self
-                    .types
-                    .get(&name.value)
-                    .ok_or_else(|| PlanError::UnknownType(name.value.clone()))?;
-                self.resolve_type(t)?
-            }
-            Type::Array(t) => Type::Array(Box::new(self.resolve_type(t)?)),
-            Type::Map(k, v) => Type::Map(
-                Box::new(self.resolve_type(k)?),
-                Box::new(self.resolve_type(v)?),
-            ),
-            Type::Struct(fields) => Type::Struct(
-                fields
-                    .iter()
-                    .map(|f| {
-                        Ok(brook_sql::StructField {
-                            name: f.name.clone(),
-                            ty: self.resolve_type(&f.ty)?,
-                        })
-                    })
-                    .collect::<Result<_, PlanError>>()?,
-            ),
-            other => other.clone(),
-        })
+        crate::types::resolve_bounded(ty, self)
     }
 }
 
@@ -225,6 +212,8 @@ pub fn schema_from_elements(
     catalog: &Catalog,
 ) -> Result<LogicalSchema, PlanError> {
     let mut columns: Vec<Column> = Vec::new();
+    // A set, not a scan of the columns so far: a statement may list many thousands.
+    let mut names: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for e in elements {
         let name = e.name.value.clone();
         if RESERVED.contains(&name.as_str()) {
@@ -232,11 +221,13 @@ pub fn schema_from_elements(
                 "'{name}' is a reserved column name. You cannot use it as a name for a column."
             )));
         }
-        if columns.iter().any(|c| c.name == name) {
+        if !names.insert(&e.name.value) {
             return Err(PlanError::Invalid(format!(
                 "Duplicate column names: {name}"
             )));
         }
+        // Each column may name a large custom type: the statement's budget bounds them all
+        // (`limits::StatementBudget`).
         let ty = catalog.resolve_type(&e.ty)?;
         let namespace = match &e.constraint {
             None => Namespace::Value,

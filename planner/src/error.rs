@@ -18,6 +18,22 @@ pub enum PlanError {
     Unsupported(String),
     #[error("{0}")]
     DataFusion(String),
+    /// A type that, its `CREATE TYPE` names replaced, has more parts than the limit.
+    #[error("Type {name} is too large: it has {nodes} parts once custom types are replaced, more than the limit of {limit}")]
+    TypeTooLarge {
+        name: String,
+        nodes: usize,
+        limit: usize,
+    },
+    /// A type that, its `CREATE TYPE` names replaced, is nested deeper than the limit.
+    #[error("Type {name} is nested too deeply once custom types are replaced: more than {limit} levels of ARRAY, MAP or STRUCT")]
+    TypeTooDeep { name: String, limit: usize },
+    /// A statement whose types (columns, CASTs) together have more parts than the limit.
+    #[error("The statement's types are too large: more than {limit} parts once custom types are replaced")]
+    StatementTypesTooLarge { limit: usize },
+    /// An expression whose compilation takes more steps than the limit.
+    #[error("The expression is too complex to plan: more than {limit} steps")]
+    TooComplex { limit: usize },
     #[error("DECIMAL precision must be between 1 and 38 and scale between 0 and the precision, got DECIMAL({precision}, {scale})")]
     InvalidDecimal { precision: u32, scale: u32 },
 }

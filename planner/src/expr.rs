@@ -65,14 +65,43 @@ fn df<T>(r: datafusion::error::Result<T>) -> Result<T, PlanError> {
 }
 
 /// Compiles a DataFusion expression against the row schema into a physical expression.
+/// DataFusion's physical planner recurses once per level of `expr`, with frames of tens of
+/// KiB in a debug build: it runs on a stack sized for the expression's depth. Evaluation
+/// grows the stack where it must ([`crate::limits::GrowStack`]).
 pub fn physical(expr: &Expr, schema: &SchemaRef) -> Result<Arc<dyn PhysicalExpr>, PlanError> {
     let dfschema = df(DFSchema::try_from(schema.as_ref().clone()))?;
-    df(create_physical_expr(
-        expr,
-        &dfschema,
-        &ExecutionProps::new(),
-        &PhysicalPlanningContext::default(),
-    ))
+    let need = logical_depth(expr) * PLAN_STACK_PER_LEVEL + PLAN_STACK_BASE;
+    let planned = stacker::maybe_grow(need, need, || {
+        create_physical_expr(
+            expr,
+            &dfschema,
+            &ExecutionProps::new(),
+            &PhysicalPlanningContext::default(),
+        )
+        .and_then(|p| crate::limits::guard_depth(p, 0))
+    });
+    df(planned)
+}
+
+/// Stack DataFusion's physical planner takes per level of an expression in a debug build
+/// (measured at about 18 KiB), with room to spare.
+const PLAN_STACK_PER_LEVEL: usize = 32 * 1024;
+const PLAN_STACK_BASE: usize = 256 * 1024;
+
+/// The depth of a DataFusion expression, found without recursion.
+fn logical_depth(expr: &Expr) -> usize {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut deepest = 0;
+    let mut stack = vec![(expr, 1)];
+    while let Some((e, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        // Visiting children only (no recursion) cannot fail.
+        let _ = e.apply_children(|c| {
+            stack.push((c, d + 1));
+            Ok(TreeNodeRecursion::Continue)
+        });
+    }
+    deepest
 }
 
 impl Scope<'_> {
@@ -113,8 +142,15 @@ impl Scope<'_> {
         )
     }
 
-    /// Compiles an expression.
+    /// Compiles an expression. The recursion grows the stack as it needs (a level takes
+    /// tens of KiB in a debug build); each call is a step of the expression's budget.
+    #[recursive::recursive]
     pub fn compile(&self, e: &SqlExpr) -> Result<Typed, PlanError> {
+        let _step = crate::limits::CompileStep::take()?;
+        self.compile_step(e)
+    }
+
+    fn compile_step(&self, e: &SqlExpr) -> Result<Typed, PlanError> {
         match e {
             SqlExpr::Identifier(id) => Ok(self.column_expr(self.resolve(None, &id.value)?)),
             SqlExpr::CompoundIdentifier(parts) => match parts.as_slice() {
@@ -172,15 +208,17 @@ impl Scope<'_> {
                 let x = self.compile(expr)?;
                 let lo = pseudo_time(expr, &x, low, self.compile(low)?)?;
                 let hi = pseudo_time(expr, &x, high, self.compile(high)?)?;
-                let (x1, lo) = self.common(e, x.clone(), lo)?;
-                let (x2, hi) = self.common(e, x, hi)?;
-                let inside = binary_expr(
-                    binary_expr(x1.expr, Operator::GtEq, lo.expr),
-                    Operator::And,
-                    binary_expr(x2.expr, Operator::LtEq, hi.expr),
-                );
+                // Each bound meets the value in their common type; the value is passed
+                // once and cast twice as it is evaluated (two copies of it in the plan
+                // would double with every BETWEEN nested in it).
+                let (x_lo, lo) = self.common_with(e, &x, lo)?;
+                let (x_hi, hi) = self.common_with(e, &x, hi)?;
                 Ok(Typed::new(
-                    if *negated { not(inside) } else { inside },
+                    crate::functions::compare::between(
+                        [x.expr, lo.expr, hi.expr],
+                        [x_lo, x_hi],
+                        *negated,
+                    ),
                     Type::Boolean,
                 ))
             }
@@ -341,14 +379,7 @@ impl Scope<'_> {
     fn common(&self, e: &SqlExpr, a: Typed, b: Typed) -> Result<(Typed, Typed), PlanError> {
         match (&a.ty, &b.ty) {
             (Some(x), Some(y)) => {
-                let Some(t) = common_type(x, y) else {
-                    return err(format!(
-                        "Cannot compare {} ({x}) to {} ({y}) with {}.",
-                        side(e, true),
-                        side(e, false),
-                        op_name(e)
-                    ));
-                };
+                let t = compared_type(e, x, y)?;
                 Ok((self.coerce(a, &t)?, self.coerce(b, &t)?))
             }
             (Some(x), None) => {
@@ -360,6 +391,29 @@ impl Scope<'_> {
                 Ok((self.coerce(a, &y)?, b))
             }
             (None, None) => Ok((a, b)),
+        }
+    }
+
+    /// [`Scope::common`] for a value used more than once: `b` brought to the common type,
+    /// and the Arrow type the value `a` must be cast to (`None`: as it is).
+    fn common_with(
+        &self,
+        e: &SqlExpr,
+        a: &Typed,
+        b: Typed,
+    ) -> Result<(Option<DataType>, Typed), PlanError> {
+        match (&a.ty, &b.ty) {
+            (Some(x), Some(y)) => {
+                let t = compared_type(e, x, y)?;
+                let cast = if *x == t { None } else { Some(self.arrow(&t)?) };
+                Ok((cast, self.coerce(b, &t)?))
+            }
+            (Some(x), None) => {
+                let x = x.clone();
+                Ok((None, self.coerce(b, &x)?))
+            }
+            (None, Some(y)) => Ok((Some(self.arrow(y)?), b)),
+            (None, None) => Ok((None, b)),
         }
     }
 
@@ -462,10 +516,11 @@ impl Scope<'_> {
                 ));
             }
             let (l, r) = self.common(e, l.clone(), r.clone())?;
-            // ksqlDB's comparisons are false, not NULL, when a side is NULL.
+            // ksqlDB's comparisons are false, not NULL, when a side is NULL. `IS TRUE` says
+            // so with the comparison once (a CASE would copy it, and nested comparisons
+            // would grow the plan exponentially).
             let c = binary_expr(l.expr, op, r.expr);
-            let c = df(when(is_null(c.clone()), lit(false)).otherwise(c))?;
-            Ok(Typed::new(c, Type::Boolean))
+            Ok(Typed::new(Expr::IsTrue(Box::new(c)), Type::Boolean))
         };
         match op {
             BinaryOperator::Eq => cmp(Operator::Eq),
@@ -574,18 +629,19 @@ impl Scope<'_> {
         conditions: &[sql::CaseWhen],
         else_result: Option<&SqlExpr>,
     ) -> Result<Typed, PlanError> {
-        let mut whens = Vec::new();
+        let (mut operand, mut whens) = match operand {
+            Some(op) => {
+                let (o, values) = self.case_operand(op, conditions)?;
+                (Some(o), values)
+            }
+            None => (None, Vec::new()),
+        };
         let mut result_ty: Option<Type> = None;
         let mut results = Vec::new();
         for cw in conditions {
             let cond = match operand {
-                Some(op) => {
-                    let o = self.compile(op)?;
-                    let c = self.compile(&cw.condition)?;
-                    let (o, c) = self.common(&cw.condition, o, c)?;
-                    binary_expr(o.expr, Operator::Eq, c.expr)
-                }
-                None => {
+                Some(_) => None,
+                None => Some({
                     let c = self.compile(&cw.condition)?;
                     if !matches!(c.ty, None | Some(Type::Boolean)) {
                         return err(format!(
@@ -595,11 +651,11 @@ impl Scope<'_> {
                         ));
                     }
                     c.expr
-                }
+                }),
             };
             let r = self.compile(&cw.result)?;
             result_ty = merge_result_type(result_ty, &r)?;
-            whens.push(cond);
+            whens.extend(cond);
             results.push(r);
         }
         let else_t = match else_result {
@@ -617,9 +673,10 @@ impl Scope<'_> {
             None;
         for (c, r) in whens.into_iter().zip(results) {
             let r = self.coerce(r, &ty)?.expr;
-            builder = Some(match builder {
-                None => when(c, r),
-                Some(mut b) => b.when(c, r),
+            builder = Some(match (builder, operand.take()) {
+                (None, Some(o)) => datafusion::logical_expr::case(o).when(c, r),
+                (None, None) => when(c, r),
+                (Some(mut b), _) => b.when(c, r),
             });
         }
         let Some(mut b) = builder else {
@@ -630,6 +687,36 @@ impl Scope<'_> {
             None => df(b.end())?,
         };
         Ok(Typed::new(expr, ty))
+    }
+
+    /// `CASE operand WHEN value …`: the operand and the values in one common type. The
+    /// operand is compiled once and compared by DataFusion's CASE with an operand (a copy
+    /// of it per WHEN would multiply with every CASE nested in it).
+    fn case_operand(
+        &self,
+        op: &SqlExpr,
+        conditions: &[sql::CaseWhen],
+    ) -> Result<(Expr, Vec<Expr>), PlanError> {
+        let o = self.compile(op)?;
+        let mut target = o.ty.clone();
+        let mut values = Vec::with_capacity(conditions.len());
+        for cw in conditions {
+            let c = self.compile(&cw.condition)?;
+            target = match (target, &c.ty) {
+                (Some(t), Some(y)) => Some(compared_type(&cw.condition, &t, y)?),
+                (None, y) => y.clone(),
+                (t, None) => t,
+            };
+            values.push(c);
+        }
+        let Some(target) = target else {
+            return Ok((o.expr, values.into_iter().map(|v| v.expr).collect()));
+        };
+        let values = values
+            .into_iter()
+            .map(|v| self.coerce(v, &target).map(|v| v.expr))
+            .collect::<Result<_, _>>()?;
+        Ok((self.coerce(o, &target)?.expr, values))
     }
 
     fn field(&self, base: Typed, name: &str) -> Result<Typed, PlanError> {
@@ -794,9 +881,10 @@ impl Scope<'_> {
         items: Vec<(&SqlExpr, Typed)>,
     ) -> Result<(Option<Type>, Vec<Typed>), PlanError> {
         let mut common: Option<Type> = None;
+        let mut memo = TypeMemo::new();
         for (sql, t) in &items {
             common = self
-                .item_type(sql, t.ty.as_ref(), common)
+                .item_type(sql, t.ty.as_ref(), common, &mut memo)
                 .map_err(ListError::into_plan)?;
         }
         let Some(target) = common else {
@@ -815,6 +903,7 @@ impl Scope<'_> {
         sql: &SqlExpr,
         ty: Option<&Type>,
         common: Option<Type>,
+        memo: &mut TypeMemo,
     ) -> Result<Option<Type>, ListError> {
         let Some(target) = common else {
             return Ok(ty.cloned());
@@ -834,7 +923,7 @@ impl Scope<'_> {
                     return Err(mismatch());
                 };
                 let item = self
-                    .structured_type((**item).clone(), &elems)
+                    .structured_type((**item).clone(), &elems, memo)
                     .map_err(rewrap)?;
                 return Ok(Some(Type::Array(Box::new(item))));
             }
@@ -844,9 +933,11 @@ impl Scope<'_> {
                 };
                 let keys: Vec<&SqlExpr> = entries.iter().map(|(k, _)| *k).collect();
                 let values: Vec<&SqlExpr> = entries.iter().map(|(_, v)| *v).collect();
-                let k = self.structured_type((**k).clone(), &keys).map_err(rewrap)?;
+                let k = self
+                    .structured_type((**k).clone(), &keys, memo)
+                    .map_err(rewrap)?;
                 let v = self
-                    .structured_type((**v).clone(), &values)
+                    .structured_type((**v).clone(), &values, memo)
                     .map_err(rewrap)?;
                 return Ok(Some(Type::Map(Box::new(k), Box::new(v))));
             }
@@ -855,7 +946,7 @@ impl Scope<'_> {
                     return Err(mismatch());
                 };
                 return self
-                    .struct_type(&fields, target_fields)
+                    .struct_type(&fields, target_fields, memo)
                     .map(|t| Some(Type::Struct(t)))
                     .map_err(rewrap);
             }
@@ -886,13 +977,62 @@ impl Scope<'_> {
     }
 
     /// The common type of a constructor's elements, starting from the type they must meet.
-    fn structured_type(&self, target: Type, elems: &[&SqlExpr]) -> Result<Type, ListError> {
+    fn structured_type(
+        &self,
+        target: Type,
+        elems: &[&SqlExpr],
+        memo: &mut TypeMemo,
+    ) -> Result<Type, ListError> {
         let mut common = Some(target.clone());
         for e in elems {
-            let t = self.compile(e).map_err(ListError::Other)?;
-            common = self.item_type(e, t.ty.as_ref(), common)?;
+            let t = self.element_type(e, memo)?;
+            common = self.item_type(e, t.as_ref(), common, memo)?;
         }
         Ok(common.unwrap_or(target))
+    }
+
+    /// The type of a constructor's element, compiled once for one list however deep it
+    /// sits: each enclosing constructor asks again, and compiling it each time would
+    /// double the work with every level.
+    fn element_type(&self, e: &SqlExpr, memo: &mut TypeMemo) -> Result<Option<Type>, ListError> {
+        let key = e as *const SqlExpr as usize;
+        if let Some(t) = memo.get(&key) {
+            return Ok(t.clone());
+        }
+        // A constructor's type is found from its elements' (themselves remembered), as
+        // compiling it would; anything else, or a constructor that would not compile
+        // (for its message), is compiled.
+        let found = match constructor(e) {
+            Some(Constructor::Array(elems)) => self
+                .list_type(&elems, memo)?
+                .map(|t| Type::Array(Box::new(t))),
+            Some(Constructor::Map(entries)) => {
+                let keys: Vec<&SqlExpr> = entries.iter().map(|(k, _)| *k).collect();
+                let values: Vec<&SqlExpr> = entries.iter().map(|(_, v)| *v).collect();
+                match (self.list_type(&keys, memo)?, self.list_type(&values, memo)?) {
+                    (Some(k), Some(v)) => Some(Type::Map(Box::new(k), Box::new(v))),
+                    _ => None,
+                }
+            }
+            Some(Constructor::Struct(fields)) if !fields.is_empty() => {
+                let mut out = Vec::with_capacity(fields.len());
+                for (name, v) in fields {
+                    let ty = self.element_type(v, memo)?.unwrap_or(Type::String);
+                    out.push(StructField {
+                        name: name.clone(),
+                        ty,
+                    });
+                }
+                Some(Type::Struct(out))
+            }
+            _ => None,
+        };
+        let t = match found {
+            Some(t) => Some(t),
+            None => self.compile(e).map_err(ListError::Other)?.ty,
+        };
+        memo.insert(key, t.clone());
+        Ok(t)
     }
 
     /// A STRUCT constructor joining a list of structs: the union of the fields, in the
@@ -901,6 +1041,7 @@ impl Scope<'_> {
         &self,
         fields: &[(&sql::Ident, &SqlExpr)],
         target: &[StructField],
+        memo: &mut TypeMemo,
     ) -> Result<Vec<StructField>, ListError> {
         let mut names: Vec<&sql::Ident> = Vec::new();
         for n in fields
@@ -918,15 +1059,11 @@ impl Scope<'_> {
             let existing = target.iter().find(|f| f.name.value == name.value);
             let ty = match (source, existing) {
                 (Some((_, e)), Some(f)) => {
-                    let t = self.compile(e).map_err(ListError::Other)?;
-                    self.item_type(e, t.ty.as_ref(), Some(f.ty.clone()))?
+                    let t = self.element_type(e, memo)?;
+                    self.item_type(e, t.as_ref(), Some(f.ty.clone()), memo)?
                         .unwrap_or_else(|| f.ty.clone())
                 }
-                (Some((_, e)), None) => self
-                    .compile(e)
-                    .map_err(ListError::Other)?
-                    .ty
-                    .unwrap_or(Type::String),
+                (Some((_, e)), None) => self.element_type(e, memo)?.unwrap_or(Type::String),
                 (None, Some(f)) => f.ty.clone(),
                 (None, None) => continue,
             };
@@ -936,6 +1073,20 @@ impl Scope<'_> {
             });
         }
         Ok(out)
+    }
+
+    /// The common type of a constructor's elements, as [`Scope::coerce_list`] finds it.
+    fn list_type(
+        &self,
+        elems: &[&SqlExpr],
+        memo: &mut TypeMemo,
+    ) -> Result<Option<Type>, ListError> {
+        let mut common = None;
+        for x in elems {
+            let t = self.element_type(x, memo)?;
+            common = self.item_type(x, t.as_ref(), common, memo)?;
+        }
+        Ok(common)
     }
 
     /// Brings one list item to the list's common type.
@@ -996,6 +1147,10 @@ fn string_literal(e: &SqlExpr) -> Option<&str> {
         _ => None,
     }
 }
+
+/// Types of constructor elements met while one list's common type is found, by the
+/// element's address in the statement's tree (which does not move while it is planned).
+type TypeMemo = std::collections::HashMap<usize, Option<Type>>;
 
 /// Why a list has no common type: a plain type mismatch (reported as the enclosing
 /// constructor's when nested) or anything else, reported as is.
@@ -1380,6 +1535,18 @@ fn merge_result_type(cur: Option<Type>, t: &Typed) -> Result<Option<Type>, PlanE
     })
 }
 
+/// The type two operands of `e` are compared in, or ksqlDB's message when there is none.
+fn compared_type(e: &SqlExpr, x: &Type, y: &Type) -> Result<Type, PlanError> {
+    common_type(x, y).ok_or_else(|| {
+        PlanError::Invalid(format!(
+            "Cannot compare {} ({x}) to {} ({y}) with {}.",
+            side(e, true),
+            side(e, false),
+            op_name(e)
+        ))
+    })
+}
+
 fn side(e: &SqlExpr, left: bool) -> String {
     match e {
         SqlExpr::BinaryOp {
@@ -1413,28 +1580,9 @@ fn op_name(e: &SqlExpr) -> &'static str {
     }
 }
 
+/// `t` with its `CREATE TYPE` names replaced, within the type limits.
 pub(crate) fn resolve(types: &dyn TypeRegistry, t: &Type) -> Result<Type, PlanError> {
-    Ok(match t {
-        Type::Custom(n) => {
-            let r = types
-                .resolve(&n.value)
-                .ok_or_else(|| PlanError::UnknownType(n.value.clone()))?;
-            resolve(types, &r)?
-        }
-        Type::Array(i) => Type::Array(Box::new(resolve(types, i)?)),
-        Type::Map(k, v) => Type::Map(Box::new(resolve(types, k)?), Box::new(resolve(types, v)?)),
-        Type::Struct(fs) => Type::Struct(
-            fs.iter()
-                .map(|f| {
-                    Ok(StructField {
-                        name: f.name.clone(),
-                        ty: resolve(types, &f.ty)?,
-                    })
-                })
-                .collect::<Result<_, PlanError>>()?,
-        ),
-        other => other.clone(),
-    })
+    crate::types::resolve_bounded(t, types)
 }
 
 pub fn is_numeric(t: &Type) -> bool {

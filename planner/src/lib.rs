@@ -10,6 +10,7 @@ pub mod expr;
 pub mod format;
 pub mod functions;
 pub mod join;
+pub mod limits;
 pub mod pull;
 pub mod query;
 pub mod schema;

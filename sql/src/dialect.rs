@@ -44,12 +44,16 @@ impl Dialect for KsqlDialect {
         true
     }
 
+    /// ksqlDB has no named arguments: `name := value` in STRUCT(…) and MAP(…) is parsed
+    /// as an expression (a [`BinaryOperator::Assignment`]). Telling sqlparser there are
+    /// named arguments made it parse every argument twice (once to look for a name), which
+    /// doubled with each nested call: `f(f(f(…)))` took exponential time.
     fn supports_named_fn_args_with_expr_name(&self) -> bool {
-        true
+        false
     }
 
     fn supports_named_fn_args_with_assignment_operator(&self) -> bool {
-        true
+        false
     }
 
     fn supports_named_fn_args_with_rarrow_operator(&self) -> bool {
@@ -83,25 +87,38 @@ impl Dialect for KsqlDialect {
         _precedence: u8,
     ) -> Option<Result<Expr, ParserError>> {
         match parser.peek_token_ref().token {
+            Token::Arrow | Token::LBracket => Some(parse_access_chain(parser, expr.clone())),
+            _ => None,
+        }
+    }
+}
+
+/// `base->field`, `base->*` and `base[index]`, as many as follow one another. sqlparser
+/// hands an infix hook its left side by reference: the whole chain is taken here so that
+/// the base is copied once, not once per step (which made `a->b->…` quadratic).
+fn parse_access_chain(parser: &mut Parser, mut expr: Expr) -> Result<Expr, ParserError> {
+    loop {
+        match parser.peek_token_ref().token {
             Token::Arrow => {
                 parser.next_token();
-                // `s->*` selects every field of the struct.
+                // `s->*` selects every field of the struct, and ends the chain.
                 if let Token::Mul = parser.peek_token_ref().token {
                     let star = parser.next_token();
-                    return Some(Ok(Expr::BinaryOp {
-                        left: Box::new(expr.clone()),
+                    return Ok(Expr::BinaryOp {
+                        left: Box::new(expr),
                         op: BinaryOperator::Arrow,
                         right: Box::new(Expr::Wildcard(AttachedToken(star))),
-                    }));
+                    });
                 }
-                Some(parser.parse_identifier().map(|field| Expr::BinaryOp {
-                    left: Box::new(expr.clone()),
+                let field = parser.parse_identifier()?;
+                expr = Expr::BinaryOp {
+                    left: Box::new(expr),
                     op: BinaryOperator::Arrow,
                     right: Box::new(Expr::Identifier(field)),
-                }))
+                };
             }
-            Token::LBracket => Some(parse_subscript(parser, expr.clone())),
-            _ => None,
+            Token::LBracket => expr = parse_subscript(parser, expr)?,
+            _ => return Ok(expr),
         }
     }
 }

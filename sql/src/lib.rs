@@ -7,13 +7,14 @@
 pub mod ast;
 pub mod dialect;
 mod error;
+pub mod limits;
 mod parser;
 pub mod types;
 mod vars;
 
 pub use ast::*;
 pub use dialect::{KsqlDialect, LAMBDA_OP};
-pub use error::ParseError;
+pub use error::{ParseError, ParseErrorKind};
 pub use parser::{is_literal, parse, parse_expr, parse_one, parse_type, ParsedStatement};
 pub use sqlparser;
 pub use types::{cast_type, StructField, Type};

@@ -7,7 +7,8 @@ use sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan, Tokenizer};
 use crate::ast::*;
 use crate::dialect::KsqlDialect;
 use crate::error::ParseError;
-use crate::types::{parse_type_tokens, Type};
+use crate::limits;
+use crate::types::{parse_type_tokens, Type, TYPE_TOO_DEEP};
 
 /// A parsed statement with the text it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,8 +57,16 @@ pub(crate) fn tokenize(sql: &str) -> Result<Vec<TokenWithSpan>, ParseError> {
 /// Parses one or more `;`-separated statements.
 pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>, ParseError> {
     let tokens = tokenize(sql)?;
+    let scan = limits::scan(&tokens)?;
+    with_stack(scan.depth, || parse_tokens(sql, tokens))
+}
+
+/// Parses tokens that passed [`limits::scan`].
+fn parse_tokens(sql: &str, tokens: Vec<TokenWithSpan>) -> Result<Vec<ParsedStatement>, ParseError> {
     let dialect = KsqlDialect;
-    let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens.clone());
+    let mut p = Parser::new(&dialect)
+        .with_recursion_limit(limits::MAX_PARSER_RECURSION)
+        .with_tokens_with_locations(tokens.clone());
     let lines = LineIndex::new(sql);
     let mut out = Vec::new();
     loop {
@@ -84,6 +93,18 @@ pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>, ParseError> {
     Ok(out)
 }
 
+/// Stack one level of nesting may take while parsing, in a debug build: sqlparser's
+/// data-type parser is its deepest (about 26 KiB a level), and it does not grow the stack
+/// itself as its expression parser does.
+const STACK_PER_LEVEL: usize = 32 * 1024;
+
+/// Runs `f` where the stack has room for `depth` levels of parsing: on the caller's stack
+/// when it has, else on a stack of its own (a tokio worker has 2 MiB).
+fn with_stack<T>(depth: usize, f: impl FnOnce() -> T) -> T {
+    let need = (depth + 16) * STACK_PER_LEVEL;
+    stacker::maybe_grow(need, need, f)
+}
+
 /// Parses exactly one statement (a trailing `;` is allowed).
 pub fn parse_one(sql: &str) -> Result<Statement, ParseError> {
     let mut all = parse(sql)?;
@@ -104,8 +125,15 @@ pub fn parse_one(sql: &str) -> Result<Statement, ParseError> {
 /// Parses a standalone expression, e.g. a `WHERE` clause typed by a user.
 pub fn parse_expr(sql: &str) -> Result<Expr, ParseError> {
     let tokens = tokenize(sql)?;
+    let scan = limits::scan(&tokens)?;
+    with_stack(scan.depth, || parse_expr_tokens(sql, tokens))
+}
+
+fn parse_expr_tokens(sql: &str, tokens: Vec<TokenWithSpan>) -> Result<Expr, ParseError> {
     let dialect = KsqlDialect;
-    let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens.clone());
+    let mut p = Parser::new(&dialect)
+        .with_recursion_limit(limits::MAX_PARSER_RECURSION)
+        .with_tokens_with_locations(tokens.clone());
     let e = p.parse_expr().map_err(|e| convert(e, &p, sql, &tokens))?;
     let next = p.peek_token();
     if next.token != Token::EOF {
@@ -118,8 +146,11 @@ pub fn parse_expr(sql: &str) -> Result<Expr, ParseError> {
 /// Parses a ksqlDB type such as `STRUCT<A INT, B ARRAY<STRING>>`.
 pub fn parse_type(sql: &str) -> Result<Type, ParseError> {
     let tokens = tokenize(sql)?;
+    limits::scan(&tokens)?;
     let dialect = KsqlDialect;
-    let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens.clone());
+    let mut p = Parser::new(&dialect)
+        .with_recursion_limit(limits::MAX_PARSER_RECURSION)
+        .with_tokens_with_locations(tokens.clone());
     let t = parse_type_tokens(&mut p).map_err(|e| convert(e, &p, sql, &tokens))?;
     let next = p.peek_token();
     if next.token != Token::EOF {
@@ -138,27 +169,43 @@ fn last_consumed_end(tokens: &[TokenWithSpan], index: usize) -> Location {
         .unwrap_or(Location::new(1, 1))
 }
 
-struct LineIndex(Vec<usize>);
+/// Byte offsets of line/column positions. Statements are sliced in order: the last offset
+/// found is where the next search starts, so a script of many statements on one line is
+/// not walked from the line's start for each (quadratic).
+struct LineIndex {
+    starts: Vec<usize>,
+    /// The last position found: its line, column and byte offset.
+    last: std::cell::Cell<(usize, usize, usize)>,
+}
 
 impl LineIndex {
     fn new(s: &str) -> Self {
         let mut starts = vec![0];
         starts.extend(s.match_indices('\n').map(|(i, _)| i + 1));
-        LineIndex(starts)
+        LineIndex {
+            starts,
+            last: std::cell::Cell::new((0, 0, 0)),
+        }
     }
 
     fn offset(&self, s: &str, loc: Location) -> usize {
         let line = (loc.line.max(1) - 1) as usize;
-        let Some(&start) = self.0.get(line) else {
+        let Some(&start) = self.starts.get(line) else {
             return s.len();
         };
         // Columns count characters, not bytes.
-        let rest = &s[start..];
         let col = (loc.column.max(1) - 1) as usize;
-        rest.char_indices()
-            .nth(col)
-            .map(|(i, _)| start + i)
-            .unwrap_or(s.len())
+        let (from_col, from) = match self.last.get() {
+            (l, c, b) if l == line && c <= col => (c, b),
+            _ => (0, start),
+        };
+        let found = s[from..]
+            .char_indices()
+            .nth(col - from_col)
+            .map(|(i, _)| from + i)
+            .unwrap_or(s.len());
+        self.last.set((line, col, found));
+        found
     }
 
     fn slice<'a>(&self, s: &'a str, from: Location, to: Location) -> &'a str {
@@ -170,9 +217,41 @@ impl LineIndex {
 
 /// sqlparser reports positions inside its message text; lift them into the error's fields.
 fn convert(e: ParserError, p: &Parser, sql: &str, tokens: &[TokenWithSpan]) -> ParseError {
+    let error = convert_at(e, p, sql, tokens);
+    if error.message.starts_with(TYPE_TOO_DEEP) {
+        let ParseError {
+            line,
+            column,
+            message,
+            ..
+        } = error;
+        return ParseError::nested_too_deeply(line, column, message, limits::MAX_TYPE_DEPTH);
+    }
+    error
+}
+
+fn convert_at(e: ParserError, p: &Parser, sql: &str, tokens: &[TokenWithSpan]) -> ParseError {
     let msg = match e {
         ParserError::ParserError(m) | ParserError::TokenizerError(m) => m,
-        ParserError::RecursionLimitExceeded => "the statement is nested too deeply".to_string(),
+        ParserError::RecursionLimitExceeded => {
+            // Where the parser stopped: the token one level too deep.
+            let tok = p.peek_token();
+            let loc = if tok.token == Token::EOF || tok.span.start.line == 0 {
+                end_location(sql)
+            } else {
+                tok.span.start
+            };
+            return ParseError::nested_too_deeply(
+                loc.line,
+                loc.column,
+                format!(
+                    "The statement is nested too deeply: more than {} levels of parentheses, \
+                     function calls or sub-expressions",
+                    limits::MAX_PARSER_RECURSION
+                ),
+                limits::MAX_PARSER_RECURSION,
+            );
+        }
     };
     let (text, reported) = match msg.rfind(" at Line: ") {
         Some(idx) => {
@@ -967,10 +1046,8 @@ fn parse_within(p: &mut Parser) -> PResult<Within> {
 fn expr_list(p: &mut Parser) -> PResult<Vec<Expr>> {
     let mut list = p.parse_comma_separated(|p| p.parse_expr())?;
     // `GROUP BY (a, b)` is the list a, b.
-    if list.len() == 1 {
-        if let Expr::Tuple(items) = &list[0] {
-            list = items.clone();
-        }
+    if let [Expr::Tuple(items)] = list.as_mut_slice() {
+        return Ok(std::mem::take(items));
     }
     Ok(list)
 }

@@ -7,6 +7,7 @@ use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::Token;
 
 use crate::ast::display_ident;
+use crate::limits::MAX_TYPE_DEPTH;
 
 /// A ksqlDB column or CAST type.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -67,8 +68,19 @@ impl fmt::Display for Type {
     }
 }
 
+/// The start of the message of a type nested deeper than [`MAX_TYPE_DEPTH`], which
+/// `parser::convert` turns into [`crate::ParseErrorKind::NestedTooDeeply`].
+pub(crate) const TYPE_TOO_DEEP: &str = "The type is nested too deeply";
+
 /// Parses a type at the parser's position.
 pub(crate) fn parse_type_tokens(p: &mut Parser) -> Result<Type, ParserError> {
+    parse_nested(p, 0)
+}
+
+/// Parses a type inside `depth` ARRAY, MAP or STRUCT constructors. The depth is checked
+/// before going deeper, so neither this recursion nor anything walking the type later can
+/// exhaust the stack.
+fn parse_nested(p: &mut Parser, depth: usize) -> Result<Type, ParserError> {
     let tok = p.next_token();
     let Token::Word(w) = &tok.token else {
         return p.expected("a type", tok);
@@ -88,11 +100,11 @@ pub(crate) fn parse_type_tokens(p: &mut Parser) -> Result<Type, ParserError> {
             // ksqlDB's grammar lets any base type take parameters; for strings they carry
             // no meaning (`VARCHAR(STRING)` is accepted and is a STRING).
             if p.consume_token(&Token::LParen) {
-                let mut depth = 1;
-                while depth > 0 {
+                let mut open = 1;
+                while open > 0 {
                     match p.next_token().token {
-                        Token::LParen => depth += 1,
-                        Token::RParen => depth -= 1,
+                        Token::LParen => open += 1,
+                        Token::RParen => open -= 1,
                         Token::EOF => return p.expected(")", p.peek_token()),
                         _ => {}
                     }
@@ -112,17 +124,24 @@ pub(crate) fn parse_type_tokens(p: &mut Parser) -> Result<Type, ParserError> {
             p.expect_token(&Token::RParen)?;
             Type::Decimal { precision, scale }
         }
+        "ARRAY" | "MAP" | "STRUCT" if depth >= MAX_TYPE_DEPTH => {
+            let at = tok.span.start;
+            return Err(ParserError::ParserError(format!(
+                "{TYPE_TOO_DEEP}: more than {MAX_TYPE_DEPTH} levels of ARRAY, MAP or STRUCT at Line: {}, Column: {}",
+                at.line, at.column
+            )));
+        }
         "ARRAY" => {
             p.expect_token(&Token::Lt)?;
-            let t = parse_type_tokens(p)?;
+            let t = parse_nested(p, depth + 1)?;
             p.expect_token(&Token::Gt)?;
             Type::Array(Box::new(t))
         }
         "MAP" => {
             p.expect_token(&Token::Lt)?;
-            let k = parse_type_tokens(p)?;
+            let k = parse_nested(p, depth + 1)?;
             p.expect_token(&Token::Comma)?;
-            let v = parse_type_tokens(p)?;
+            let v = parse_nested(p, depth + 1)?;
             p.expect_token(&Token::Gt)?;
             Type::Map(Box::new(k), Box::new(v))
         }
@@ -132,7 +151,7 @@ pub(crate) fn parse_type_tokens(p: &mut Parser) -> Result<Type, ParserError> {
             if !p.consume_token(&Token::Gt) {
                 loop {
                     let name = p.parse_identifier()?;
-                    let ty = parse_type_tokens(p)?;
+                    let ty = parse_nested(p, depth + 1)?;
                     fields.push(StructField { name, ty });
                     if p.consume_token(&Token::Comma) {
                         continue;

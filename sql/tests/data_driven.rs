@@ -15,6 +15,10 @@ fn read_cases(name: &str, marker: char) -> Vec<Case> {
     let mut input: Option<(usize, String)> = None;
     for (n, line) in text.lines().enumerate() {
         if let Some(rest) = line.strip_prefix("> ") {
+            // An input without its expectation would check nothing.
+            if let Some((line, _)) = &input {
+                panic!("{name}:{line}: no `{marker}` line follows this input");
+            }
             input = Some((n + 1, rest.replace("\\n", "\n")));
         } else if let Some(rest) = line.strip_prefix(marker) {
             let (line, input) = input.take().expect("an expectation follows a `>` line");
@@ -24,6 +28,9 @@ fn read_cases(name: &str, marker: char) -> Vec<Case> {
                 expect: rest.trim().to_string(),
             });
         }
+    }
+    if let Some((line, _)) = input {
+        panic!("{name}:{line}: no `{marker}` line follows this input");
     }
     assert!(!cases.is_empty(), "no cases in {name}");
     cases

@@ -20,6 +20,7 @@ use datafusion::common::ScalarValue;
 use datafusion::error::Result as DfResult;
 
 use crate::expr::{common_type, Scope, Typed};
+use crate::limits::{too_large, BatchBudget, MAX_ARRAY_ELEMENTS, MAX_VALUE_BYTES};
 use crate::types::arrow_type;
 use crate::PlanError;
 
@@ -349,6 +350,7 @@ fn compile(scope: &Scope, name: &str, mut args: Vec<Typed>) -> Result<Typed, Pla
                     let l = list(&arrays[0])?;
                     let offsets = l.value_offsets();
                     let mut out: Vec<Option<String>> = Vec::with_capacity(n);
+                    let mut budget = BatchBudget::new("ARRAY_JOIN");
                     for i in 0..n {
                         let delim = match arrays.get(1) {
                             None => Some(",".to_string()),
@@ -367,6 +369,13 @@ fn compile(scope: &Scope, name: &str, mut args: Vec<Typed>) -> Result<Typed, Pla
                             .iter()
                             .map(kernels::java_string)
                             .collect();
+                        // The delimiter repeats between every two elements.
+                        let len = parts.iter().map(String::len).sum::<usize>()
+                            + delim.len().saturating_mul(parts.len().saturating_sub(1));
+                        if len > MAX_VALUE_BYTES {
+                            return Err(too_large("ARRAY_JOIN", "bytes", len, MAX_VALUE_BYTES));
+                        }
+                        budget.take(len)?;
                         out.push(Some(parts.join(&delim)));
                     }
                     Ok(Arc::new(StringArray::from(out)) as ArrayRef)
@@ -501,6 +510,7 @@ fn compile(scope: &Scope, name: &str, mut args: Vec<Typed>) -> Result<Typed, Pla
                     let mut values: Vec<i64> = Vec::new();
                     let mut lengths = Vec::with_capacity(n);
                     let mut valid = Vec::with_capacity(n);
+                    let mut budget = BatchBudget::new("GENERATE_SERIES");
                     for i in 0..n {
                         let step_null = step.is_some_and(|s| s.is_null(i));
                         if start.is_null(i) || end.is_null(i) || step_null {
@@ -520,6 +530,18 @@ fn compile(scope: &Scope, name: &str, mut args: Vec<Typed>) -> Result<Typed, Pla
                         if (st > 0 && e < s) || (st < 0 && e > s) {
                             return Err(exec_err("GENERATE_SERIES step has wrong sign"));
                         }
+                        // ksqlDB sizes the series as Java's int and runs out of memory on a
+                        // large one; Brook refuses it before making it.
+                        let count = (i128::from(e) - i128::from(s)) / i128::from(st) + 1;
+                        if count > MAX_ARRAY_ELEMENTS as i128 {
+                            return Err(too_large(
+                                "GENERATE_SERIES",
+                                "elements",
+                                count,
+                                MAX_ARRAY_ELEMENTS,
+                            ));
+                        }
+                        budget.take(count as usize * std::mem::size_of::<i64>())?;
                         let before = values.len();
                         let mut v = s;
                         while (st > 0 && v <= e) || (st < 0 && v >= e) {

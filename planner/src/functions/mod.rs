@@ -8,6 +8,7 @@ use crate::PlanError;
 
 pub(crate) mod cast;
 pub(crate) mod collections;
+pub(crate) mod compare;
 pub(crate) mod datetime;
 mod strings;
 pub(crate) mod udf;

@@ -13,9 +13,8 @@ mod tests;
 
 use arrow::datatypes::DataType;
 use brook_sql::Type;
-use datafusion::common::ScalarValue;
 use datafusion::functions::expr_fn as f;
-use datafusion::logical_expr::{binary_expr, cast, is_not_null, lit, when, Expr, Operator};
+use datafusion::logical_expr::{cast, lit, Expr};
 
 use crate::expr::{common_type, is_numeric, Scope, Typed};
 use crate::types::arrow_type;
@@ -435,7 +434,8 @@ fn compile(scope: &Scope, name: &str, mut args: Vec<Typed>) -> Result<Option<Typ
                 return Err(ambiguous(n, &args));
             }
             let es = all_to(scope, args, &ty)?;
-            typed(ty, coalesce(es)?)
+            let dt = arrow(scope, &ty)?;
+            typed(ty, super::compare::coalesce(es, dt))
         }
         "NULLIF" => {
             arity(n, &args, 2, 2)?;
@@ -449,12 +449,9 @@ fn compile(scope: &Scope, name: &str, mut args: Vec<Typed>) -> Result<Option<Typ
             }
             let b = to(scope, args.remove(1), &ty)?;
             let a = to(scope, args.remove(0), &ty)?;
-            let null = lit(ScalarValue::try_from(&arrow(scope, &ty)?)
-                .map_err(|e| PlanError::DataFusion(e.to_string()))?);
-            let e = when(binary_expr(a.clone(), Operator::Eq, b), null)
-                .otherwise(a)
-                .map_err(|e| PlanError::DataFusion(e.to_string()))?;
-            typed(ty, e)
+            // DataFusion's NULLIF takes `a` once (a CASE would copy it, doubling the plan
+            // with every NULLIF nested in it).
+            typed(ty, datafusion::functions::core::expr_fn::nullif(a, b))
         }
 
         // ---- JSON ----
@@ -534,31 +531,6 @@ fn compile(scope: &Scope, name: &str, mut args: Vec<Typed>) -> Result<Option<Typ
             typed(Type::String, m::to_json_string(e))
         }
         _ => Ok(None),
-    }
-}
-
-/// COALESCE as a CASE: DataFusion's `coalesce` expects the optimizer to rewrite it and
-/// fails when evaluated directly.
-pub(crate) fn coalesce(mut es: Vec<Expr>) -> Result<Expr, PlanError> {
-    let Some(last) = es.pop() else {
-        return Err(PlanError::Invalid("COALESCE needs an argument".into()));
-    };
-    if es.is_empty() {
-        return Ok(last);
-    }
-    let mut builder: Option<datafusion::logical_expr::conditional_expressions::CaseBuilder> = None;
-    for e in es {
-        let cond = is_not_null(e.clone());
-        builder = Some(match builder {
-            None => when(cond, e),
-            Some(mut b) => b.when(cond, e),
-        });
-    }
-    match builder {
-        Some(mut b) => b
-            .otherwise(last)
-            .map_err(|e| PlanError::DataFusion(e.to_string())),
-        None => Ok(last),
     }
 }
 

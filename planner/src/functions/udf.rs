@@ -144,6 +144,37 @@ pub(crate) fn call_rows(
     })
 }
 
+/// Like [`call_strict`], for a function that can make a large value from small arguments:
+/// the values it makes for one batch may take at most [`crate::limits::MAX_BATCH_BYTES`]
+/// (each value is bounded by `f` itself).
+pub(crate) fn call_strict_bounded(
+    name: &'static str,
+    ret: DataType,
+    args: Vec<Expr>,
+    f: impl Fn(&[ScalarValue]) -> DfResult<ScalarValue> + Send + Sync + 'static,
+) -> Expr {
+    let ret2 = ret.clone();
+    call_batch(name, ret, args, move |arrays, n| {
+        let mut budget = crate::limits::BatchBudget::new(name);
+        let mut out = Vec::with_capacity(n);
+        let mut row = Vec::with_capacity(arrays.len());
+        for i in 0..n {
+            row.clear();
+            for a in arrays {
+                row.push(ScalarValue::try_from_array(a, i)?);
+            }
+            let v = if row.iter().any(ScalarValue::is_null) {
+                ScalarValue::Null
+            } else {
+                f(&row)?
+            };
+            budget.take(v.size())?;
+            out.push(v);
+        }
+        scalars_to_array(&ret2, out)
+    })
+}
+
 /// Like [`call_rows`], but any NULL argument gives NULL without calling `f`.
 pub(crate) fn call_strict(
     name: &str,

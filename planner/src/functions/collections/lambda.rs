@@ -28,6 +28,7 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::expr::{is_numeric, physical, Scope, ScopeColumn, Typed};
+use crate::limits::{too_large, MAX_BATCH_BYTES, MAX_VALUE_BYTES};
 use crate::types::arrow_type;
 use crate::PlanError;
 
@@ -211,7 +212,18 @@ impl Lambda {
             cols,
             &RecordBatchOptions::new().with_row_count(Some(m)),
         )?;
-        let out = self.phys.evaluate(&batch)?.into_array(m)?;
+        // A lambda runs inside the function that calls it: nested lambdas nest
+        // evaluations, each on room enough of stack.
+        let out = crate::limits::with_stack(|| self.phys.evaluate(&batch))?.into_array(m)?;
+        // A parameter may be used more than once (`x => x + x`): nested lambdas could
+        // double a value with every level. A result may be as large as the parameters, or
+        // the batch limit.
+        let size = out.get_array_memory_size();
+        let params_size: usize = params.iter().map(|p| p.get_array_memory_size()).sum();
+        let limit = MAX_BATCH_BYTES.max(params_size);
+        if size > limit {
+            return Err(too_large("a lambda", "bytes", size, limit));
+        }
         if out.data_type() == &self.ret {
             Ok(out)
         } else {
@@ -567,6 +579,11 @@ fn reduce(
                 let mut params = vec![state.clone()];
                 params.extend(parts.iter().map(|p| p.slice(j, 1)));
                 match lam.eval(&params, captured, &[i as u64]) {
+                    // The state may grow with every element (`(s, x) => s + s`).
+                    Ok(s) if s.get_array_memory_size() > MAX_VALUE_BYTES => {
+                        let size = s.get_array_memory_size();
+                        return Err(too_large("REDUCE", "bytes", size, MAX_VALUE_BYTES));
+                    }
                     Ok(s) => state = s,
                     Err(_) => {
                         state = new_null_array(ret, 1);
@@ -581,10 +598,18 @@ fn reduce(
     Ok(arrow::compute::concat(&refs)?)
 }
 
-/// Wraps the left operand of each arithmetic operator in a check that fails evaluation
-/// when either operand is NULL (Java unboxing a null).
+/// Wraps both operands of each arithmetic operator in a check that fails evaluation when
+/// the operand is NULL (Java unboxing a null). Each operand is checked where it stands, so
+/// the plan holds it once (checking both in one call would copy one of them, doubling the
+/// plan with every level of nesting).
 fn guard_arithmetic(e: Expr) -> Result<Expr, PlanError> {
     let guard = Arc::new(ScalarUDF::new_from_impl(NullGuard::new()));
+    let checked = |e: Box<Expr>| {
+        Box::new(Expr::ScalarFunction(ScalarFunction::new_udf(
+            guard.clone(),
+            vec![*e],
+        )))
+    };
     e.transform_up(|e| match e {
         Expr::BinaryExpr(b)
             if matches!(
@@ -596,14 +621,10 @@ fn guard_arithmetic(e: Expr) -> Result<Expr, PlanError> {
                     | Operator::Modulo
             ) =>
         {
-            let checked = Expr::ScalarFunction(ScalarFunction::new_udf(
-                guard.clone(),
-                vec![(*b.left).clone(), (*b.right).clone()],
-            ));
             Ok(Transformed::yes(Expr::BinaryExpr(BinaryExpr::new(
-                Box::new(checked),
+                checked(b.left),
                 b.op,
-                b.right,
+                checked(b.right),
             ))))
         }
         other => Ok(Transformed::no(other)),
@@ -612,7 +633,7 @@ fn guard_arithmetic(e: Expr) -> Result<Expr, PlanError> {
     .map_err(|e| PlanError::DataFusion(e.to_string()))
 }
 
-/// `guard(a, b)`: `a`, or an evaluation error if `a` or `b` holds a NULL.
+/// `guard(a)`: `a`, or an evaluation error if it holds a NULL.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct NullGuard {
     signature: Signature,
@@ -621,7 +642,7 @@ struct NullGuard {
 impl NullGuard {
     fn new() -> Self {
         NullGuard {
-            signature: Signature::any(2, Volatility::Immutable),
+            signature: Signature::any(1, Volatility::Immutable),
         }
     }
 }
@@ -639,7 +660,7 @@ impl ScalarUDFImpl for NullGuard {
         arg_types
             .first()
             .cloned()
-            .ok_or_else(|| exec_err("lambda_null_guard takes two arguments"))
+            .ok_or_else(|| exec_err("lambda_null_guard takes one argument"))
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
@@ -653,6 +674,6 @@ impl ScalarUDFImpl for NullGuard {
         args.args
             .into_iter()
             .next()
-            .ok_or_else(|| exec_err("lambda_null_guard takes two arguments"))
+            .ok_or_else(|| exec_err("lambda_null_guard takes one argument"))
     }
 }

@@ -209,3 +209,45 @@ fn result_types_and_errors() {
         }
     }
 }
+
+/// GENERATE_SERIES, ARRAY_JOIN and lambdas that build large values from small ones stop
+/// at a limit with an error naming it; at the limit they work.
+#[test]
+fn amplifying_functions_have_limits() {
+    let limit = crate::limits::MAX_ARRAY_ELEMENTS;
+    for (sql, want) in [
+        (
+            "GENERATE_SERIES(0, 9000000000000000000)".to_string(),
+            "GENERATE_SERIES: the result would be 9000000000000000001 elements, more than the limit of 1048576",
+        ),
+        (
+            "GENERATE_SERIES(-2147483648, 2147483647)".to_string(),
+            "the result would be 4294967296 elements",
+        ),
+        (
+            "ARRAY_JOIN(ARRAY[1, 2, 3], LPAD('', 600000, 'y'))".to_string(),
+            "ARRAY_JOIN: the result would be 1200003 bytes",
+        ),
+        // The state doubles with every element.
+        (
+            "REDUCE(GENERATE_SERIES(1, 40), 'ab', (s, x) => s + s)".to_string(),
+            "REDUCE: the result would be",
+        ),
+    ] {
+        match eval(&sql) {
+            Err(e) => assert!(e.contains(want), "{sql}: want {want:?}, got {e:?}"),
+            Ok((rows, _)) => panic!("{sql}: want an error, got {} rows", rows.len()),
+        }
+    }
+    let (rows, _) =
+        eval(&format!("ARRAY_LENGTH(GENERATE_SERIES(1, {limit}))")).expect("at the limit");
+    assert_eq!(rows[0], limit.to_string());
+    // A lambda that doubles its parameter, nested: each level's result is checked.
+    let mut doubling = "ARRAY[LPAD('', 1000000, 'y')]".to_string();
+    for _ in 0..7 {
+        doubling = format!("TRANSFORM({doubling}, x => x + x)");
+    }
+    let (rows, _) = eval(&format!("ARRAY_LENGTH({doubling})")).expect("evaluates");
+    // A failing lambda makes the value NULL, as any lambda error does.
+    assert_eq!(rows, ["NULL", "NULL", "NULL"]);
+}

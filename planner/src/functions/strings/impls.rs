@@ -15,7 +15,8 @@ use datafusion::logical_expr::{Expr, Volatility};
 use regex::Regex;
 
 use super::json::{self, Json};
-use crate::functions::udf::{call_array, call_rows, call_strict, exec_err};
+use crate::functions::udf::{call_array, call_rows, call_strict, call_strict_bounded, exec_err};
+use crate::limits::{too_large, MAX_VALUE_BYTES};
 
 type Sv = ScalarValue;
 
@@ -406,6 +407,12 @@ pub(super) fn concat(ws: bool, dt: DataType, args: Vec<Expr>) -> Expr {
             (Vec::new(), r)
         };
         let parts: Vec<Vec<u8>> = items.iter().filter_map(raw).collect();
+        // The separator repeats between every two parts: bound what it makes.
+        let len = parts.iter().map(Vec::len).sum::<usize>()
+            + sep.len().saturating_mul(parts.len().saturating_sub(1));
+        if ws && len > MAX_VALUE_BYTES {
+            return Err(too_large("CONCAT_WS", "bytes", len, MAX_VALUE_BYTES));
+        }
         out_like(&ret, parts.join(&sep[..]))
     })
 }
@@ -424,15 +431,25 @@ impl Units {
 }
 
 pub(super) fn pad(left: bool, dt: DataType, args: Vec<Expr>) -> Expr {
-    let name = if left { "lpad" } else { "rpad" };
-    call_strict(name, dt, args, move |r| {
+    let name = if left { "LPAD" } else { "RPAD" };
+    call_strict_bounded(name, dt, args, move |r| {
         let Some(len) = i(&r[1]) else {
             return Ok(Sv::Null);
         };
+        // ksqlDB answers NULL for a negative length; it has no upper bound (Java runs out
+        // of memory), Brook refuses a result longer than a record can be.
         if len < 0 {
             return Ok(Sv::Null);
         }
         let len = len as usize;
+        if len > MAX_VALUE_BYTES {
+            let what = if b(&r[0]).is_some() {
+                "bytes"
+            } else {
+                "characters"
+            };
+            return Err(too_large(name, what, len, MAX_VALUE_BYTES));
+        }
         fn padded<T: Clone>(x: &[T], p: &[T], len: usize, left: bool) -> Option<Vec<T>> {
             if p.is_empty() {
                 return None;
@@ -719,19 +736,50 @@ fn java_replacement(rep: &str) -> String {
 
 pub(super) fn replace(regex: bool, args: Vec<Expr>) -> Expr {
     let cache = RegexCache::new();
-    let name = if regex { "regexp_replace" } else { "replace" };
-    call_strict(name, DataType::Utf8, args, move |r| {
+    let name = if regex { "REGEXP_REPLACE" } else { "REPLACE" };
+    call_strict_bounded(name, DataType::Utf8, args, move |r| {
         let (Some(x), Some(p), Some(rep)) = (s(&r[0]), s(&r[1]), s(&r[2])) else {
             return Ok(Sv::Null);
         };
         if !regex {
+            // Every match grows the text by the replacement (an empty pattern matches
+            // between all characters): the result's length is known before it is made.
+            let matches = if p.is_empty() {
+                x.chars().count() + 1
+            } else {
+                x.matches(p).count()
+            };
+            let len =
+                (x.len() - matches * p.len()).saturating_add(matches.saturating_mul(rep.len()));
+            if len > MAX_VALUE_BYTES {
+                return Err(too_large(name, "bytes", len, MAX_VALUE_BYTES));
+            }
             return Ok(out_s(x.replace(p, rep)));
         }
         let re = cache.get(p)?;
-        Ok(out_s(
-            re.replace_all(x, java_replacement(rep).as_str())
-                .into_owned(),
-        ))
+        let rep = java_replacement(rep);
+        // `replace_all`, a match at a time, stopping once the result is too long.
+        let mut out = String::new();
+        let mut last = 0;
+        for caps in re.captures_iter(x) {
+            let Some(m) = caps.get(0) else { continue };
+            out.push_str(&x[last..m.start()]);
+            caps.expand(&rep, &mut out);
+            last = m.end();
+            if out.len() > MAX_VALUE_BYTES {
+                return Err(too_large(
+                    name,
+                    "bytes",
+                    format!("over {}", out.len()),
+                    MAX_VALUE_BYTES,
+                ));
+            }
+        }
+        out.push_str(&x[last..]);
+        if out.len() > MAX_VALUE_BYTES {
+            return Err(too_large(name, "bytes", out.len(), MAX_VALUE_BYTES));
+        }
+        Ok(out_s(out))
     })
 }
 

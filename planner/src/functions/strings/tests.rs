@@ -481,3 +481,40 @@ fn substring_bounds() {
     assert_eq!(slice_range(5, -9, Some(2)), (0, 2));
     assert_eq!(slice_range(5, 2, Some(-1)), (1, 1));
 }
+
+/// Functions that can make a large value from small arguments stop at a limit, with an
+/// error naming the function and the limit; at the limit they work. ksqlDB answers NULL
+/// for a negative length and has no upper bound (it runs out of memory).
+#[test]
+fn amplifying_functions_have_limits() {
+    let limit = crate::limits::MAX_VALUE_BYTES;
+    errors(&[
+        (
+            "LPAD(S, 2000000000, 'y')",
+            "LPAD: the result would be 2000000000 characters, more than the limit of 1048576",
+        ),
+        (
+            "RPAD(B, 2000000000, TO_BYTES('y', 'utf8'))",
+            "RPAD: the result would be 2000000000 bytes",
+        ),
+        // Each of 11 characters and the ends grows by 100000 bytes.
+        (
+            "REPLACE(S, '', LPAD('', 100000, 'y'))",
+            "REPLACE: the result would be 1200011 bytes, more than the limit of 1048576",
+        ),
+        (
+            "REGEXP_REPLACE(S, 'o|l', LPAD('', 400000, 'y'))",
+            "REGEXP_REPLACE: the result would be over",
+        ),
+        (
+            "CONCAT_WS(LPAD('', 600000, 'y'), 'a', 'b', 'c')",
+            "CONCAT_WS: the result would be 1200003 bytes",
+        ),
+    ]);
+    check(&[
+        ("LPAD(S, -1, 'y')", "NULL"),
+        (&format!("LEN(LPAD(S, {limit}, 'y'))"), &limit.to_string()),
+        (&format!("LEN(RPAD(S, {limit}, 'y'))"), &limit.to_string()),
+        ("LEN(REPLACE(S, 'o', LPAD('', 500000, 'y')))", "1000009"),
+    ]);
+}
