@@ -63,11 +63,16 @@ pub fn decode_records(source: &Source, records: &[Record], types: &Catalog) -> R
     let v = format::Codec::new(&source.value_format, Part::Value, &values, types)?
         .decode(&value_payloads)?;
     let mut errors: Vec<(usize, String)> = Vec::new();
-    for i in 0..records.len() {
+    // Per record, whether it failed: looked up per row below, where searching `errors`
+    // would make a batch of many bad records quadratic.
+    let mut failed = vec![false; records.len()];
+    for (i, failed) in failed.iter_mut().enumerate() {
         if let Some(Some(e)) = k.errors.get(i) {
             errors.push((i, format!("key: {e}")));
+            *failed = true;
         } else if let Some(Some(e)) = v.errors.get(i) {
             errors.push((i, format!("value: {e}")));
+            *failed = true;
         }
     }
     let mut key_arrays = k.columns.into_iter();
@@ -105,22 +110,25 @@ pub fn decode_records(source: &Source, records: &[Record], types: &Catalog) -> R
     let mut batch = RecordBatch::try_new(schema, cols)?;
     if let Some((col, _)) = &source.timestamp {
         let mut ts = Vec::with_capacity(batch.num_rows());
-        for i in 0..batch.num_rows() {
-            if errors.iter().any(|(e, _)| *e == i) {
+        for (i, failed) in failed.iter_mut().enumerate() {
+            if *failed {
                 ts.push(0);
                 continue;
             }
-            match row_timestamp(source, &batch, i) {
-                Ok(Some(t)) => ts.push(t),
+            let t = match row_timestamp(source, &batch, i) {
+                Ok(Some(t)) => t,
                 Ok(None) => {
                     errors.push((i, format!("the TIMESTAMP column {col} is null")));
-                    ts.push(0);
+                    *failed = true;
+                    0
                 }
                 Err(e) => {
                     errors.push((i, e.to_string()));
-                    ts.push(0);
+                    *failed = true;
+                    0
                 }
-            }
+            };
+            ts.push(t);
         }
         let mut cols = batch.columns().to_vec();
         cols[0] = Arc::new(Int64Array::from(ts));
@@ -134,9 +142,7 @@ pub fn decode_records(source: &Source, records: &[Record], types: &Catalog) -> R
     }
     if !errors.is_empty() {
         errors.sort_by_key(|(i, _)| *i);
-        let mask: arrow::array::BooleanArray = (0..records.len())
-            .map(|i| Some(!errors.iter().any(|(e, _)| *e == i)))
-            .collect();
+        let mask: arrow::array::BooleanArray = failed.iter().map(|f| Some(!f)).collect();
         batch = arrow::compute::filter_record_batch(&batch, &mask)?;
     }
     Ok(DecodedRows {

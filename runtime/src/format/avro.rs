@@ -10,8 +10,9 @@
 //!
 //! The encoder is our own rather than `apache_avro::to_avro_datum`: it writes straight from
 //! Arrow arrays, and writes map entries in their order (apache-avro's `Value::Map` is a
-//! `HashMap`, which would make the bytes differ from run to run). Reading goes through
-//! apache-avro's decoder, which handles any writer schema.
+//! `HashMap`, which would make the bytes differ from run to run). Reading decodes into
+//! apache-avro's values with a decoder of our own ([`super::avro_datum`]) that bounds every
+//! count and length by the bytes at hand and refuses recursive writer schemas.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use arrow::datatypes::{
 use brook_planner::format::FormatKind;
 use brook_sql::Type;
 
+use super::avro_datum::WriterSchema;
 use super::builder::{Builder, Kind};
 use super::registry::{default_registry, subject, SchemaRegistry};
 use super::scalar::{parse_decimal, push_java_double};
@@ -206,9 +208,16 @@ pub(super) fn split_header(bytes: &[u8]) -> Result<(u32, &[u8]), String> {
     Ok((id, &bytes[HEADER_LEN..]))
 }
 
-/// Decodes payloads of one batch, caching the writer schemas it has looked up.
+/// Decodes payloads of one batch, caching the writer schemas it has looked up (and why
+/// one could not be used, so that a batch of records naming it is refused quickly).
 pub(super) struct Decoder {
-    schemas: HashMap<u32, Arc<Schema>>,
+    schemas: HashMap<u32, Result<Arc<Writer>, String>>,
+}
+
+/// A writer schema as the registry gave it, checked and ready to decode with.
+struct Writer {
+    schema: Arc<Schema>,
+    reader: WriterSchema,
 }
 
 impl Decoder {
@@ -218,9 +227,9 @@ impl Decoder {
         }
     }
 
-    fn writer_schema(&mut self, codec: &Codec, id: u32) -> Result<Arc<Schema>, Fail> {
+    fn writer_schema(&mut self, codec: &Codec, id: u32) -> Result<Arc<Writer>, Fail> {
         if let Some(s) = self.schemas.get(&id) {
-            return Ok(Arc::clone(s));
+            return s.clone().map_err(Fail::other);
         }
         let state = codec
             .avro
@@ -231,8 +240,13 @@ impl Decoder {
             .schema_by_id(id)
             .map_err(|e| Fail::other(format!("schema registry: {e}")))?
             .ok_or_else(|| Fail::other(format!("schema id {id} is not in the schema registry")))?;
-        self.schemas.insert(id, Arc::clone(&schema));
-        Ok(schema)
+        // A schema registered before recursive schemas were refused, or served by an
+        // external registry, is checked here too.
+        let writer = WriterSchema::new(&schema)
+            .map(|reader| Arc::new(Writer { schema, reader }))
+            .map_err(|e| format!("schema id {id} cannot be read: {e}"));
+        self.schemas.insert(id, writer.clone());
+        writer.map_err(Fail::other)
     }
 
     /// Decodes one payload into one value per builder.
@@ -242,11 +256,13 @@ impl Decoder {
         bytes: &[u8],
         builders: &mut [Builder],
     ) -> Result<(), Fail> {
-        let (id, mut body) = split_header(bytes).map_err(Fail::other)?;
-        let schema = self.writer_schema(codec, id)?;
-        let value = apache_avro::from_avro_datum(&schema, &mut body, None)
+        let (id, body) = split_header(bytes).map_err(Fail::other)?;
+        let writer = self.writer_schema(codec, id)?;
+        let value = writer
+            .reader
+            .decode(&writer.schema, body, HEADER_LEN)
             .map_err(|e| Fail::other(format!("invalid Avro data for schema id {id}: {e}")))?;
-        put_row(codec, &value, Some(&schema), builders)
+        put_row(codec, &value, Some(&writer.schema), builders)
     }
 }
 
@@ -815,7 +831,7 @@ mod tests {
     use brook_planner::types::NoTypes;
     use serde_json::json;
 
-    use super::super::registry::InMemoryRegistry;
+    use super::super::registry::{InMemoryRegistry, RegisteredSchema};
     use super::*;
 
     fn cols(decl: &[(&str, &str)]) -> Vec<Column> {
@@ -1022,9 +1038,9 @@ mod tests {
             (vec![0, 0, 0], "shorter than the 5-byte"),
             (b"{\"V\":1}".to_vec(), "magic byte"),
             (bad_magic, "Unknown magic byte 1"),
-            // Cut inside a value. (Cut just before a union, apache-avro reads the rest as
-            // nulls, as it does for records written with fewer fields.)
+            // Cut inside a value, and just before a union (which apache-avro read as null).
             (good[..good.len() - 1].to_vec(), "invalid Avro data"),
+            (good[..10].to_vec(), "truncated number at byte 10"),
             (
                 vec![0, 0xFF, 0xFF, 0xFF, 0xFF, 2],
                 "not in the schema registry",
@@ -1051,6 +1067,81 @@ mod tests {
             assert!(d.columns.iter().all(|a| a.is_null(i)));
         }
         assert!(c.payload_to_json(Some(b"\x01")).is_err());
+    }
+
+    /// A registry holding one schema, whatever it is (the in-process registries refuse
+    /// recursive ones, an external one might not).
+    #[derive(Debug)]
+    struct OneSchema(Arc<Schema>);
+
+    impl SchemaRegistry for OneSchema {
+        fn register_schema(&self, _: &str, _: RegisteredSchema, _: Option<u32>) -> Result<u32> {
+            Ok(1)
+        }
+        fn get(&self, id: u32) -> Result<Option<RegisteredSchema>> {
+            Ok((id == 1).then(|| RegisteredSchema::Avro(Arc::clone(&self.0))))
+        }
+        fn latest_schema(&self, _: &str) -> Result<Option<(u32, RegisteredSchema)>> {
+            Ok(None)
+        }
+        fn subjects(&self) -> Result<Vec<String>> {
+            Ok(Vec::new())
+        }
+        fn versions(&self, _: &str) -> Result<Vec<u32>> {
+            Ok(Vec::new())
+        }
+        fn delete_subject(&self, _: &str) -> Result<Vec<u32>> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// The records of issue 20: each failed without aborting the process or overflowing
+    /// the stack only because the decoder bounds what the bytes claim.
+    #[test]
+    fn poison_records_are_errors_naming_the_cause() {
+        let registry = Arc::new(InMemoryRegistry::new());
+        let schema = Schema::parse_str(
+            r#"{"type": "record", "name": "R", "fields": [
+                {"name": "V", "type": "int"},
+                {"name": "A", "type": {"type": "array", "items": "long"}}]}"#,
+        )
+        .unwrap();
+        let id = registry.register("t-value", &schema).unwrap();
+        let c = codec(Part::Value, None, &[("V", "INT"), ("A", "ARRAY<BIGINT>")])
+            .with_registry(registry, "t");
+        // 14 bytes: the header, V = 1, then an array block claiming 500,000,000 items
+        // (apache-avro reserved 28 GB for it and the process aborted), one item, the end.
+        let mut poison = vec![0];
+        poison.extend_from_slice(&id.to_be_bytes());
+        poison.extend_from_slice(&[2, 0x80, 0x94, 0xEB, 0xDC, 0x03, 2, 0, 0]);
+        assert_eq!(poison.len(), 14);
+        let e = c.payload_to_json(Some(&poison)).unwrap_err().to_string();
+        assert!(
+            e.contains("an array block at byte 6 claims more items than the 3 bytes left"),
+            "{e}"
+        );
+
+        // A recursive schema from a registry that let it in: each record is refused,
+        // naming the type, instead of recursing once per byte.
+        let list = Arc::new(
+            Schema::parse_str(
+                r#"{"type": "record", "name": "L", "fields": [
+                    {"name": "V", "type": "int"}, {"name": "next", "type": ["null", "L"]}]}"#,
+            )
+            .unwrap(),
+        );
+        let c =
+            codec(Part::Value, None, &[("V", "INT")]).with_registry(Arc::new(OneSchema(list)), "t");
+        let mut deep = vec![0, 0, 0, 0, 1];
+        deep.extend(std::iter::repeat_n([2u8, 2], 500_000).flatten());
+        let d = c.decode(&[Some(&deep), Some(&deep[..7])]).unwrap();
+        for e in &d.errors {
+            let e = e.as_ref().expect("refused").to_string();
+            assert!(
+                e.contains("schema id 1 cannot be read: recursive type `L`"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -13,17 +13,33 @@
 //! - Properties are ordered by `connect.index` where given, else by name; properties of
 //!   types ksqlDB cannot represent are left out, as ksqlDB ignores them.
 
+use std::cell::Cell;
+
 use serde_json::Value;
 
 /// A type ksqlDB cannot represent; the field holding it is left out.
 const UNSUPPORTED: Result<Option<String>, String> = Ok(None);
 
+/// How many types inferring one schema may expand: `$ref`s to a definition using another
+/// twice, which uses another twice, and so on, would otherwise expand exponentially.
+const MAX_EXPANDED: usize = 100_000;
+
 struct Ctx<'a> {
     root: &'a Value,
     upper: bool,
+    /// Types expanded so far.
+    expanded: Cell<usize>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(root: &'a Value, upper: bool) -> Self {
+        Ctx {
+            root,
+            upper,
+            expanded: Cell::new(0),
+        }
+    }
+
     fn name(&self, n: &str) -> String {
         if self.upper {
             n.to_uppercase()
@@ -71,6 +87,12 @@ fn branches(schema: &Value) -> Option<Vec<&Value>> {
 fn ksql_type(ctx: &Ctx, schema: &Value, depth: usize) -> Result<Option<String>, String> {
     if depth > 64 {
         return Err("the JSON schema nests too deeply (recursive $ref?)".into());
+    }
+    ctx.expanded.set(ctx.expanded.get() + 1);
+    if ctx.expanded.get() > MAX_EXPANDED {
+        return Err(format!(
+            "the JSON schema expands to more than {MAX_EXPANDED} types"
+        ));
     }
     let schema = ctx.deref(schema, 0)?;
     if schema.as_bool() == Some(true) {
@@ -213,7 +235,7 @@ fn object_fields(ctx: &Ctx, schema: &Value, depth: usize) -> Result<Vec<(String,
 /// Whether a JSON schema describes an object with properties (columns), rather than a
 /// single value.
 pub fn is_object(root: &Value) -> bool {
-    let ctx = Ctx { root, upper: false };
+    let ctx = Ctx::new(root, false);
     let Ok(s) = ctx.deref(root, 0) else {
         return false;
     };
@@ -226,13 +248,13 @@ pub fn is_object(root: &Value) -> bool {
 
 /// The ksqlDB type of a whole JSON schema (for a single, unwrapped column).
 pub fn single_type(root: &Value, upper: bool) -> Result<String, String> {
-    let ctx = Ctx { root, upper };
+    let ctx = Ctx::new(root, upper);
     ksql_type(&ctx, root, 0)?.ok_or_else(|| "the JSON schema has no type ksqlDB supports".into())
 }
 
 /// The columns of an object schema: its properties.
 pub fn columns(root: &Value, upper: bool) -> Result<Vec<(String, String)>, String> {
-    let ctx = Ctx { root, upper };
+    let ctx = Ctx::new(root, upper);
     let s = ctx.deref(root, 0)?;
     let s = match branches(s).as_deref() {
         Some([one]) => ctx.deref(one, 0)?,
@@ -301,5 +323,24 @@ mod tests {
             true
         )
         .is_err());
+    }
+
+    /// Definitions each using the next twice would expand to 2^40 types; they are
+    /// refused instead of exhausting time and memory.
+    #[test]
+    fn exponential_expansion_is_refused() {
+        let mut defs = serde_json::Map::new();
+        for i in 0..40 {
+            let next = format!("#/definitions/D{}", i + 1);
+            defs.insert(
+                format!("D{i}"),
+                json!({"type": "object", "properties": {"a": {"$ref": next}, "b": {"$ref": next}}}),
+            );
+        }
+        defs.insert("D40".into(), json!({"type": "integer"}));
+        let s = json!({"type": "object", "properties": {"top": {"$ref": "#/definitions/D0"}},
+                       "definitions": defs});
+        let e = columns(&s, true).unwrap_err();
+        assert!(e.contains("expands to more than 100000 types"), "{e}");
     }
 }

@@ -12,6 +12,7 @@
 //! infers columns ([`registry::ksql_columns`]).
 
 mod avro;
+mod avro_datum;
 mod builder;
 mod delimited;
 mod json;

@@ -16,6 +16,15 @@
 
 use std::collections::HashMap;
 
+/// How deep messages may nest, in the text (`message A { message B { …`) and as column
+/// types (a message field of a message field …): deeper schemas are refused rather than
+/// risking the stack.
+const MAX_DEPTH: usize = 64;
+
+/// How many types inferring one message's columns may expand: a message using another
+/// twice, which uses another twice, and so on, would otherwise expand exponentially.
+const MAX_EXPANDED: usize = 100_000;
+
 /// A field's type as written in the schema.
 #[derive(Debug, Clone, PartialEq)]
 enum FieldType {
@@ -258,7 +267,7 @@ fn parse_file(text: &str, defs: &mut Definitions) -> Result<Vec<String>, String>
                 p.pos += 1;
                 let name = p.word()?;
                 let full = qualify(&package, &name);
-                parse_message(&mut p, &full, defs)?;
+                parse_message(&mut p, &full, defs, 1)?;
                 top.push(full);
             }
             Token::Word(w) if w == "enum" => {
@@ -284,8 +293,19 @@ fn qualify(scope: &str, name: &str) -> String {
     }
 }
 
-/// Parses a message body (`{…}`) named `full`, with its nested types.
-fn parse_message(p: &mut Parser, full: &str, defs: &mut Definitions) -> Result<(), String> {
+/// Parses a message body (`{…}`) named `full`, with its nested types; `depth` counts the
+/// messages it is in, itself included.
+fn parse_message(
+    p: &mut Parser,
+    full: &str,
+    defs: &mut Definitions,
+    depth: usize,
+) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err(format!(
+            "message {full} is nested more than {MAX_DEPTH} messages deep"
+        ));
+    }
     p.expect('{')?;
     let mut members = Vec::new();
     loop {
@@ -302,7 +322,7 @@ fn parse_message(p: &mut Parser, full: &str, defs: &mut Definitions) -> Result<(
                 "message" => {
                     p.pos += 1;
                     let name = p.word()?;
-                    parse_message(p, &qualify(full, &name), defs)?;
+                    parse_message(p, &qualify(full, &name), defs, depth + 1)?;
                 }
                 "enum" => {
                     p.pos += 1;
@@ -452,6 +472,13 @@ fn well_known(full: &str, params: &HashMap<String, String>) -> Option<Result<Str
     Some(Ok(t.to_string()))
 }
 
+/// Where inferring columns is: the messages being expanded (outermost first), and how
+/// many types were expanded so far.
+struct Expansion {
+    stack: Vec<String>,
+    expanded: usize,
+}
+
 /// The ksqlDB type of a named protobuf type referenced from `scope`; `Ok(None)` when ksqlDB
 /// cannot represent it (the field is then left out).
 fn named_type(
@@ -460,8 +487,14 @@ fn named_type(
     name: &str,
     params: &HashMap<String, String>,
     naming: &Naming,
-    stack: &mut Vec<String>,
+    stack: &mut Expansion,
 ) -> Result<Option<String>, String> {
+    stack.expanded += 1;
+    if stack.expanded > MAX_EXPANDED {
+        return Err(format!(
+            "the message's columns expand to more than {MAX_EXPANDED} types"
+        ));
+    }
     if let Some(s) = scalar(name) {
         return Ok(Some(s.to_string()));
     }
@@ -471,12 +504,17 @@ fn named_type(
             if let Some(t) = well_known(&full, params) {
                 return t.map(Some);
             }
-            if stack.contains(&full) {
+            if stack.stack.contains(&full) {
                 return Err(format!("recursive message {full} cannot be a column type"));
             }
-            stack.push(full.clone());
+            if stack.stack.len() >= MAX_DEPTH {
+                return Err(format!(
+                    "message {full} nests more than {MAX_DEPTH} messages deep"
+                ));
+            }
+            stack.stack.push(full.clone());
             let fields = struct_fields(defs, &full, members, naming, stack)?;
-            stack.pop();
+            stack.stack.pop();
             Ok(Some(format!("STRUCT<{}>", fields.join(", "))))
         }
         // Well-known types are usually imported, not given as references.
@@ -492,7 +530,7 @@ fn field_type(
     scope: &str,
     f: &Field,
     naming: &Naming,
-    stack: &mut Vec<String>,
+    stack: &mut Expansion,
 ) -> Result<Option<String>, String> {
     let t = match &f.ty {
         FieldType::Named(n) => named_type(defs, scope, n, &f.params, naming, stack)?,
@@ -522,7 +560,7 @@ fn struct_fields(
     scope: &str,
     members: &[Member],
     naming: &Naming,
-    stack: &mut Vec<String>,
+    stack: &mut Expansion,
 ) -> Result<Vec<String>, String> {
     Ok(columns_of(defs, scope, members, naming, stack)?
         .into_iter()
@@ -535,7 +573,7 @@ fn columns_of(
     scope: &str,
     members: &[Member],
     naming: &Naming,
-    stack: &mut Vec<String>,
+    stack: &mut Expansion,
 ) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for m in members {
@@ -590,7 +628,11 @@ pub fn columns(
         return Err(format!("the protobuf schema has no message named {full}"));
     };
     let naming = Naming { upper };
-    columns_of(&defs, &full, members, &naming, &mut vec![full.clone()])
+    let mut expansion = Expansion {
+        stack: vec![full.clone()],
+        expanded: 0,
+    };
+    columns_of(&defs, &full, members, &naming, &mut expansion)
 }
 
 #[cfg(test)]
@@ -698,5 +740,44 @@ mod tests {
     fn recursive_messages_are_refused() {
         let r = columns("message N { N next = 1; }", &[], None, true);
         assert!(r.is_err(), "{r:?}");
+    }
+
+    /// Schemas built to exhaust the stack or the memory of inference are refused with an
+    /// error saying why (each overflowed the stack or ran for hours before).
+    #[test]
+    fn schemas_too_deep_or_too_large_are_refused() {
+        let nested = format!(
+            "syntax = \"proto3\"; {} int32 x = 1; {}",
+            (0..100_000)
+                .map(|i| format!("message M{i} {{"))
+                .collect::<String>(),
+            "}".repeat(100_000)
+        );
+        let chain: String = (0..10_000)
+            .map(|i| format!("message M{i} {{ M{} f = 1; }}\n", i + 1))
+            .chain(std::iter::once(
+                "message M10000 { int32 x = 1; }".to_string(),
+            ))
+            .collect();
+        // Each message uses the next twice: 2^30 fields if expanded.
+        let doubling: String = (0..30)
+            .map(|i| format!("message D{i} {{ D{0} a = 1; D{0} b = 2; }}\n", i + 1))
+            .chain(std::iter::once("message D30 { int32 x = 1; }".to_string()))
+            .collect();
+        let cases = [
+            (nested, "message M0.M1.M2"),
+            (chain, "nests more than 64 messages deep"),
+            (doubling, "expand to more than 100000 types"),
+        ];
+        for (text, want) in cases {
+            let r = columns(&text, &[], None, true);
+            assert!(r.as_ref().is_err_and(|e| e.contains(want)), "{want}: {r:?}");
+        }
+        // 64 deep is fine.
+        let ok: String = (0..63)
+            .map(|i| format!("message M{i} {{ M{} f = 1; }}\n", i + 1))
+            .chain(std::iter::once("message M63 { int32 x = 1; }".to_string()))
+            .collect();
+        assert!(columns(&ok, &[], None, true).is_ok());
     }
 }

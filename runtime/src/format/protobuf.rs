@@ -625,7 +625,8 @@ fn unscaled_to_bytes(v: i128) -> Vec<u8> {
 /// An unscaled value at scale `from` at the column's scale (HALF_UP, as ksqlDB rounds),
 /// checked against its precision.
 fn rescale(unscaled: i128, from: i32, precision: u8, scale: i8) -> Result<i128, String> {
-    let to = i32::from(scale);
+    // In i64: the writer's scale comes off the wire, and `to - from` must not overflow.
+    let (to, from) = (i64::from(scale), i64::from(from));
     let overflow = || {
         format!(
             "Numeric field overflow: A field with precision {precision} and scale {scale} \
@@ -633,7 +634,7 @@ fn rescale(unscaled: i128, from: i32, precision: u8, scale: i8) -> Result<i128, 
             i32::from(precision) - i32::from(scale)
         )
     };
-    let pow = |d: i32| u32::try_from(d).ok().and_then(|d| 10i128.checked_pow(d));
+    let pow = |d: i64| u32::try_from(d).ok().and_then(|d| 10i128.checked_pow(d));
     let v = if to >= from {
         pow(to - from)
             .and_then(|f| unscaled.checked_mul(f))
@@ -1353,6 +1354,25 @@ mod tests {
         assert!(e.contains("Numeric field overflow"), "{e}");
         let e = decode_one(&c, &[&b"\x0a\x13\x0a\x11"[..], &[0x7F; 17]].concat()).unwrap_err();
         assert!(e.contains("decimal of 17 bytes is too large"), "{e}");
+        // A writer scale of i32::MIN (scale = 3, as a sign-extended varint): 1 - i32::MIN
+        // overflowed an i32 (a panic in debug builds); it is a value too large instead.
+        let min_scale = [
+            &b"\x0a\x0e\x0a\x01\x01\x18"[..],
+            &[0x80, 0x80, 0x80, 0x80, 0xF8, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+        ]
+        .concat();
+        let e = decode_one(&c, &min_scale).unwrap_err();
+        assert!(e.contains("Numeric field overflow"), "{e}");
+        // The largest scale leaves nothing of the value.
+        let max_scale = [
+            &b"\x0a\x09\x0a\x01\x01\x18"[..],
+            &[0xFF, 0xFF, 0xFF, 0xFF, 0x07],
+        ]
+        .concat();
+        assert_eq!(
+            decode_one(&c, &max_scale).unwrap(),
+            serde_json::json!({"D": 0.0})
+        );
     }
 
     #[test]
