@@ -14,6 +14,7 @@ use brook_planner::types::{arrow_type, TypeRegistry};
 use datafusion::common::ScalarValue;
 
 use crate::error::{Result, RuntimeError};
+use crate::eval::{self, Purpose, RowError};
 use crate::operator::Operator;
 use crate::state::{
     owned_row, read_scalar_key, scalar_key, Dirty, FastMap, Reader, StateChange, Writer,
@@ -63,16 +64,21 @@ fn arg_exprs(call: &AggCall) -> Vec<&Arc<dyn datafusion::physical_expr::Physical
 }
 
 /// Evaluates every aggregate's arguments over a batch: per aggregate, one array per argument.
-fn eval_args(aggs: &[AggCall], batch: &RecordBatch) -> Result<Vec<Vec<ArrayRef>>> {
-    let rows = batch.num_rows();
+/// An argument that fails on a row is NULL there (which aggregates skip), as ksqlDB's
+/// projection ahead of the aggregation makes it.
+fn eval_args(
+    aggs: &[AggCall],
+    batch: &RecordBatch,
+    errors: &mut Vec<RowError>,
+) -> Result<Vec<Vec<ArrayRef>>> {
+    let mut index = 0;
     aggs.iter()
         .map(|a| {
             arg_exprs(a)
                 .into_iter()
                 .map(|e| {
-                    e.evaluate(batch)
-                        .and_then(|v| v.into_array(rows))
-                        .map_err(eval_err)
+                    index += 1;
+                    eval::evaluate(e, batch, Purpose::AggregateArgument(index - 1), errors)
                 })
                 .collect::<Result<Vec<_>>>()
         })
@@ -664,6 +670,8 @@ pub struct AggregateOperator {
     /// Records dropped as late (every window they fall in had closed); shared with the
     /// pipeline, which reports them (the `Operator` trait has no say in this).
     late: Arc<AtomicU64>,
+    /// Rows an expression failed on, until [`Operator::take_row_errors`].
+    errors: Vec<RowError>,
 }
 
 /// Changelog namespaces of the aggregation's maps.
@@ -702,6 +710,7 @@ impl AggregateOperator {
             emit_base: EmitState::default(),
             last_rows: BTreeMap::new(),
             late: Arc::new(AtomicU64::new(0)),
+            errors: Vec::new(),
         })
     }
 
@@ -833,13 +842,8 @@ impl AggregateOperator {
                     cols.push(v.to_array().map_err(eval_err)?);
                 }
                 let agg_row = RecordBatch::try_new(self.plan.agg_schema.clone(), cols)?;
-                let v = h
-                    .evaluate(&agg_row)
-                    .and_then(|v| v.into_array(1))
-                    .map_err(eval_err)?;
-                v.as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .is_some_and(|b| !b.is_null(0) && b.value(0))
+                let v = eval::predicate(h, &agg_row, &mut self.errors)?;
+                !v.is_null(0) && v.value(0)
             }
         };
         if retired.is_some() && !group.emitted {
@@ -891,12 +895,10 @@ impl AggregateOperator {
         };
         for (i, proj) in self.plan.projections.iter().enumerate() {
             let want = self.output_schema.field(pseudo + i).data_type();
-            let eval = |b: &RecordBatch| -> Result<ArrayRef> {
-                let a = proj
-                    .expr
-                    .evaluate(b)
-                    .and_then(|v| v.into_array(b.num_rows()))
-                    .map_err(eval_err)?;
+            let purpose = Purpose::Column(&proj.column.name, i);
+            let errors = &mut self.errors;
+            let mut eval = |b: &RecordBatch| -> Result<ArrayRef> {
+                let a = eval::evaluate(&proj.expr, b, purpose, errors)?;
                 Ok(if a.data_type() == want {
                     a
                 } else {
@@ -1006,21 +1008,22 @@ impl AggregateOperator {
             return Ok(None);
         };
         self.dirty.mark(NS_PREVIOUS, source_key);
+        // Failures on the old row were logged when it arrived; they are not logged again.
+        let mut logged = Vec::new();
         let keys: Vec<ScalarValue> = self
             .plan
             .group_by
             .iter()
-            .map(|g| {
-                g.evaluate(&old)
-                    .and_then(|v| v.into_array(1))
-                    .and_then(|a| ScalarValue::try_from_array(&a, 0))
+            .enumerate()
+            .map(|(i, g)| {
+                let a = eval::evaluate(g, &old, Purpose::GroupBy(i), &mut logged)?;
+                ScalarValue::try_from_array(&a, 0).map_err(eval_err)
             })
-            .collect::<std::result::Result<_, _>>()
-            .map_err(eval_err)?;
+            .collect::<Result<_>>()?;
         if keys.iter().any(ScalarValue::is_null) {
             return Ok(None);
         }
-        let args = eval_args(&self.plan.aggs, &old)?
+        let args = eval_args(&self.plan.aggs, &old, &mut logged)?
             .iter()
             .map(|cols| row_args(cols, 0))
             .collect::<Result<Vec<_>>>()?;
@@ -1268,6 +1271,10 @@ impl Operator for AggregateOperator {
         processed
     }
 
+    fn take_row_errors(&mut self, out: &mut Vec<RowError>) {
+        out.append(&mut self.errors);
+    }
+
     fn idle_timeout_ms(&self) -> Option<u64> {
         (self.plan.emit_final && self.plan.window.is_some() && self.plan.idle_timeout_ms > 0)
             .then_some(self.plan.idle_timeout_ms)
@@ -1335,29 +1342,24 @@ impl AggregateOperator {
         let batch = match &self.plan.filter {
             None => batch,
             Some(f) => {
-                let mask = f
-                    .evaluate(&batch)
-                    .and_then(|v| v.into_array(batch.num_rows()))
-                    .map_err(eval_err)?;
-                let mask = mask
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .ok_or_else(|| RuntimeError::Eval("WHERE did not give a BOOLEAN".into()))?;
-                filter_record_batch(&batch, mask)?
+                let mask = eval::predicate(f, &batch, &mut self.errors)?;
+                filter_record_batch(&batch, &mask)?
             }
         };
         let rows = batch.num_rows();
         if rows == 0 {
             return Ok(());
         }
+        // A GROUP BY expression that fails on a row makes its key NULL: the row is left
+        // out below, as ksqlDB excludes it.
         let group_cols: Vec<ArrayRef> = self
             .plan
             .group_by
             .iter()
-            .map(|g| g.evaluate(&batch).and_then(|v| v.into_array(rows)))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(eval_err)?;
-        let arg_cols = eval_args(&self.plan.aggs, &batch)?;
+            .enumerate()
+            .map(|(i, g)| eval::evaluate(g, &batch, Purpose::GroupBy(i), &mut self.errors))
+            .collect::<Result<_>>()?;
+        let arg_cols = eval_args(&self.plan.aggs, &batch, &mut self.errors)?;
         // EMIT FINAL: each partition's last row in this batch (kept for `on_idle`); one
         // slice per partition and batch rather than one per row.
         let mut last_of: Vec<(i32, usize)> = Vec::new();

@@ -281,6 +281,7 @@ impl Driver {
             .process_input(input, std::slice::from_ref(rec))
             .and_then(|p| {
                 self.late += p.late;
+                self.log_row_errors(idx, &p.row_errors);
                 match p.errors.first() {
                     Some((_, e)) => Err(crate::error::RuntimeError::Plan(e.clone())),
                     None => Ok(p.outputs),
@@ -356,6 +357,7 @@ impl Driver {
             .pipeline
             .process(std::slice::from_ref(rec))?;
         self.late += processed.late;
+        self.log_row_errors(idx, &processed.row_errors);
         if let Some((_, e)) = processed.errors.first() {
             return Err(crate::error::RuntimeError::Plan(e.clone()));
         }
@@ -370,6 +372,18 @@ impl Driver {
                 (sink_topic.clone(), o.key, o.value, o.timestamp, partition)
             })
             .collect())
+    }
+
+    /// Rows whose expressions failed went on (with NULL where they failed); each is an
+    /// entry of the processing log, as in ksqlDB.
+    fn log_row_errors(&mut self, idx: usize, errors: &[crate::eval::RowError]) {
+        let id = &self.queries[idx].pipeline.id;
+        for e in errors {
+            self.processing_log.push(format!(
+                "query {id}: topic {} partition {} offset {}: {}: {}",
+                e.topic, e.partition, e.offset, e.message, e.cause
+            ));
+        }
     }
 
     /// The ids of running queries.

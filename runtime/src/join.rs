@@ -30,6 +30,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::aggregate::{partition_of, StreamTimes};
 use crate::error::{Result, RuntimeError};
+use crate::eval::{self, Purpose, RowError};
 use crate::state::{
     owned_row, read_scalar_key, scalar_key, Dirty, FastMap, FastSet, Reader, StateChange, Writer,
 };
@@ -177,6 +178,8 @@ pub struct JoinOperator {
     /// partition's stream time), which Kafka Streams' store drops and counts, since the
     /// last [`JoinOperator::take_late`].
     late: u64,
+    /// Rows an expression failed on, until [`JoinOperator::take_row_errors`].
+    errors: Vec<RowError>,
 }
 
 impl JoinOperator {
@@ -227,12 +230,19 @@ impl JoinOperator {
             dirty: Dirty::default(),
             deleted_runs: Vec::new(),
             late: 0,
+            errors: Vec::new(),
         })
     }
 
     /// The rows dropped as late since the last call.
     pub fn take_late(&mut self) -> u64 {
         std::mem::take(&mut self.late)
+    }
+
+    /// Appends the rows an expression failed on since the last call (see
+    /// [`crate::operator::Operator::take_row_errors`]).
+    pub fn take_row_errors(&mut self, out: &mut Vec<RowError>) {
+        out.append(&mut self.errors);
     }
 
     /// Rows of input `input` (`deleted`: tombstones of a table input).
@@ -291,11 +301,7 @@ impl JoinOperator {
         }
         let wide = self.widen_first(batch)?;
         let step = &self.plan.steps[0];
-        let keys = step
-            .left_key
-            .evaluate(&wide)
-            .and_then(|v| v.into_array(n))
-            .map_err(eval_err)?;
+        let keys = eval::evaluate(&step.left_key, &wide, Purpose::JoinKey, &mut self.errors)?;
         let StepState::StreamTable(table) = &self.steps[0] else {
             return Err(RuntimeError::Plan(
                 "a join step's state does not fit its kind".into(),
@@ -417,11 +423,13 @@ impl JoinOperator {
         Ok(RecordBatch::try_new(schema.clone(), cols)?)
     }
 
-    fn key_of(expr: &Arc<dyn PhysicalExpr>, row: &RecordBatch) -> Result<ScalarValue> {
-        let a = expr
-            .evaluate(row)
-            .and_then(|v| v.into_array(1))
-            .map_err(eval_err)?;
+    /// A row's join key; NULL (which joins nothing) where the expression fails on it.
+    fn key_of(
+        expr: &Arc<dyn PhysicalExpr>,
+        row: &RecordBatch,
+        errors: &mut Vec<RowError>,
+    ) -> Result<ScalarValue> {
+        let a = eval::evaluate(expr, row, Purpose::JoinKey, errors)?;
         ScalarValue::try_from_array(&a, 0).map_err(eval_err)
     }
 
@@ -450,7 +458,7 @@ impl JoinOperator {
     /// A row of the left side of step `k` (joining input `k`).
     fn left_arrival(&mut self, k: usize, row: Row, next: &mut Vec<Row>) -> Result<()> {
         let step = self.plan.steps[k - 1].clone();
-        let kv = Self::key_of(&step.left_key, &row.batch)?;
+        let kv = Self::key_of(&step.left_key, &row.batch, &mut self.errors)?;
         let ts = ts_of(&row.batch);
         let mut state = std::mem::replace(
             &mut self.steps[k - 1],
@@ -567,7 +575,7 @@ impl JoinOperator {
         next: &mut Vec<Row>,
     ) -> Result<()> {
         let step = self.plan.steps[k - 1].clone();
-        let kv = Self::key_of(&step.right_key, row)?;
+        let kv = Self::key_of(&step.right_key, row, &mut self.errors)?;
         let ts = ts_of(row);
         let mut state = std::mem::replace(
             &mut self.steps[k - 1],
@@ -781,10 +789,12 @@ impl JoinOperator {
                 continue;
             }
             // The outer store holds the matching key; the result is keyed by the join key.
+            // A failure was logged when the row arrived.
+            let logged = &mut Vec::new();
             let kv = if *is_left {
-                Self::key_of(&step.left_key, row)?
+                Self::key_of(&step.left_key, row, logged)?
             } else {
-                Self::key_of(&step.right_key, row)?
+                Self::key_of(&step.right_key, row, logged)?
             };
             let batch = if *is_left {
                 self.merge(k, Some(row), None, t, row)?
@@ -945,14 +955,7 @@ impl JoinOperator {
         let passes: Vec<bool> = match &self.plan.filter {
             None => vec![true; n],
             Some(f) => {
-                let m = f
-                    .evaluate(&joined)
-                    .and_then(|v| v.into_array(n))
-                    .map_err(eval_err)?;
-                let m = m
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .ok_or_else(|| RuntimeError::Eval("WHERE did not give a BOOLEAN".into()))?;
+                let m = eval::predicate(f, &joined, &mut self.errors)?;
                 (0..n).map(|i| !m.is_null(i) && m.value(i)).collect()
             }
         };
@@ -1026,10 +1029,8 @@ impl JoinOperator {
                     .map_err(eval_err)?
                 }
             } else {
-                p.expr
-                    .evaluate(&chosen)
-                    .and_then(|v| v.into_array(m))
-                    .map_err(eval_err)?
+                let purpose = Purpose::Column(&p.column.name, j);
+                eval::evaluate(&p.expr, &chosen, purpose, &mut self.errors)?
             };
             cols.push(if a.data_type() == want {
                 a

@@ -27,6 +27,70 @@ pub struct QueryMetrics {
     /// consumer's statistics cover only its own partitions); absent while unknown.
     consumer_lag: Mutex<BTreeMap<usize, i64>>,
     paused: AtomicBool,
+    /// Deliveries sent again after a transient failure (see `task::delivery`).
+    retries: AtomicU64,
+    /// Why the query stopped for good, once it has (ksqlDB's ERROR state).
+    failure: Mutex<Option<QueryFailure>>,
+}
+
+/// What stopped a query for good: ksqlDB's `QueryError` (REST's `queryErrors`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryFailure {
+    /// When, in milliseconds since the epoch.
+    pub timestamp: i64,
+    pub message: String,
+    pub kind: FailureKind,
+}
+
+/// ksqlDB's `QueryError.Type`: whether retrying could help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The query's own doing or its setup's (a record too large for the topic, a topic
+    /// deleted under it, no permission to write): it fails again when restarted as is.
+    User,
+    /// The environment (the cluster) failed in a way the query could not ride out.
+    System,
+    Unknown,
+}
+
+impl FailureKind {
+    /// ksqlDB's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::User => "USER",
+            FailureKind::System => "SYSTEM",
+            FailureKind::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// What kind of failure `e` is, by its variant and Kafka's error code (as ksqlDB's
+    /// classifiers: a record too large, a missing topic and refused authorization are the
+    /// user's).
+    pub fn of(e: &crate::RuntimeError) -> FailureKind {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let code = match e {
+            crate::RuntimeError::Production { source, .. } => source.rdkafka_error_code(),
+            crate::RuntimeError::Kafka(k) => k.rdkafka_error_code(),
+            _ => return FailureKind::Unknown,
+        };
+        match code {
+            Some(
+                C::MessageSizeTooLarge
+                | C::MessageBatchTooLarge
+                | C::InvalidMessageSize
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::TransactionalIdAuthorizationFailed
+                | C::UnknownTopicOrPartition
+                | C::UnknownTopic
+                | C::UnknownPartition
+                | C::InvalidTopic
+                | C::InvalidRecord
+                | C::PolicyViolation,
+            ) => FailureKind::User,
+            _ => FailureKind::System,
+        }
+    }
 }
 
 impl Default for QueryMetrics {
@@ -38,6 +102,8 @@ impl Default for QueryMetrics {
             late: AtomicU64::new(0),
             consumer_lag: Mutex::new(BTreeMap::new()),
             paused: AtomicBool::new(false),
+            retries: AtomicU64::new(0),
+            failure: Mutex::new(None),
         }
     }
 }
@@ -54,6 +120,10 @@ pub struct MetricsSnapshot {
     pub late: u64,
     pub consumer_lag: Option<i64>,
     pub paused: bool,
+    /// Deliveries sent again after a transient failure.
+    pub production_retries: u64,
+    /// The query stopped for good on an error (see [`QueryMetrics::failure`]).
+    pub failed: bool,
 }
 
 impl QueryMetrics {
@@ -91,6 +161,32 @@ impl QueryMetrics {
         self.paused.store(paused, Ordering::Relaxed);
     }
 
+    /// Counts deliveries sent again after a transient failure.
+    pub fn add_retries(&self, n: u64) {
+        self.retries.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The query stopped for good with `e` (the first error stands).
+    pub fn set_failed(&self, e: &crate::RuntimeError) {
+        let failure = QueryFailure {
+            timestamp: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            message: e.to_string(),
+            kind: FailureKind::of(e),
+        };
+        let mut slot = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert(failure);
+    }
+
+    /// Why the query stopped for good, if it has.
+    pub fn failure(&self) -> Option<QueryFailure> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
         let lags = self.consumer_lag.lock().unwrap_or_else(|e| e.into_inner());
         let lag = (!lags.is_empty()).then(|| lags.values().sum());
@@ -101,6 +197,12 @@ impl QueryMetrics {
             late: self.late.load(Ordering::Relaxed),
             consumer_lag: lag,
             paused: self.paused.load(Ordering::Relaxed),
+            production_retries: self.retries.load(Ordering::Relaxed),
+            failed: self
+                .failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some(),
         }
     }
 }
@@ -171,6 +273,8 @@ mod tests {
                 late: 3,
                 consumer_lag: Some(4),
                 paused: true,
+                production_retries: 0,
+                failed: false,
             }
         );
         m.set_consumer_lag(None);
@@ -181,6 +285,38 @@ mod tests {
         assert_eq!(m.snapshot().consumer_lag, Some(8));
         m.set_worker_lag(1, None);
         assert_eq!(m.snapshot().consumer_lag, Some(3));
+    }
+
+    #[test]
+    fn the_first_failure_stands_and_says_whose_it_is() {
+        use crate::RuntimeError;
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let produced = |code| RuntimeError::Production {
+            topic: "T".into(),
+            source: KafkaError::MessageProduction(code),
+        };
+        let cases = [
+            (produced(C::MessageSizeTooLarge), FailureKind::User),
+            (produced(C::TopicAuthorizationFailed), FailureKind::User),
+            (produced(C::UnknownTopicOrPartition), FailureKind::User),
+            (produced(C::Fatal), FailureKind::System),
+            (
+                RuntimeError::Kafka(KafkaError::MessageProduction(C::UnknownTopic)),
+                FailureKind::User,
+            ),
+            (RuntimeError::State("lost".into()), FailureKind::Unknown),
+        ];
+        for (e, kind) in &cases {
+            assert_eq!(FailureKind::of(e), *kind, "{e}");
+        }
+        let m = QueryMetrics::new();
+        assert_eq!((m.failure(), m.snapshot().failed), (None, false));
+        m.set_failed(&cases[0].0);
+        m.set_failed(&cases[5].0);
+        let f = m.failure().expect("failed");
+        assert_eq!((f.kind.name(), m.snapshot().failed), ("USER", true));
+        assert!(f.message.contains("topic T") && f.timestamp > 0, "{f:?}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use brook_planner::query::{StatelessPlan, TableFunction, TableFunctionKind};
 use brook_planner::types::TypeRegistry;
 
 use crate::error::{Result, RuntimeError};
+use crate::eval::{self, Purpose, RowError};
 
 /// A step of a query's pipeline. Hooks beyond `process` (timers, watermarks, checkpoints)
 /// have default no-op implementations so stateless operators stay small.
@@ -62,6 +63,10 @@ pub trait Operator: Send {
     fn on_idle(&mut self, _elapsed_ms: i64, _out: &mut Vec<RecordBatch>) -> Result<()> {
         Ok(())
     }
+
+    /// Appends the rows an expression failed on since the last call: they went on with
+    /// NULL (or were left out), as in ksqlDB, and each is one processing-log entry.
+    fn take_row_errors(&mut self, _out: &mut Vec<RowError>) {}
 }
 
 /// WHERE then SELECT: evaluates DataFusion physical expressions over each batch.
@@ -71,6 +76,8 @@ pub struct FilterProject {
     /// Over a table a row that fails WHERE is not dropped: its key's row is deleted, so it
     /// leaves as a tombstone (marked in the last column).
     table: bool,
+    /// Rows an expression failed on, until [`Operator::take_row_errors`].
+    errors: Vec<RowError>,
 }
 
 impl FilterProject {
@@ -102,16 +109,13 @@ impl FilterProject {
             plan,
             output_schema,
             table,
+            errors: Vec::new(),
         })
     }
 
     pub fn output_schema(&self) -> &SchemaRef {
         &self.output_schema
     }
-}
-
-fn eval_err(e: datafusion::error::DataFusionError) -> RuntimeError {
-    RuntimeError::Eval(e.to_string())
 }
 
 impl Operator for FilterProject {
@@ -121,30 +125,17 @@ impl Operator for FilterProject {
 
     fn process(&mut self, batch: RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         let mut dead: Option<BooleanArray> = None;
+        // A row WHERE fails on does not pass (ksqlDB's predicate defaults to false).
         let batch = match &self.plan.filter {
             None => batch,
             Some(f) if self.table => {
-                let mask = f
-                    .evaluate(&batch)
-                    .and_then(|v| v.into_array(batch.num_rows()))
-                    .map_err(eval_err)?;
-                let mask = mask
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .ok_or_else(|| RuntimeError::Eval("WHERE did not give a BOOLEAN".into()))?;
+                let mask = eval::predicate(f, &batch, &mut self.errors)?;
                 dead = Some(mask.iter().map(|m| Some(m != Some(true))).collect());
                 batch
             }
             Some(f) => {
-                let mask = f
-                    .evaluate(&batch)
-                    .and_then(|v| v.into_array(batch.num_rows()))
-                    .map_err(eval_err)?;
-                let mask = mask
-                    .as_any()
-                    .downcast_ref::<BooleanArray>()
-                    .ok_or_else(|| RuntimeError::Eval("WHERE did not give a BOOLEAN".into()))?;
-                filter_record_batch(&batch, mask)?
+                let mask = eval::predicate(f, &batch, &mut self.errors)?;
+                filter_record_batch(&batch, &mask)?
             }
         };
         if batch.num_rows() == 0 {
@@ -153,7 +144,7 @@ impl Operator for FilterProject {
         let batch = if self.plan.table_functions.is_empty() {
             batch
         } else {
-            explode(&self.plan.table_functions, &batch)?
+            explode(&self.plan.table_functions, &batch, &mut self.errors)?
         };
         if batch.num_rows() == 0 {
             return Ok(());
@@ -162,11 +153,8 @@ impl Operator for FilterProject {
         let pseudo = if self.plan.window.is_some() { 5 } else { 3 };
         let mut columns: Vec<ArrayRef> = batch.columns()[..pseudo].to_vec();
         for (i, p) in self.plan.projections.iter().enumerate() {
-            let array = p
-                .expr
-                .evaluate(&batch)
-                .and_then(|v| v.into_array(rows))
-                .map_err(eval_err)?;
+            let purpose = Purpose::Column(&p.column.name, i);
+            let array = eval::evaluate(&p.expr, &batch, purpose, &mut self.errors)?;
             let want = self.output_schema.field(pseudo + i).data_type();
             let array = if array.data_type() == want {
                 array
@@ -188,22 +176,27 @@ impl Operator for FilterProject {
         out.push(out_batch);
         Ok(())
     }
+
+    fn take_row_errors(&mut self, out: &mut Vec<RowError>) {
+        out.append(&mut self.errors);
+    }
 }
 
 /// Applies table functions: row `i` becomes `n_i` rows, `n_i` the longest result of the
 /// functions on it (shorter results pad with NULL; NULL or empty arrays give no rows), and
-/// each function's elements are appended as a column.
-fn explode(tfs: &[TableFunction], batch: &RecordBatch) -> Result<RecordBatch> {
+/// each function's elements are appended as a column. A row whose argument fails to
+/// evaluate has a NULL argument, so yields no rows (ksqlDB's `TableFunctionApplier`).
+fn explode(
+    tfs: &[TableFunction],
+    batch: &RecordBatch,
+    errors: &mut Vec<RowError>,
+) -> Result<RecordBatch> {
     use arrow::array::{new_null_array, Int64Array as Idx, ListArray, UInt32Array};
     let rows = batch.num_rows();
     // Each function's per-row results, as (list of element arrays).
     let mut results: Vec<Vec<Vec<ArrayRef>>> = Vec::new();
-    for tf in tfs {
-        let arr = tf
-            .arg
-            .evaluate(batch)
-            .and_then(|v| v.into_array(rows))
-            .map_err(eval_err)?;
+    for (i, tf) in tfs.iter().enumerate() {
+        let arr = eval::evaluate(&tf.arg, batch, Purpose::TableFunction(i), errors)?;
         let list = arr
             .as_any()
             .downcast_ref::<ListArray>()

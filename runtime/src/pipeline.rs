@@ -35,6 +35,10 @@ pub struct Processed {
     /// all closed by its partition's stream time, a stream–stream join's record past the
     /// join window's retention (Kafka Streams' dropped-records count).
     pub late: u64,
+    /// Rows an expression failed on: unlike `errors`, their records were processed, with
+    /// NULL for what failed (or left out by a predicate or GROUP BY), as in ksqlDB. Each
+    /// is one processing-log entry.
+    pub row_errors: Vec<crate::eval::RowError>,
 }
 
 pub struct Pipeline {
@@ -270,13 +274,14 @@ impl SideKey {
         let failed: std::collections::HashSet<usize> =
             decoded.errors.iter().map(|(i, _)| *i).collect();
         let rows: Vec<usize> = (0..records.len()).filter(|i| !failed.contains(i)).collect();
+        // A key that fails on a row is NULL, as the pipeline computes it (and logs it).
+        let mut logged_by_pipeline = Vec::new();
         let keys = self
             .exprs
             .iter()
             .map(|e| {
-                e.evaluate(&batch)
-                    .and_then(|v| v.into_array(batch.num_rows()))
-                    .map_err(|e| RuntimeError::Eval(e.to_string()))
+                let purpose = crate::eval::Purpose::JoinKey;
+                crate::eval::evaluate(e, &batch, purpose, &mut logged_by_pipeline)
             })
             .collect::<Result<Vec<_>>>()?;
         for (row, i) in rows.into_iter().enumerate() {
@@ -438,6 +443,19 @@ impl Pipeline {
         })
     }
 
+    /// Moves the rows expressions failed on since the last call into `done`, as rows of
+    /// records of `topic`.
+    fn take_row_errors(&mut self, topic: &str, done: &mut Processed) {
+        let start = done.row_errors.len();
+        if let Some(j) = &mut self.join {
+            j.take_row_errors(&mut done.row_errors);
+        }
+        self.operator.take_row_errors(&mut done.row_errors);
+        for e in &mut done.row_errors[start..] {
+            e.topic = topic.to_string();
+        }
+    }
+
     /// The records dropped as late since the last call.
     fn take_late(&mut self) -> u64 {
         let joined = self.join.as_mut().map_or(0, |j| j.take_late());
@@ -495,6 +513,8 @@ impl Pipeline {
         } else {
             self.operator.process(batch, &mut out)?;
         }
+        let topic = self.source.topic.clone();
+        self.take_row_errors(&topic, done);
         if self.capture {
             done.batches.extend(out);
             return Ok(());
@@ -680,6 +700,12 @@ impl Pipeline {
                     let runs = join.take_deleted_runs();
                     feed(self.operator.as_mut(), &mut out, &runs)?;
                 }
+                let logged = done.row_errors.len();
+                join.take_row_errors(&mut done.row_errors);
+                self.operator.take_row_errors(&mut done.row_errors);
+                for e in &mut done.row_errors[logged..] {
+                    e.topic.clone_from(&source.topic);
+                }
                 if self.capture {
                     done.batches.extend(out);
                     start = end;
@@ -728,6 +754,8 @@ impl Pipeline {
         }
         let mut out = Vec::new();
         self.operator.on_idle(elapsed_ms, &mut out)?;
+        let topic = self.source.topic.clone();
+        self.take_row_errors(&topic, &mut done);
         for b in out {
             if let Some(m) = &self.materialized {
                 write(m)?.apply(&b, false)?;

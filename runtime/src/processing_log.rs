@@ -99,28 +99,28 @@ impl ProcessingLog {
     }
 
     fn processing_error(&self, query: &str, topic: &str, record: &Record, error: &str) {
-        let entry = json!({
-            "level": "ERROR",
-            "logger": format!("processing.{query}"),
-            "time": now_ms(),
-            "message": {
-                "type": 1,
-                "deserializationError": null,
-                "recordProcessingError": {
-                    "errorMessage": error,
-                    "record": null,
-                    "cause": [error],
-                    "topic": topic,
-                    "partition": record.partition,
-                    "offset": record.offset,
-                },
-                "productionError": null,
-                "serializationError": null,
-                "kafkaStreamsThreadError": null,
-            },
-        })
-        .to_string();
-        self.send(&entry);
+        self.send(&processing_entry(
+            query,
+            error,
+            error,
+            topic,
+            record.partition,
+            record.offset,
+        ));
+    }
+
+    /// Logs that an expression of query `query` failed on a row, which went on with NULL
+    /// (ksqlDB's RECORD_PROCESSING_ERROR: its message names what was computed, its cause
+    /// why it failed).
+    pub fn row_error(&self, query: &str, e: &crate::eval::RowError) {
+        self.send(&processing_entry(
+            query,
+            &e.message,
+            &e.cause,
+            &e.topic,
+            e.partition,
+            e.offset,
+        ));
     }
 
     fn send(&self, entry: &str) {
@@ -129,6 +129,40 @@ impl ProcessingLog {
             debug!(error = %e, "processing log entry not written");
         }
     }
+}
+
+/// A type 1 entry (RECORD_PROCESSING_ERROR). `record` stays null: ksqlDB puts the row there
+/// only with `ksql.logging.processing.rows.include`, and Brook names it by topic,
+/// partition and offset instead.
+fn processing_entry(
+    query: &str,
+    message: &str,
+    cause: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> String {
+    json!({
+        "level": "ERROR",
+        "logger": format!("processing.{query}"),
+        "time": now_ms(),
+        "message": {
+            "type": 1,
+            "deserializationError": null,
+            "recordProcessingError": {
+                "errorMessage": message,
+                "record": null,
+                "cause": [cause],
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+            },
+            "productionError": null,
+            "serializationError": null,
+            "kafkaStreamsThreadError": null,
+        },
+    })
+    .to_string()
 }
 
 fn now_ms() -> i64 {
