@@ -7,7 +7,9 @@ pub mod driver;
 #[cfg(feature = "embedded-broker")]
 pub mod embedded;
 mod error;
+pub mod eval;
 pub mod format;
+pub mod internal_topic;
 pub mod join;
 pub mod kafka;
 pub mod materialized;

@@ -214,6 +214,8 @@ pub struct Session {
     pub defaults: Defaults,
     pub properties: BTreeMap<String, String>,
     query_seq: usize,
+    /// The id the next query must take (a replayed command's recorded id).
+    recorded_id: Option<String>,
     /// Where `CREATE STREAM/TABLE` without columns finds the topic's schemas.
     pub registry: Arc<dyn SchemaRegistry>,
 }
@@ -225,6 +227,7 @@ impl Default for Session {
             defaults: Defaults::default(),
             properties: BTreeMap::new(),
             query_seq: 0,
+            recorded_id: None,
             registry: default_registry(),
         }
     }
@@ -415,11 +418,44 @@ impl Session {
 
     /// Checks and plans a statement, updating the catalog; what must happen outside the
     /// catalog (topics, queries, records) is returned as an [`Action`] for the backend.
+    /// Plans `ps` as [`Session::plan`] does, giving a query it starts the id `query_id`
+    /// rather than the next of the session's sequence: a replayed statement takes the id it
+    /// was first given, whatever failed in between. Later ids come after it.
+    pub fn plan_with_id(
+        &mut self,
+        ps: &ParsedStatement,
+        partitions_of: &dyn Fn(&str) -> Option<i32>,
+        query_id: Option<&str>,
+    ) -> Result<Action, StatementError> {
+        self.recorded_id = query_id.map(str::to_string);
+        let planned = self.plan(ps, partitions_of);
+        self.recorded_id = None;
+        planned
+    }
+
+    /// The id of the query a statement starts: the recorded one when replaying, else
+    /// `prefix` and the next number of the session's sequence.
+    fn next_query_id(&mut self, prefix: &str) -> String {
+        if let Some(id) = self.recorded_id.take() {
+            // Ids end in their sequence number; new ones must not meet a replayed one.
+            if let Some(n) = id.rsplit('_').next().and_then(|n| n.parse::<usize>().ok()) {
+                self.query_seq = self.query_seq.max(n.saturating_add(1));
+            }
+            return id;
+        }
+        let id = format!("{prefix}{}", self.query_seq);
+        self.query_seq += 1;
+        id
+    }
+
     pub fn plan(
         &mut self,
         ps: &ParsedStatement,
         partitions_of: &dyn Fn(&str) -> Option<i32>,
     ) -> Result<Action, StatementError> {
+        // The types one statement resolves (columns, CASTs of custom types) are bounded
+        // together, however often it names a large CREATE TYPE.
+        let _types = brook_planner::limits::StatementBudget::start();
         match &ps.statement {
             Statement::CreateSource {
                 or_replace,
@@ -574,17 +610,12 @@ impl Session {
                     .map(|p| p as i32)
                     .or_else(|| partitions_of(&input.topic))
                     .unwrap_or(1);
-                let id = format!(
-                    "{}_{}_{}",
-                    if *kind == SourceKind::Stream {
-                        "CSAS"
-                    } else {
-                        "CTAS"
-                    },
-                    name,
-                    self.query_seq
-                );
-                self.query_seq += 1;
+                let kind_prefix = if *kind == SourceKind::Stream {
+                    "CSAS"
+                } else {
+                    "CTAS"
+                };
+                let id = self.next_query_id(&format!("{kind_prefix}_{name}_"));
                 self.catalog.sources.insert(name.clone(), sink.clone());
                 Ok(Action::StartQuery(Box::new(QuerySpec {
                     id,
@@ -660,8 +691,7 @@ impl Session {
                     ))
                     .into());
                 }
-                let id = format!("INSERTQUERY_{}", self.query_seq);
-                self.query_seq += 1;
+                let id = self.next_query_id("INSERTQUERY_");
                 Ok(Action::StartQuery(Box::new(QuerySpec {
                     id,
                     input,

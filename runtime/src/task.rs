@@ -19,9 +19,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::changelog::{Positions, MARKER_KEY};
+use crate::changelog::Positions;
 use crate::error::{Result, RuntimeError};
-use crate::kafka::{consumer_config, create_topic_with, producer_config, topic_partitions};
+use crate::kafka::{consumer_config, create_topic_with, producer_config, topic_partitions, Kafka};
 use crate::metrics::{LagContext, QueryMetrics, STATISTICS_INTERVAL_MS};
 use crate::pipeline::Pipeline;
 use crate::rows::Record;
@@ -29,7 +29,8 @@ use crate::rows::Record;
 /// How a task batches its input.
 #[derive(Clone)]
 pub struct TaskConfig {
-    pub bootstrap_servers: String,
+    /// The cluster, with the security settings every client gets.
+    pub kafka: Kafka,
     /// Most records in one batch.
     pub max_batch: usize,
     /// How long a batch waits for more records after its first: short, so latency stays
@@ -60,7 +61,7 @@ pub struct TaskConfig {
 impl std::fmt::Debug for TaskConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TaskConfig")
-            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("kafka", &self.kafka)
             .field("max_batch", &self.max_batch)
             .field("linger", &self.linger)
             .field("offset_reset", &self.offset_reset)
@@ -74,9 +75,9 @@ impl std::fmt::Debug for TaskConfig {
 }
 
 impl TaskConfig {
-    pub fn new(bootstrap_servers: &str) -> Self {
+    pub fn new(kafka: &Kafka) -> Self {
         TaskConfig {
-            bootstrap_servers: bootstrap_servers.to_string(),
+            kafka: kafka.clone(),
             max_batch: 4096,
             linger: Duration::from_millis(5),
             offset_reset: "earliest".to_string(),
@@ -91,7 +92,7 @@ impl TaskConfig {
     fn producer(&self) -> Result<FutureProducer> {
         match &self.producer {
             Some(p) => Ok(p.clone()),
-            None => Ok(producer_config(&self.bootstrap_servers).create()?),
+            None => Ok(producer_config(&self.kafka).create()?),
         }
     }
 }
@@ -135,14 +136,14 @@ async fn delivered(d: rdkafka::producer::DeliveryFuture) -> Result<()> {
 /// A record to produce: key, value, timestamp.
 type ToSend<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, Option<i64>);
 
-/// Produces records to a topic and waits for every acknowledgement; a full producer queue
-/// waits for the oldest delivery first (the backpressure on the source). Returns how many
-/// were acknowledged.
-async fn send_all(producer: &FutureProducer, topic: &str, records: Vec<ToSend<'_>>) -> Result<u64> {
-    send_to(producer, topic, None, records).await
-}
+mod delivery;
+pub use delivery::transient;
+use delivery::{Retry, Sink};
 
-/// [`send_all`] to one partition (a state partition's changelog), or by key when `None`.
+/// Produces records to one partition (a state partition's changelog), or by key when
+/// `None`, and waits for every acknowledgement; a full producer queue waits for the oldest
+/// delivery first. Returns how many were acknowledged. Query results go through a
+/// [`Sink`] instead, which rides out transient failures.
 async fn send_to(
     producer: &FutureProducer,
     topic: &str,
@@ -191,76 +192,49 @@ async fn send_to(
     Ok(acked)
 }
 
-/// A state partition's changelog partition: where its changes and markers go, and what
-/// the slot scheme of [`crate::changelog`] needs to write the next batch.
+/// A state partition's changelog partition: where its changes and markers go, and the
+/// slot bookkeeping of [`crate::changelog`] the next batch needs.
 struct ChangelogWriter {
     topic: String,
     partition: i32,
-    /// The last marker's sequence number.
-    seq: u64,
-    /// The slot holding each entry's committed value.
-    slots: std::collections::HashMap<Vec<u8>, u8>,
-    /// Entries whose deletion is committed: their slots are cleared with the next batch.
-    deleted: Vec<Vec<u8>>,
+    slots: crate::changelog::Slots,
 }
 
 impl ChangelogWriter {
     /// Records the state changed since the last call (each entry in the slot not holding
     /// its committed value), then the marker that commits it: the input positions the
-    /// state corresponds to.
+    /// state corresponds to. Each step is acknowledged before the next, and sent again in
+    /// order after a transient failure. False when the query was stopped meanwhile: the
+    /// batch's state is then not committed.
     async fn write(
         &mut self,
         pipeline: &mut Pipeline,
         producer: &FutureProducer,
         positions: &Positions,
-    ) -> Result<()> {
+        retry: &mut Retry,
+    ) -> Result<bool> {
         let changes = pipeline.take_changes()?;
-        let seq = self.seq + 1;
-        let mut records: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-            Vec::with_capacity(changes.len() + 2 * self.deleted.len());
-        for key in &self.deleted {
-            records.push((crate::changelog::slot_key(key, 0), None));
-            records.push((crate::changelog::slot_key(key, 1), None));
-        }
-        let mut placed = Vec::with_capacity(changes.len());
-        for c in &changes {
-            let slot = self.slots.get(&c.key).map_or(0, |s| 1 - s);
-            placed.push(slot);
-            records.push((
-                crate::changelog::slot_key(&c.key, slot),
-                Some(crate::changelog::slot_value(seq, c.value.as_deref())),
-            ));
-        }
-        send_to(
-            producer,
-            &self.topic,
-            Some(self.partition),
-            records
+        let batch = self.slots.batch(&changes, positions);
+        for step in [
+            &batch.clear_old,
+            &batch.records,
+            &vec![batch.marker.clone()],
+        ] {
+            if step.is_empty() {
+                continue;
+            }
+            let records = step
                 .iter()
                 .map(|(k, v)| (Some(k.as_slice()), v.as_deref(), None))
-                .collect(),
-        )
-        .await?;
-        let marker = crate::changelog::state_marker(positions, seq);
-        send_to(
-            producer,
-            &self.topic,
-            Some(self.partition),
-            vec![(Some(MARKER_KEY), Some(marker.as_slice()), None)],
-        )
-        .await?;
-        // Committed: the slots written now hold the entries' values.
-        self.seq = seq;
-        self.deleted.clear();
-        for (c, slot) in changes.into_iter().zip(placed) {
-            if c.value.is_some() {
-                self.slots.insert(c.key, slot);
-            } else {
-                self.slots.remove(&c.key);
-                self.deleted.push(c.key);
+                .collect();
+            let sent =
+                delivery::send_in_order(producer, &self.topic, self.partition, records, retry);
+            if !sent.await? {
+                return Ok(false);
             }
         }
-        Ok(())
+        self.slots.committed(changes, batch);
+        Ok(true)
     }
 }
 
@@ -274,7 +248,7 @@ async fn restore(
     topic: &str,
     partition: i32,
 ) -> Result<(Positions, ChangelogWriter)> {
-    let bootstrap = config.bootstrap_servers.clone();
+    let bootstrap = config.kafka.clone();
     let t = topic.to_string();
     let restored = tokio::task::spawn_blocking(move || {
         crate::changelog::read(&bootstrap, &t, partition, Duration::from_secs(120))
@@ -303,9 +277,7 @@ async fn restore(
     let writer = ChangelogWriter {
         topic: topic.to_string(),
         partition,
-        seq: restored.seq,
-        slots: restored.slots.into_iter().collect(),
-        deleted: restored.deleted.into_iter().collect(),
+        slots: crate::changelog::Slots::restored(&restored),
     };
     Ok((restored.positions, writer))
 }
@@ -318,7 +290,7 @@ async fn assign(
     topics: &[String],
     positions: &Positions,
 ) -> Result<Positions> {
-    let counts = topic_partitions(&config.bootstrap_servers, Duration::from_secs(30)).await?;
+    let counts = topic_partitions(&config.kafka, Duration::from_secs(30)).await?;
     let mut all = TopicPartitionList::new();
     for t in topics {
         let n = counts
@@ -639,6 +611,31 @@ fn log_skipped(
     }
 }
 
+/// The processing log's entries for rows an expression failed on (they went on with NULL).
+fn log_row_errors(
+    log: Option<&crate::processing_log::ProcessingLog>,
+    id: &str,
+    errors: &[crate::eval::RowError],
+) {
+    for e in errors {
+        warn!(
+            query = %id,
+            topic = %e.topic,
+            partition = e.partition,
+            offset = e.offset,
+            "{}: {}", e.message, e.cause
+        );
+        if let Some(log) = log {
+            log.row_error(id, e);
+        }
+    }
+}
+
+/// What a batch adds to the processing log's count: records skipped, and failed rows.
+fn logged(processed: &crate::pipeline::Processed) -> u64 {
+    (processed.errors.len() + processed.row_errors.len()) as u64
+}
+
 /// The next offset to consume of each partition a batch holds.
 fn next_offsets(batch: &[Record]) -> BTreeMap<i32, i64> {
     let mut next = BTreeMap::new();
@@ -663,11 +660,24 @@ pub async fn run_with(pipeline: Pipeline, config: TaskConfig, control: Control) 
 /// before). More workers cost no Kafka clients: they share the source and the producer.
 /// Stateful queries go to [`run_stateful`]: their state is keyed by group, not by input
 /// partition, and their positions live in their changelog.
+///
+/// An error that ends the query is also kept in its metrics ([`QueryMetrics::failure`]):
+/// the query is then in ksqlDB's ERROR state, and says why.
 pub async fn run_parallel(
     pipelines: Vec<Pipeline>,
     config: TaskConfig,
     control: Control,
 ) -> Result<()> {
+    let metrics = control.metrics.clone();
+    let outcome = run_workers(pipelines, config, control).await;
+    if let Err(e) = &outcome {
+        metrics.set_failed(e);
+    }
+    outcome
+}
+
+/// [`run_parallel`], until the query stops or fails.
+async fn run_workers(pipelines: Vec<Pipeline>, config: TaskConfig, control: Control) -> Result<()> {
     let count = pipelines.len();
     if pipelines
         .iter()
@@ -702,14 +712,19 @@ pub async fn run_parallel(
     let (ack_tx, mut acks) = tokio::sync::mpsc::unbounded_channel::<BTreeMap<i32, i64>>();
     let mut feeds = Vec::with_capacity(count);
     let mut workers = tokio::task::JoinSet::new();
+    // Turns true once the reader stops (told to, or a worker failed): a worker waiting to
+    // send outputs again then gives up instead of holding the query's end back.
+    let (halt, halted) = watch::channel(false);
     for pipeline in pipelines {
         // Two batches queued per worker: enough to keep it busy, and a slow worker holds
         // the source back (the backpressure) instead of buffering without bound.
         let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Record>>(2);
         feeds.push(tx);
+        let retry = Retry::new(halted.clone(), control.metrics.clone(), &id);
+        let sink = Sink::new(producer.clone(), &pipeline.sink.topic, retry);
         workers.spawn(process_share(
             pipeline,
-            producer.clone(),
+            sink,
             rx,
             ack_tx.clone(),
             control.stats.clone(),
@@ -748,6 +763,11 @@ pub async fn run_parallel(
                 // Every worker ended: one failed (its error is collected below).
                 None => break Ok(()),
             },
+            Some(done) = workers.join_next() => {
+                if let Some(e) = failed(done, &format!("a worker of query {id}")) {
+                    break Err(e);
+                }
+            }
             _ = tick.tick() => feed.tick(&control.metrics).await,
             first = feed.first() => {
                 let mut batch = match first {
@@ -780,6 +800,7 @@ pub async fn run_parallel(
             }
         }
     };
+    let _ = halt.send(true);
     // The workers finish what they were handed; their acknowledgements are committed.
     drop(feeds);
     while let Some(a) = acks.recv().await {
@@ -796,6 +817,19 @@ pub async fn run_parallel(
     first_error.map_or(Ok(()), Err)
 }
 
+/// The error of a worker that ended, if it failed (or panicked, as `who`): the query stops
+/// at once rather than when its reader next hands that worker records.
+fn failed(
+    done: std::result::Result<Result<()>, tokio::task::JoinError>,
+    who: &str,
+) -> Option<RuntimeError> {
+    match done {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(e) => Some(RuntimeError::State(format!("{who} failed: {e}"))),
+    }
+}
+
 /// Waits for every worker to end; the first error (or panic, as `who` failed) is kept.
 async fn join_workers(
     workers: &mut tokio::task::JoinSet<Result<()>>,
@@ -803,14 +837,8 @@ async fn join_workers(
     who: &str,
 ) {
     while let Some(done) = workers.join_next().await {
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                first_error.get_or_insert(RuntimeError::State(format!("{who} failed: {e}")));
-            }
+        if let Some(e) = failed(done, who) {
+            first_error.get_or_insert(e);
         }
     }
 }
@@ -903,10 +931,7 @@ impl Feed {
         let stored = match inputs.offsets.get(id).await? {
             Some(p) => p,
             None if !config.group_offsets => Positions::new(),
-            None => {
-                crate::shared::group_offsets(&config.bootstrap_servers, &query_group(id), topic)
-                    .await?
-            }
+            None => crate::shared::group_offsets(&config.kafka, &query_group(id), topic).await?,
         };
         let positions = stored
             .into_iter()
@@ -1073,14 +1098,13 @@ impl Feed {
 /// outputs, waits for every acknowledgement, then reports the offsets they covered.
 async fn process_share(
     mut pipeline: Pipeline,
-    producer: FutureProducer,
+    mut sink: Sink,
     mut batches: tokio::sync::mpsc::Receiver<Vec<Record>>,
     acks: tokio::sync::mpsc::UnboundedSender<BTreeMap<i32, i64>>,
     stats: Arc<watch::Sender<TaskStats>>,
     metrics: Arc<QueryMetrics>,
     log: Option<Arc<crate::processing_log::ProcessingLog>>,
 ) -> Result<()> {
-    let sink = pipeline.sink.topic.clone();
     let topic = pipeline.source.topic.clone();
     while let Some(batch) = batches.recv().await {
         let processed = pipeline.process_input(0, &batch)?;
@@ -1091,13 +1115,18 @@ async fn process_share(
             &batch,
             &processed.errors,
         );
-        let produced = send_all(&producer, &sink, to_send(&processed)).await?;
+        log_row_errors(log.as_deref(), &pipeline.id, &processed.row_errors);
+        // Stopped while waiting to send again: the batch is not acknowledged, so its
+        // input is read again after a restart.
+        let Some(produced) = sink.send(to_send(&processed)).await? else {
+            break;
+        };
         count(
             &stats,
             &metrics,
             batch.len() as u64,
             produced,
-            processed.errors.len() as u64,
+            logged(&processed),
         );
         if acks.send(next_offsets(&batch)).is_err() {
             break;
@@ -1119,7 +1148,7 @@ fn query_consumer(
     metrics: &Arc<QueryMetrics>,
 ) -> Result<QueryConsumer> {
     let group = query_group(id);
-    let mut cc = consumer_config(&config.bootstrap_servers, &group);
+    let mut cc = consumer_config(&config.kafka, &group);
     cc.set("auto.offset.reset", &config.offset_reset);
     cc.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
     for (k, v) in &config.consumer_overrides {
@@ -1167,7 +1196,7 @@ async fn run_stateful(
     let producer = config.producer()?;
     let count = i32::try_from(n).map_err(|_| RuntimeError::State("too many workers".into()))?;
     create_topic_with(
-        &config.bootstrap_servers,
+        &config.kafka,
         &changelog,
         count,
         1,
@@ -1203,6 +1232,9 @@ async fn run_stateful(
     let (ack_tx, mut acks) = tokio::sync::mpsc::unbounded_channel::<u64>();
     let mut feeds = Vec::with_capacity(n);
     let mut workers = tokio::task::JoinSet::new();
+    // Turns true once the reader stops (told to, or a worker failed): a worker waiting to
+    // send outputs again then gives up instead of holding the query's end back.
+    let (halt, halted) = watch::channel(false);
     for ((mut pipeline, mut changelog), own) in pipelines.into_iter().zip(writers).zip(restored) {
         let mut positions = own;
         let fresh = positions.is_empty();
@@ -1211,14 +1243,19 @@ async fn run_stateful(
         }
         // A partition without a marker records where its input starts, so a restart
         // before its first records still knows what it has seen.
-        if fresh {
-            changelog
-                .write(&mut pipeline, &producer, &positions)
-                .await?;
+        let retry = Retry::new(halted.clone(), control.metrics.clone(), &id);
+        let mut changelog_retry = retry.clone();
+        if fresh
+            && !changelog
+                .write(&mut pipeline, &producer, &positions, &mut changelog_retry)
+                .await?
+        {
+            return Ok(());
         }
         // Two batches queued per partition: a slow one holds the reader back.
         let (tx, rx) = tokio::sync::mpsc::channel::<ToState>(2);
         feeds.push(tx);
+        let sink = Sink::new(producer.clone(), &pipeline.sink.topic, retry);
         workers.spawn(run_state_partition(
             StatePartition {
                 pipeline,
@@ -1229,6 +1266,8 @@ async fn run_stateful(
                 stats: control.stats.clone(),
                 metrics: control.metrics.clone(),
                 log: config.processing_log.clone(),
+                sink,
+                changelog_retry,
             },
             rx,
             ack_tx.clone(),
@@ -1268,6 +1307,12 @@ async fn run_stateful(
                 // Every partition ended: one failed (its error is collected below).
                 None => break Ok(()),
             },
+            Some(done) = workers.join_next() => {
+                if let Some(e) = failed(done, &format!("a state partition of query {id}")) {
+                    break Err(e);
+                }
+                continue;
+            }
             elapsed = idle.due() => {
                 let mut gone = false;
                 for feed in &feeds {
@@ -1333,6 +1378,7 @@ async fn run_stateful(
         seq += 1;
         idle.input_seen();
     };
+    let _ = halt.send(true);
     // The partitions finish what they were handed; their acknowledgements are committed.
     drop(feeds);
     let mut first_error = outcome.err();
@@ -1434,27 +1480,44 @@ struct StatePartition {
     stats: Arc<watch::Sender<TaskStats>>,
     metrics: Arc<QueryMetrics>,
     log: Option<Arc<crate::processing_log::ProcessingLog>>,
+    /// Where its results go (`producer` writes its changelog).
+    sink: Sink,
+    /// How its changelog writes ride out transient failures.
+    changelog_retry: Retry,
 }
 
 /// Processes what the reader hands one state partition, in order: the outputs are
 /// acknowledged before the state they came from is recorded, and the state before the
 /// batch is acknowledged to the reader (which commits the input offsets only then).
+/// Stopped while waiting to send outputs again, it ends there: neither the state nor the
+/// input positions move past outputs Kafka does not have.
 async fn run_state_partition(
     mut s: StatePartition,
     mut batches: tokio::sync::mpsc::Receiver<ToState>,
     acks: tokio::sync::mpsc::UnboundedSender<u64>,
 ) -> Result<()> {
-    let sink = s.pipeline.sink.topic.clone();
     while let Some(msg) = batches.recv().await {
         let (seq, records, sides, covered) = match msg {
             ToState::Idle(elapsed) => {
                 let processed = s.pipeline.on_idle(elapsed)?;
-                let produced = send_all(&s.producer, &sink, to_send(&processed)).await?;
-                s.changelog
-                    .write(&mut s.pipeline, &s.producer, &s.positions)
-                    .await?;
-                if produced > 0 {
-                    count(&s.stats, &s.metrics, 0, produced, 0);
+                log_row_errors(s.log.as_deref(), &s.pipeline.id, &processed.row_errors);
+                let Some(produced) = s.sink.send(to_send(&processed)).await? else {
+                    break;
+                };
+                if !s
+                    .changelog
+                    .write(
+                        &mut s.pipeline,
+                        &s.producer,
+                        &s.positions,
+                        &mut s.changelog_retry,
+                    )
+                    .await?
+                {
+                    break;
+                }
+                if produced > 0 || !processed.row_errors.is_empty() {
+                    count(&s.stats, &s.metrics, 0, produced, logged(&processed));
                     debug!(query = %s.pipeline.id, produced, "idle input: windows closed");
                 }
                 continue;
@@ -1498,22 +1561,33 @@ async fn run_state_partition(
             &records,
             &processed.errors,
         );
-        let produced = send_all(&s.producer, &sink, to_send(&processed)).await?;
+        log_row_errors(s.log.as_deref(), &s.pipeline.id, &processed.row_errors);
+        let Some(produced) = s.sink.send(to_send(&processed)).await? else {
+            break;
+        };
         for (at, o) in covered {
             let e = s.positions.entry(at).or_insert(o);
             *e = (*e).max(o);
         }
-        if !records.is_empty() {
-            s.changelog
-                .write(&mut s.pipeline, &s.producer, &s.positions)
-                .await?;
+        if !records.is_empty()
+            && !s
+                .changelog
+                .write(
+                    &mut s.pipeline,
+                    &s.producer,
+                    &s.positions,
+                    &mut s.changelog_retry,
+                )
+                .await?
+        {
+            break;
         }
         count(
             &s.stats,
             &s.metrics,
             records.len() as u64,
             produced,
-            processed.errors.len() as u64,
+            logged(&processed),
         );
         if processed.late > 0 {
             s.metrics.add_late(processed.late);
@@ -1544,6 +1618,7 @@ fn process_sides(
         processed
             .errors
             .extend(part.errors.into_iter().map(|(i, e)| (i + start, e)));
+        processed.row_errors.extend(part.row_errors);
         processed.outputs.extend(part.outputs);
         processed.late += part.late;
         start = end;

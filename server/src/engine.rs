@@ -12,7 +12,7 @@ use brook_planner::catalog::{Catalog, Source};
 use brook_planner::query::{plan_stateless, Target};
 use brook_planner::schema::LogicalSchema;
 use brook_planner::PlanError;
-use brook_runtime::kafka::{consumer_config, create_topic, producer_config, Admin};
+use brook_runtime::kafka::{consumer_config, producer_config, Admin};
 use brook_runtime::metrics::{MetricsSnapshot, QueryMetrics};
 use brook_runtime::operator::{FilterProject, Operator};
 use brook_runtime::pipeline::Pipeline;
@@ -29,11 +29,14 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
 use crate::ServerError;
+use command_log::{read_log, Command};
 
+mod command_log;
 mod fanout;
 mod pull;
 mod push_pipeline;
 
+pub use command_log::UnreadableCommand;
 pub use fanout::FanoutStats;
 
 /// An encoded INSERT VALUES row: key, value, timestamp.
@@ -73,6 +76,8 @@ pub struct QueryInfo {
     /// Paused by PAUSE (ksqlDB's `PAUSED` state).
     pub paused: bool,
     pub stats: TaskStats,
+    /// Why the query stopped for good (ksqlDB's `ERROR` state and its `queryErrors`).
+    pub error: Option<brook_runtime::metrics::QueryFailure>,
 }
 
 /// A persistent query's counters, for `/metrics`.
@@ -113,7 +118,7 @@ pub struct PushQuery {
 }
 
 pub struct Engine {
-    bootstrap: String,
+    bootstrap: brook_runtime::kafka::Kafka,
     session: Mutex<Session>,
     queries: Mutex<BTreeMap<String, RunningQuery>>,
     producer: FutureProducer,
@@ -219,6 +224,99 @@ fn pipeline_count(
         .max(1)
 }
 
+/// A planned statement with everything that can fail done: what is left is to make it
+/// take effect (see `Engine::prepare`).
+enum Prepared {
+    Done,
+    Source {
+        name: String,
+        /// A source table's materialization, to start.
+        table: Option<(Vec<Pipeline>, TaskConfig)>,
+    },
+    Query {
+        id: String,
+        sink: String,
+        pipelines: Vec<Pipeline>,
+        config: TaskConfig,
+    },
+    Insert {
+        topic: String,
+        rows: Vec<InsertRow>,
+    },
+    Drop(String),
+}
+
+impl Prepared {
+    /// The id of the query the statement starts, recorded with it.
+    fn query_id(&self) -> Option<String> {
+        match self {
+            Prepared::Query { id, .. } => Some(id.clone()),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a statement goes in the command log: one that changes the catalog or starts a
+/// query, and SET/UNSET, which shape every later statement (e.g. EMIT FINAL's idle
+/// timeout), so a replay must see them where they came.
+fn is_durable(action: &Action, statement: &brook_sql::Statement) -> bool {
+    match action {
+        Action::CreateSource { .. } | Action::StartQuery(_) | Action::Drop(_) => true,
+        Action::None => matches!(
+            statement,
+            brook_sql::Statement::CreateType { .. }
+                | brook_sql::Statement::DropType { .. }
+                | brook_sql::Statement::Set { .. }
+                | brook_sql::Statement::Unset { .. }
+        ),
+        Action::Insert { .. } => false,
+    }
+}
+
+/// The settings of a topic CREATE STREAM/TABLE creates, as ksqlDB's `TopicCreateInjector`
+/// chooses them: a table's topic is compacted (only each key's latest row matters), a
+/// stream's keeps the broker's delete policy.
+fn source_topic_config(kind: brook_sql::SourceKind) -> Vec<(&'static str, String)> {
+    match kind {
+        brook_sql::SourceKind::Table => vec![("cleanup.policy", "compact".into())],
+        brook_sql::SourceKind::Stream => vec![("cleanup.policy", "delete".into())],
+    }
+}
+
+/// The settings of the sink topic a CREATE … AS SELECT creates, as ksqlDB's
+/// `TopicCreateInjector` chooses them: a stream's deletes old records; a table's is
+/// compacted; a windowed table's is compacted and also deletes windows past their
+/// retention (and no sooner than Kafka's default week).
+fn sink_topic_config(spec: &brook_runtime::session::QuerySpec) -> Vec<(&'static str, String)> {
+    if spec.sink.kind == brook_sql::SourceKind::Stream {
+        return vec![("cleanup.policy", "delete".into())];
+    }
+    let retention = match &spec.plan {
+        brook_runtime::session::QueryPlan::Aggregate(p) => {
+            p.window.as_ref().map(|w| w.retention_ms)
+        }
+        _ => None,
+    };
+    match retention {
+        None => vec![("cleanup.policy", "compact".into())],
+        Some(ms) => vec![
+            ("cleanup.policy", "compact,delete".into()),
+            (
+                "retention.ms",
+                ms.max(KAFKA_DEFAULT_RETENTION_MS).to_string(),
+            ),
+        ],
+    }
+}
+
+/// Topic settings as the admin client takes them.
+fn borrowed<'a>(configs: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    configs.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Kafka's `log.retention.ms` default, seven days.
+const KAFKA_DEFAULT_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
 fn stream_threads(properties: &BTreeMap<String, String>) -> usize {
     properties
         .get(NUM_STREAM_THREADS)
@@ -251,18 +349,21 @@ impl Default for PushLimits {
 }
 
 impl Engine {
-    pub fn new(bootstrap: &str) -> Result<Arc<Engine>, ServerError> {
+    pub fn new(bootstrap: &brook_runtime::kafka::Kafka) -> Result<Arc<Engine>, ServerError> {
         Self::build(bootstrap, None)
     }
 
-    fn build(bootstrap: &str, command_topic: Option<&str>) -> Result<Arc<Engine>, ServerError> {
+    fn build(
+        bootstrap: &brook_runtime::kafka::Kafka,
+        command_topic: Option<&str>,
+    ) -> Result<Arc<Engine>, ServerError> {
         let producer: FutureProducer = producer_config(bootstrap)
             .create()
             .map_err(|e| ServerError::Runtime(e.into()))?;
         let limits = PushLimits::default();
         let defaults = TaskConfig::new(bootstrap);
         Ok(Arc::new(Engine {
-            bootstrap: bootstrap.to_string(),
+            bootstrap: bootstrap.clone(),
             session: Mutex::new(Session::new()),
             queries: Mutex::new(BTreeMap::new()),
             producer: producer.clone(),
@@ -375,20 +476,22 @@ impl Engine {
     /// An engine whose statements are durable: recorded in `command_topic` and replayed by
     /// [`Engine::recover`] when the server starts again.
     pub fn with_command_log(
-        bootstrap: &str,
+        bootstrap: &brook_runtime::kafka::Kafka,
         command_topic: &str,
     ) -> Result<Arc<Engine>, ServerError> {
         Self::build(bootstrap, Some(command_topic))
     }
 
-    async fn append_command(&self, text: &str) -> Result<(), StatementError> {
+    /// Appends `command` to the command log (nothing while replaying, or without a log).
+    async fn append(&self, command: &Command) -> Result<(), StatementError> {
         let Some(topic) = &self.command_topic else {
             return Ok(());
         };
-        if self.replaying.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.replaying.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(text.as_bytes());
+        let payload = command.encode();
+        let rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(&payload);
         self.producer
             .send(rec, Duration::from_secs(30))
             .await
@@ -396,97 +499,142 @@ impl Engine {
         Ok(())
     }
 
-    /// Replays the command log: streams, tables, types and persistent queries come back,
-    /// and the queries resume from their committed offsets (their consumer groups are
-    /// named after their ids, which replay in the same order gives again). Returns how
-    /// many statements were replayed; a statement that fails again is logged and skipped.
+    /// Marks the recorded statement `id` as not taken effect; a replay skips it. When even
+    /// this cannot be recorded, the statement may come back after a restart: say so.
+    async fn abort(&self, id: &str, statement: &str) {
+        let abort = Command::Abort { id: id.to_string() };
+        if let Err(e) = self.append(&abort).await {
+            error!(%statement, error = %e, "a failed statement may have been recorded in the command log and could take effect after a restart");
+        }
+    }
+
+    /// Replays the command log: streams, tables, types and persistent queries come back
+    /// with the ids they had, and the queries resume from their committed offsets. Returns
+    /// how many commands took effect. The command topic is created, or checked, to keep
+    /// every record; a record that cannot be read stops the start-up. A statement that
+    /// fails again (its topic deleted since, say) is logged and skipped.
     pub async fn recover(&self) -> Result<usize, ServerError> {
-        use brook_runtime::rdkafka::consumer::{BaseConsumer, Consumer};
-        use brook_runtime::rdkafka::message::Message;
-        use brook_runtime::rdkafka::{Offset, TopicPartitionList};
         let Some(topic) = self.command_topic.clone() else {
             return Ok(0);
         };
-        create_topic(&self.bootstrap, &topic, 1, 1).await?;
-        let bootstrap = self.bootstrap.clone();
-        let t = topic.clone();
-        // Read the whole log (up to its end now) on a blocking thread.
-        let texts = tokio::task::spawn_blocking(move || -> Result<Vec<String>, RuntimeError> {
-            let consumer: BaseConsumer = brook_runtime::kafka::client_config(&bootstrap)
-                .set("group.id", "_brook_command_reader")
-                .set("enable.auto.commit", "false")
-                .create()?;
-            let (_, high) = consumer.fetch_watermarks(&t, 0, Duration::from_secs(30))?;
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&t, 0, Offset::Beginning)?;
-            consumer.assign(&tpl)?;
-            let mut out = Vec::new();
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            let mut next = 0;
-            while next < high && std::time::Instant::now() < deadline {
-                if let Some(m) = consumer.poll(Duration::from_millis(200)) {
-                    let m = m?;
-                    next = m.offset() + 1;
-                    if let Some(p) = m.payload() {
-                        out.push(String::from_utf8_lossy(p).to_string());
-                    }
+        brook_runtime::internal_topic::ensure(&self.admin, &topic).await?;
+        let records = read_log(&self.bootstrap, &topic).await?;
+        let mut commands = Vec::with_capacity(records.len());
+        for (offset, payload) in &records {
+            let command = Command::decode(payload.as_deref()).map_err(|reason| {
+                ServerError::UnreadableCommand {
+                    topic: topic.clone(),
+                    offset: *offset,
+                    reason,
                 }
-            }
-            if next < high {
-                return Err(RuntimeError::Broker(format!(
-                    "the command log {t} could not be read to its end ({next} of {high})"
-                )));
-            }
-            Ok(out)
-        })
-        .await
-        .map_err(|e| ServerError::Runtime(RuntimeError::Broker(e.to_string())))??;
-        self.replaying
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+            })?;
+            commands.push(command);
+        }
+        let aborted: std::collections::HashSet<String> = commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Abort { id } => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        self.replaying.store(true, Ordering::SeqCst);
         // Queries start paused during the replay (none consumes before the log's PAUSEs are
         // known); these are the ones that stay paused after it.
-        let mut paused: std::collections::BTreeSet<String> = Default::default();
+        let mut paused = std::collections::BTreeSet::new();
         let mut replayed = 0;
-        for text in &texts {
-            let stmts = match brook_sql::parse(text) {
-                Ok(s) => s,
-                Err(e) => {
-                    error!(statement = %text, error = %e, "command log entry does not parse; skipped");
-                    continue;
-                }
-            };
-            for ps in stmts {
-                use brook_sql::{QueryTarget, Statement};
-                if let Statement::Terminate(QueryTarget::Query(id)) = &ps.statement {
-                    self.end_query(&id.value).await;
-                    paused.remove(&id.value);
-                } else if let Statement::Pause(t) | Statement::Resume(t) = &ps.statement {
-                    let pause = matches!(ps.statement, Statement::Pause(_));
-                    let ids: Vec<String> = match t {
-                        QueryTarget::All => self.queries.lock().await.keys().cloned().collect(),
-                        QueryTarget::Query(id) => vec![id.value.clone()],
-                    };
-                    for id in ids {
-                        if pause {
-                            paused.insert(id);
-                        } else {
-                            paused.remove(&id);
-                        }
-                    }
-                } else if let Err(e) = self.execute_one(&ps).await {
-                    error!(statement = %ps.text, error = %e, "command log entry failed on replay; skipped");
-                    continue;
-                }
-                replayed += 1;
-            }
+        for command in &commands {
+            replayed += self.replay(command, &aborted, &mut paused).await;
         }
-        self.replaying
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.replaying.store(false, Ordering::SeqCst);
         for (id, q) in self.queries.lock().await.iter() {
             let _ = q.pause.send(paused.contains(id));
         }
-        info!(statements = replayed, topic = %topic, "command log replayed");
+        info!(commands = replayed, topic = %topic, "command log replayed");
         Ok(replayed)
+    }
+
+    /// Replays one command; returns how many statements took effect.
+    async fn replay(
+        &self,
+        command: &Command,
+        aborted: &std::collections::HashSet<String>,
+        paused: &mut std::collections::BTreeSet<String>,
+    ) -> usize {
+        match command {
+            Command::Statement {
+                id,
+                statement,
+                query_id,
+            } => {
+                if aborted.contains(id) {
+                    return 0;
+                }
+                self.replay_text(statement, query_id.as_deref(), paused)
+                    .await
+            }
+            Command::Legacy(text) => self.replay_text(text, None, paused).await,
+            Command::Terminate { query_id } => {
+                self.end_query(query_id).await;
+                paused.remove(query_id);
+                1
+            }
+            Command::Pause { query_id } => usize::from(paused.insert(query_id.clone())),
+            Command::Resume { query_id } => usize::from(paused.remove(query_id)),
+            Command::Abort { .. } => 0,
+        }
+    }
+
+    /// Replays statement text (one statement, or several in a log written before records
+    /// were versioned, where TERMINATE, PAUSE and RESUME were text too).
+    async fn replay_text(
+        &self,
+        text: &str,
+        query_id: Option<&str>,
+        paused: &mut std::collections::BTreeSet<String>,
+    ) -> usize {
+        use brook_sql::{QueryTarget, Statement};
+        // Decoding parsed it already.
+        let Ok(statements) = brook_sql::parse(text) else {
+            return 0;
+        };
+        let mut replayed = 0;
+        for ps in statements {
+            let done = match &ps.statement {
+                Statement::Terminate(QueryTarget::Query(id)) => {
+                    let id = self.known_query_id(&id.value).await;
+                    paused.remove(&id);
+                    self.end_query(&id).await
+                }
+                Statement::Pause(QueryTarget::Query(id)) => {
+                    paused.insert(self.known_query_id(&id.value).await)
+                }
+                Statement::Resume(QueryTarget::Query(id)) => {
+                    paused.remove(&self.known_query_id(&id.value).await)
+                }
+                _ => match self.execute_recorded(&ps, query_id).await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        error!(statement = %ps.text, error = %e, "command log entry failed on replay; skipped");
+                        false
+                    }
+                },
+            };
+            replayed += usize::from(done);
+        }
+        replayed
+    }
+
+    /// A running query's id spelled as `id` or, as older logs upper-cased it, in other case.
+    async fn known_query_id(&self, id: &str) -> String {
+        let queries = self.queries.lock().await;
+        if queries.contains_key(id) {
+            return id.to_string();
+        }
+        queries
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(id))
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
     }
 
     /// Runs every statement of `sql` in order, stopping at the first error.
@@ -521,50 +669,67 @@ impl Engine {
             }
             _ => {}
         }
+        self.execute_recorded(ps, None).await
+    }
+
+    /// Plans and carries out a statement, recording it in the command log when it changes
+    /// the catalog or starts a query. Everything that can fail (planning, topics, building
+    /// the pipelines) happens before the record is written, so a statement the user saw
+    /// fail is never replayed; the record is written before the statement takes effect, so
+    /// nothing the user saw succeed is lost. `query_id` is a replayed statement's recorded
+    /// query id.
+    async fn execute_recorded(
+        &self,
+        ps: &brook_sql::ParsedStatement,
+        query_id: Option<&str>,
+    ) -> Result<Executed, StatementError> {
         let partitions = self.admin.topic_partitions(Duration::from_secs(30)).await?;
         let mut session = self.session.lock().await;
         let before = session.catalog.clone();
-        let action = session.plan(ps, &|t: &str| partitions.get(t).copied())?;
-        // A statement that changes the catalog or starts a query is recorded before it takes
-        // effect; one that failed planning never is.
-        let durable = match &action {
-            Action::CreateSource { .. } | Action::StartQuery(_) | Action::Drop(_) => true,
-            // SET/UNSET shape every later statement (e.g. EMIT FINAL's idle timeout): a
-            // replay must see them where they came.
-            Action::None => matches!(
-                ps.statement,
-                brook_sql::Statement::CreateType { .. }
-                    | brook_sql::Statement::DropType { .. }
-                    | brook_sql::Statement::Set { .. }
-                    | brook_sql::Statement::Unset { .. }
-            ),
-            Action::Insert { .. } => false,
-        };
-        if durable {
-            if let Err(e) = self.append_command(&format!("{};", ps.text)).await {
+        let prepared =
+            match session.plan_with_id(ps, &|t: &str| partitions.get(t).copied(), query_id) {
+                Ok(action) => {
+                    let durable = is_durable(&action, &ps.statement);
+                    self.prepare(&session, action, &partitions, &ps.text)
+                        .await
+                        .map(|p| (durable, p))
+                }
+                Err(e) => Err(e),
+            };
+        let (durable, prepared) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                // The statement did not take effect: neither may its catalog change.
                 session.catalog = before;
                 return Err(e);
             }
+        };
+        if durable {
+            let command = Command::statement(&format!("{};", ps.text), prepared.query_id());
+            if let Err(e) = self.append(&command).await {
+                session.catalog = before;
+                // The record may have reached the log even though the send failed.
+                if let Command::Statement { id, .. } = &command {
+                    self.abort(id, &ps.text).await;
+                }
+                return Err(e);
+            }
         }
-        let result = self
-            .carry_out(&mut session, action, &partitions, &ps.text)
-            .await;
-        if result.is_err() {
-            // The statement did not take effect: neither may its catalog change.
-            session.catalog = before;
-        }
-        result
+        drop(session);
+        self.commit(prepared, &ps.text).await
     }
 
-    async fn carry_out(
+    /// Does everything a planned statement needs that can fail: creates its topics and
+    /// builds its pipelines. Nothing visible has changed when it fails.
+    async fn prepare(
         &self,
-        session: &mut Session,
+        session: &Session,
         action: Action,
         partitions: &std::collections::HashMap<String, i32>,
         statement: &str,
-    ) -> Result<Executed, StatementError> {
+    ) -> Result<Prepared, StatementError> {
         match action {
-            Action::None => Ok(Executed::Done),
+            Action::None => Ok(Prepared::Done),
             Action::CreateSource {
                 source,
                 partitions: wanted,
@@ -581,17 +746,28 @@ impl Engine {
                         ))
                         .into());
                     };
-                    self.admin.create_topic(&source.topic, p, 1).await?;
+                    let configs = source_topic_config(source.kind);
+                    self.admin
+                        .create_topic_with(&source.topic, p, 1, &borrowed(&configs))
+                        .await?;
                 }
-                if source.read_only && source.kind == brook_sql::SourceKind::Table {
-                    self.materialize(session, &source, statement).await?;
-                }
-                Ok(Executed::SourceCreated(source.name))
+                let table = if source.read_only && source.kind == brook_sql::SourceKind::Table {
+                    Some(self.materialize_pipelines(session, &source).await?)
+                } else {
+                    None
+                };
+                Ok(Prepared::Source {
+                    name: source.name,
+                    table,
+                })
             }
             Action::StartQuery(spec) => {
                 if let Some(p) = spec.sink_partitions {
                     if !partitions.contains_key(&spec.sink.topic) {
-                        self.admin.create_topic(&spec.sink.topic, p, 1).await?;
+                        let configs = sink_topic_config(&spec);
+                        self.admin
+                            .create_topic_with(&spec.sink.topic, p, 1, &borrowed(&configs))
+                            .await?;
                     }
                 }
                 let id = spec.id.clone();
@@ -603,15 +779,51 @@ impl Engine {
                     pipelines.push(Pipeline::new((*spec).clone(), &session.catalog)?);
                 }
                 let config = self.query_task_config(&session.properties);
+                let _ = statement;
+                Ok(Prepared::Query {
+                    id,
+                    sink,
+                    pipelines,
+                    config,
+                })
+            }
+            Action::Insert { source, rows } => Ok(Prepared::Insert {
+                topic: source.topic,
+                rows,
+            }),
+            Action::Drop(name) => Ok(Prepared::Drop(name)),
+        }
+    }
+
+    /// Makes a prepared statement take effect.
+    async fn commit(
+        &self,
+        prepared: Prepared,
+        statement: &str,
+    ) -> Result<Executed, StatementError> {
+        match prepared {
+            Prepared::Done => Ok(Executed::Done),
+            Prepared::Source { name, table } => {
+                if let Some((pipelines, config)) = table {
+                    self.start(pipelines, config, statement).await;
+                }
+                Ok(Executed::SourceCreated(name))
+            }
+            Prepared::Query {
+                id,
+                sink,
+                pipelines,
+                config,
+            } => {
                 self.start(pipelines, config, statement).await;
                 Ok(Executed::QueryStarted { id, sink })
             }
-            Action::Insert { source, rows } => {
+            Prepared::Insert { topic, rows } => {
                 let n = rows.len();
-                self.write_rows(&source.topic, rows).await?;
+                self.write_rows(&topic, rows).await?;
                 Ok(Executed::Inserted(n))
             }
-            Action::Drop(name) => {
+            Prepared::Drop(name) => {
                 let ids: Vec<String> = self
                     .queries
                     .lock()
@@ -696,13 +908,12 @@ impl Engine {
 
     /// CREATE SOURCE TABLE: a query (ksqlDB's `CST_…`) keeps the table's rows for pull
     /// queries; it writes nothing. Its id depends only on the table, so a restarted
-    /// server finds its changelog again.
-    async fn materialize(
+    /// server finds its changelog again. Returns its pipelines, to start once recorded.
+    async fn materialize_pipelines(
         &self,
         session: &Session,
         source: &Source,
-        statement: &str,
-    ) -> Result<(), StatementError> {
+    ) -> Result<(Vec<Pipeline>, TaskConfig), StatementError> {
         let brook_sql::Statement::Query(q) =
             brook_sql::parse_one(&format!("SELECT * FROM `{}`;", source.name))?
         else {
@@ -723,9 +934,7 @@ impl Engine {
         for _ in 1..count {
             pipelines.push(Pipeline::materialize(spec.clone(), &session.catalog)?);
         }
-        let config = self.query_task_config(&session.properties);
-        self.start(pipelines, config, statement).await;
-        Ok(())
+        Ok((pipelines, self.query_task_config(&session.properties)))
     }
 
     /// Writes INSERT VALUES rows (key, value, timestamp) and waits until Kafka has each.
@@ -752,7 +961,10 @@ impl Engine {
         if !self.queries.lock().await.contains_key(id) {
             return false;
         }
-        if let Err(e) = self.append_command(&format!("TERMINATE {id};")).await {
+        let command = Command::Terminate {
+            query_id: id.to_string(),
+        };
+        if let Err(e) = self.append(&command).await {
             error!(query = %id, error = %e, "cannot record TERMINATE in the command log");
             return false;
         }
@@ -790,7 +1002,6 @@ impl Engine {
         target: &brook_sql::QueryTarget,
         paused: bool,
     ) -> Result<Vec<String>, StatementError> {
-        let verb = if paused { "PAUSE" } else { "RESUME" };
         let ids: Vec<String> = {
             let queries = self.queries.lock().await;
             match target {
@@ -817,7 +1028,13 @@ impl Engine {
             }
         };
         for id in &ids {
-            self.append_command(&format!("{verb} `{id}`;")).await?;
+            let query_id = id.clone();
+            let command = if paused {
+                Command::Pause { query_id }
+            } else {
+                Command::Resume { query_id }
+            };
+            self.append(&command).await?;
         }
         let queries = self.queries.lock().await;
         for id in &ids {
@@ -861,6 +1078,7 @@ impl Engine {
                 running: !q.handle.is_finished(),
                 paused: *q.pause.borrow(),
                 stats: q.stats.borrow().clone(),
+                error: q.metrics.failure(),
             })
             .collect()
     }
@@ -888,6 +1106,12 @@ impl Engine {
     /// Topic names and partition counts, as Kafka reports them.
     pub async fn topics(&self) -> Result<std::collections::HashMap<String, i32>, RuntimeError> {
         self.admin.topic_partitions(Duration::from_secs(30)).await
+    }
+
+    /// Whether Kafka answers a metadata request within `timeout`, asked on the engine's
+    /// long-lived client (`/healthcheck`: a client per check cost threads and connections).
+    pub async fn kafka_reachable(&self, timeout: Duration) -> bool {
+        self.admin.topic_partitions(timeout).await.is_ok()
     }
 
     /// Starts a transient push query (`SELECT … FROM source [WHERE …] EMIT CHANGES [LIMIT n]`).

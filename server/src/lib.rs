@@ -1,7 +1,10 @@
 //! The Brook service: today it owns the Kafka connection (the embedded broker by default);
 //! statement execution, the REST and gRPC APIs and the command log build on it.
 
+pub mod bodies;
+pub mod config_file;
 pub mod engine;
+pub mod kafka_security;
 pub mod schema_registry;
 
 /// The gRPC API's messages, client and server, generated from `proto/brook/v1/brook.proto`
@@ -16,7 +19,6 @@ pub mod proto {
 
 use std::time::Duration;
 
-use brook_runtime::rdkafka::consumer::{BaseConsumer, Consumer};
 use brook_runtime::RuntimeError;
 use thiserror::Error;
 
@@ -33,27 +35,39 @@ pub enum ServerError {
     /// ksqlDB's `ksql.max.push.queries` (its message, with Brook's option named).
     #[error("Not executing statement(s) as it would cause the number of active, push queries to exceed the configured limit. Terminate existing PUSH queries, or increase the 'ksql.max.push.queries' setting (brook-server --max-push-queries). Current push query count: {count}. Configured limit: {limit}.")]
     TooManyPushQueries { count: u64, limit: u64 },
+    /// A record of the command log cannot be replayed: the server does not start, rather
+    /// than start with part of its catalog.
+    #[error("the command log {topic} holds a command at offset {offset} that cannot be replayed: {reason}. The server did not start, rather than start without the streams, tables and queries recorded after it. Restore the record, or copy the topic without it and start with --command-topic naming the copy.")]
+    UnreadableCommand {
+        topic: String,
+        offset: i64,
+        reason: engine::UnreadableCommand,
+    },
     /// The consumer push queries on a source share could not start or go on.
     #[error("push queries on {source_name}: {reason}")]
     SharedConsumer { source_name: String, reason: String },
 }
 
 /// Asks Kafka for its metadata, so a wrong address fails at start with a clear message
-/// rather than later inside a query.
-pub async fn check_kafka(bootstrap: &str, timeout: Duration) -> Result<usize, ServerError> {
-    let bootstrap = bootstrap.to_string();
-    let b = bootstrap.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = brook_runtime::kafka::client_config(&b)
-            .create()
-            .map_err(|e| e.to_string())?;
-        consumer
-            .fetch_metadata(None, timeout)
-            .map(|m| m.brokers().len())
-            .map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r);
-    res.map_err(|reason| ServerError::KafkaUnreachable { bootstrap, reason })
+/// rather than later inside a query, and a refused login or TLS handshake at once, naming
+/// it ([`RuntimeError::KafkaAuthentication`], [`RuntimeError::KafkaTls`]), not as a timeout.
+pub async fn check_kafka(
+    kafka: &brook_runtime::kafka::Kafka,
+    timeout: Duration,
+) -> Result<usize, ServerError> {
+    let k = kafka.clone();
+    let checked =
+        tokio::task::spawn_blocking(move || brook_runtime::kafka::check_connection(&k, timeout))
+            .await
+            .map_err(|e| ServerError::KafkaUnreachable {
+                bootstrap: kafka.bootstrap().to_string(),
+                reason: e.to_string(),
+            })?;
+    match checked {
+        Ok(brokers) => Ok(brokers),
+        Err(RuntimeError::KafkaUnreachable { bootstrap, reason }) => {
+            Err(ServerError::KafkaUnreachable { bootstrap, reason })
+        }
+        Err(e) => Err(e.into()),
+    }
 }

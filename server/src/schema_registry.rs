@@ -14,7 +14,7 @@
 //! and deletion appended to a file in the data directory and replayed at start, so ids
 //! survive a restart (records in topics keep naming them).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -454,27 +454,32 @@ pub struct FileRegistry {
 }
 
 impl FileRegistry {
-    /// Replays `path` (when it exists) and appends to it from then on. A line that does
-    /// not parse (the last one, torn by a crash mid-write) is skipped with a warning.
+    /// Replays `path` (when it exists) and appends to it from then on. A last line without
+    /// its newline was torn by a crash mid-write (its schema was never published: a line is
+    /// written before its schema is): it is cut off, so the next line does not join it. Any
+    /// other line that does not replay is an error naming it — skipping it would lose a
+    /// schema id that records on Kafka may carry.
     pub fn open(path: &FsPath) -> RuntimeResult<FileRegistry> {
         let inner = InMemoryRegistry::new();
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         if path.exists() {
-            let file = std::fs::File::open(path)?;
-            for (n, line) in BufReader::new(file).lines().enumerate() {
-                let line = line?;
+            let text = std::fs::read(path)?;
+            let whole = repair_torn_tail(path, &text)?;
+            for (n, line) in text[..whole].split(|b| *b == b'\n').enumerate() {
+                let line = String::from_utf8_lossy(line);
                 if line.trim().is_empty() {
                     continue;
                 }
-                if let Err(e) = replay(&inner, &line) {
-                    tracing::warn!(
-                        "schema registry file {}: line {} skipped: {e}",
+                replay(&inner, &line).map_err(|e| RuntimeError::FormatSchema {
+                    reason: format!(
+                        "schema registry file {}: line {} cannot be read ({e}); restore it \
+                         from a backup (schemas it holds may be in use)",
                         path.display(),
                         n + 1
-                    );
-                }
+                    ),
+                })?;
             }
         }
         let log = std::fs::OpenOptions::new()
@@ -488,17 +493,37 @@ impl FileRegistry {
         })
     }
 
-    fn append(&self, entry: &Value) -> RuntimeResult<()> {
+    fn log(&self) -> std::sync::MutexGuard<'_, std::fs::File> {
+        // Every write is one `write_all`: a poisoned lock leaves the file as consistent as a
+        // crash would, which `open` repairs.
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn append(&self, log: &mut std::fs::File, entry: &Value) -> RuntimeResult<()> {
         let mut line = entry.to_string();
         line.push('\n');
-        // One write per line under the lock, so concurrent registrations do not interleave.
-        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         log.write_all(line.as_bytes())
             .and_then(|()| log.sync_data())
             .map_err(|e| RuntimeError::FormatSchema {
                 reason: format!("cannot record a schema in {}: {e}", self.path.display()),
             })
     }
+}
+
+/// The length of `text`'s whole lines. A torn last line is cut off the file (and logged).
+fn repair_torn_tail(path: &FsPath, text: &[u8]) -> RuntimeResult<usize> {
+    let whole = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if whole < text.len() {
+        tracing::warn!(
+            "schema registry file {}: its last line was torn by a crash mid-write ({} bytes); cut off",
+            path.display(),
+            text.len() - whole
+        );
+        let file = std::fs::OpenOptions::new().write(true).open(path)?;
+        file.set_len(whole as u64)?;
+        file.sync_data()?;
+    }
+    Ok(whole)
 }
 
 fn replay(registry: &InMemoryRegistry, line: &str) -> Result<(), String> {
@@ -536,6 +561,9 @@ impl SchemaRegistry for FileRegistry {
         schema: RegisteredSchema,
         id: Option<u32>,
     ) -> RuntimeResult<u32> {
+        // One registration at a time, each recorded before it is published: an id that is
+        // handed out is an id a restart gives back.
+        let mut log = self.log();
         let before = self.inner.versions(subject)?;
         let entry = |id: u32| -> RuntimeResult<Value> {
             let text = wire::schema_text(&schema)
@@ -555,11 +583,11 @@ impl SchemaRegistry for FileRegistry {
                 "imports": imports,
             }))
         };
-        let got = self.inner.register_schema(subject, schema.clone(), id)?;
-        if !before.contains(&got) {
-            self.append(&entry(got)?)?;
+        let id = self.inner.id_for(subject, &schema, id)?;
+        if !before.contains(&id) {
+            self.append(&mut log, &entry(id)?)?;
         }
-        Ok(got)
+        self.inner.register_schema(subject, schema, Some(id))
     }
 
     fn get(&self, id: u32) -> RuntimeResult<Option<RegisteredSchema>> {
@@ -579,11 +607,12 @@ impl SchemaRegistry for FileRegistry {
     }
 
     fn delete_subject(&self, subject: &str) -> RuntimeResult<Vec<u32>> {
-        let deleted = self.inner.delete_subject(subject)?;
-        if !deleted.is_empty() {
-            self.append(&json!({ "delete": subject }))?;
+        let mut log = self.log();
+        if self.inner.versions(subject)?.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(deleted)
+        self.append(&mut log, &json!({ "delete": subject }))?;
+        self.inner.delete_subject(subject)
     }
 }
 
@@ -610,9 +639,10 @@ mod tests {
         }
         let text = std::fs::read_to_string(&path).expect("the file");
         assert_eq!(text.lines().count(), 4, "{text}");
-        // A torn last line is skipped.
+        // A torn last line is cut off.
         std::fs::write(&path, format!("{text}{{\"subject\": \"x")).expect("write");
         let r = FileRegistry::open(&path).expect("reopens");
+        assert_eq!(std::fs::read_to_string(&path).expect("the file"), text);
         assert_eq!(r.subjects().unwrap(), vec!["a-value", "p-value"]);
         assert_eq!(
             r.latest_schema("p-value").unwrap().map(|(id, _)| id),
@@ -626,5 +656,49 @@ mod tests {
         // New ids go on from the highest replayed.
         let json = wire::parse(Some("JSON"), "{}", Vec::new(), Vec::new()).expect("json");
         assert_eq!(r.register_schema("j", json, None).unwrap(), 42);
+        drop(r);
+        // What was appended after the repair is read back (it did not join the torn line).
+        let r = FileRegistry::open(&path).expect("reopens");
+        assert_eq!(r.subjects().unwrap(), vec!["a-value", "j", "p-value"]);
+    }
+
+    #[test]
+    fn a_damaged_line_before_the_last_refuses_to_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("schemas.jsonl");
+        std::fs::write(&path, "{\"subject\": \"x\n{\"delete\": \"y\"}\n").expect("write");
+        let e = FileRegistry::open(&path).expect_err("refused").to_string();
+        assert!(e.contains("line 1 cannot be read"), "{e}");
+    }
+
+    #[test]
+    fn a_schema_is_published_only_once_recorded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("schemas.jsonl");
+        std::fs::write(&path, "").expect("write");
+        // A log that refuses writes, as a full disk would.
+        let r = FileRegistry {
+            inner: InMemoryRegistry::new(),
+            path: path.clone(),
+            log: Mutex::new(std::fs::File::open(&path).expect("read-only")),
+        };
+        let avro = wire::parse(None, r#""int""#, Vec::new(), Vec::new()).expect("avro");
+        let e = r.register_schema("a-value", avro.clone(), None);
+        assert!(e.is_err(), "{e:?}");
+        assert!(
+            r.get(1).unwrap().is_none(),
+            "an unrecorded id was handed out"
+        );
+        assert!(r.subjects().unwrap().is_empty());
+        // Once the log takes writes again, the same id is given.
+        *r.log() = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("log");
+        assert_eq!(r.register_schema("a-value", avro, None).unwrap(), 1);
+        assert!(r.delete_subject("a-value").is_ok());
+        *r.log() = std::fs::File::open(&path).expect("read-only");
+        let long = wire::parse(None, r#""long""#, Vec::new(), Vec::new()).expect("avro");
+        assert!(r.register_schema("b", long, None).is_err());
     }
 }

@@ -155,7 +155,7 @@ async fn avro_producers_and_consumers_share_the_servers_registry() {
         .await
         .expect("topic");
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
+        .set("bootstrap.servers", bootstrap.bootstrap())
         .create()
         .expect("producer");
     let record = |i: i64, item: &str, price: Option<f64>| {
@@ -270,9 +270,9 @@ async fn avro_producers_and_consumers_share_the_servers_registry() {
 }
 
 /// The first record of `topic`'s partition 0, waiting for it up to a minute.
-fn first_record(bootstrap: &str, topic: &str) -> Vec<u8> {
+fn first_record(bootstrap: &brook_runtime::kafka::Kafka, topic: &str) -> Vec<u8> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+        .set("bootstrap.servers", bootstrap.bootstrap())
         .set("group.id", "schema-registry-test")
         .set("enable.auto.commit", "false")
         .create()
@@ -518,7 +518,7 @@ async fn an_external_registry_is_used_through_the_client() {
         .await
         .expect("topic");
     let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &bootstrap)
+        .set("bootstrap.servers", bootstrap.bootstrap())
         .create()
         .expect("producer");
     let payload = framed(

@@ -46,7 +46,7 @@ fn order(i: usize) -> (String, String, i64) {
     (format!("o{i}"), value, ts)
 }
 
-fn produce(bootstrap: &str, range: std::ops::Range<usize>) {
+fn produce(bootstrap: &brook_runtime::kafka::Kafka, range: std::ops::Range<usize>) {
     let producer: BaseProducer = brook_runtime::kafka::producer_config(bootstrap)
         .create()
         .expect("producer");
@@ -92,7 +92,7 @@ fn expected() -> Windows {
 
 /// Reads the sink topic from the start until every window has its final value (or the
 /// deadline passes); returns each window's latest value and how many records were read.
-fn read_finals(bootstrap: &str, want: &Windows) -> (Windows, usize) {
+fn read_finals(bootstrap: &brook_runtime::kafka::Kafka, want: &Windows) -> (Windows, usize) {
     let consumer: BaseConsumer = brook_runtime::kafka::consumer_config(bootstrap, "checker")
         .create()
         .expect("consumer");
@@ -124,7 +124,7 @@ fn read_finals(bootstrap: &str, want: &Windows) -> (Windows, usize) {
 /// its partitions: state that restarts restore from. (A kill right after the first result
 /// can come before the first state is recorded; each partition's first marker, which only
 /// says where its input started, comes before any state.)
-fn changelog_marked(bootstrap: &str, id: &str) {
+fn changelog_marked(bootstrap: &brook_runtime::kafka::Kafka, id: &str) {
     let topic = brook_runtime::changelog::topic_name(id);
     let consumer: BaseConsumer = brook_runtime::kafka::consumer_config(bootstrap, "marked")
         .create()
@@ -145,7 +145,7 @@ fn changelog_marked(bootstrap: &str, id: &str) {
 }
 
 /// Waits for the first result record.
-fn first_result(bootstrap: &str) {
+fn first_result(bootstrap: &brook_runtime::kafka::Kafka) {
     let consumer: BaseConsumer = brook_runtime::kafka::consumer_config(bootstrap, "first")
         .create()
         .expect("consumer");

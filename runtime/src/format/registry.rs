@@ -138,6 +138,15 @@ pub trait SchemaRegistry: fmt::Debug + Send + Sync {
     }
 }
 
+/// Refuses schemas that readers could not decode safely: recursive Avro schemas, and Avro
+/// schemas nesting too deep (see [`super::avro_datum::check_schema`]).
+fn check_readable(schema: &RegisteredSchema) -> std::result::Result<(), String> {
+    match schema {
+        RegisteredSchema::Avro(s) => super::avro_datum::check_schema(s),
+        RegisteredSchema::Protobuf(_) | RegisteredSchema::Json(_) => Ok(()),
+    }
+}
+
 /// A registry held in memory. Ids start at 1, as Confluent's do.
 #[derive(Debug, Default)]
 pub struct InMemoryRegistry {
@@ -165,6 +174,49 @@ impl InMemoryRegistry {
         // is a single insert or push), so a poisoned lock is still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The id [`SchemaRegistry::register_schema`] would give `schema` under `subject`,
+    /// without registering it (the same checks, the same refusals): a durable registry
+    /// records the schema under that id first and publishes it only once recorded.
+    pub fn id_for(&self, subject: &str, schema: &RegisteredSchema, id: Option<u32>) -> Result<u32> {
+        let key = schema.identity()?;
+        choose_id(&self.lock(), subject, schema, &key, id)
+    }
+}
+
+/// The id a registration takes: the one asked for (unless another schema has it), the
+/// schema's own when it is known, else the next free one.
+fn choose_id(
+    inner: &Inner,
+    subject: &str,
+    schema: &RegisteredSchema,
+    key: &str,
+    id: Option<u32>,
+) -> Result<u32> {
+    if !inner.ids.contains_key(key) {
+        check_readable(schema).map_err(|reason| RuntimeError::FormatSchema {
+            reason: format!("cannot register a schema under `{subject}`: {reason}"),
+        })?;
+    }
+    match id {
+        Some(id) => match inner.schemas.get(&id) {
+            Some(existing) if existing.identity()? != key => Err(RuntimeError::FormatSchema {
+                reason: format!(
+                    "cannot register a schema under `{subject}` with id {id}: another schema has that id"
+                ),
+            }),
+            _ => Ok(id),
+        },
+        None => match inner.ids.get(key) {
+            Some(id) => Ok(*id),
+            None => inner
+                .last_id
+                .checked_add(1)
+                .ok_or_else(|| RuntimeError::FormatSchema {
+                    reason: "the schema registry is full".into(),
+                }),
+        },
+    }
 }
 
 impl SchemaRegistry for InMemoryRegistry {
@@ -176,39 +228,10 @@ impl SchemaRegistry for InMemoryRegistry {
     ) -> Result<u32> {
         let key = schema.identity()?;
         let mut inner = self.lock();
-        let id =
-            match id {
-                Some(id) => {
-                    if let Some(existing) = inner.schemas.get(&id) {
-                        if existing.identity()? != key {
-                            return Err(RuntimeError::FormatSchema {
-                                reason: format!(
-                                    "cannot register a schema under `{subject}` with id {id}: \
-                                 another schema has that id"
-                                ),
-                            });
-                        }
-                    }
-                    inner.schemas.insert(id, schema);
-                    inner.ids.entry(key).or_insert(id);
-                    inner.last_id = inner.last_id.max(id);
-                    id
-                }
-                None => match inner.ids.get(&key) {
-                    Some(id) => *id,
-                    None => {
-                        let id = inner.last_id.checked_add(1).ok_or_else(|| {
-                            RuntimeError::FormatSchema {
-                                reason: "the schema registry is full".into(),
-                            }
-                        })?;
-                        inner.last_id = id;
-                        inner.schemas.insert(id, schema);
-                        inner.ids.insert(key, id);
-                        id
-                    }
-                },
-            };
+        let id = choose_id(&inner, subject, &schema, &key, id)?;
+        inner.last_id = inner.last_id.max(id);
+        inner.schemas.entry(id).or_insert(schema);
+        inner.ids.entry(key).or_insert(id);
         // A schema the subject already has keeps its version, as in Confluent's registry:
         // registering is idempotent, and writers register on every batch.
         let versions = inner.subjects.entry(subject.to_string()).or_default();
@@ -354,7 +377,7 @@ pub fn register_for_format(
     };
     let schema = match format {
         FormatKind::Avro => RegisteredSchema::Avro(Arc::new(
-            Schema::parse(schema).map_err(|e| err(e.to_string()))?,
+            super::avro_datum::parse_schema(schema).map_err(err)?,
         )),
         FormatKind::Protobuf | FormatKind::ProtobufNoSr => {
             let text = schema
@@ -377,7 +400,6 @@ pub fn register_for_format(
 pub mod wire {
     use std::sync::Arc;
 
-    use apache_avro::Schema;
     use serde_json::{json, Map, Value};
 
     use super::{ProtobufSchema, RegisteredSchema, SchemaReference, SchemaRegistry};
@@ -478,9 +500,13 @@ pub mod wire {
             ));
         }
         match kind.as_str() {
-            "AVRO" => Schema::parse_str(text)
-                .map(|s| RegisteredSchema::Avro(Arc::new(s)))
-                .map_err(|e| format!("Invalid schema: {e}")),
+            "AVRO" => {
+                let json = serde_json::from_str::<Value>(text)
+                    .map_err(|e| format!("Invalid schema: not JSON: {e}"))?;
+                let schema = super::super::avro_datum::parse_schema(&json)
+                    .map_err(|e| format!("Invalid schema: {e}"))?;
+                Ok(RegisteredSchema::Avro(Arc::new(schema)))
+            }
             "JSON" => serde_json::from_str::<Value>(text)
                 .map_err(|e| format!("Invalid schema: not JSON: {e}"))
                 .and_then(|v| match v {
@@ -965,5 +991,46 @@ mod tests {
     fn subjects_follow_the_topic_name_strategy() {
         assert_eq!(subject("orders", super::super::Part::Key), "orders-key");
         assert_eq!(subject("orders", super::super::Part::Value), "orders-value");
+    }
+
+    /// A recursive Avro schema is refused wherever it would come in: the REST shapes (so
+    /// the server answers 422 naming the type), registration, and tests' JSON.
+    #[test]
+    fn recursive_avro_schemas_are_refused() {
+        let text = r#"{"type": "record", "name": "Node", "namespace": "n", "fields": [
+            {"name": "v", "type": "int"},
+            {"name": "children", "type": {"type": "array", "items": "Node"}}]}"#;
+        let want = "recursive type `n.Node`";
+        let e = wire::parse(None, text, Vec::new(), Vec::new()).unwrap_err();
+        assert!(e.starts_with("Invalid schema: ") && e.contains(want), "{e}");
+        let r = InMemoryRegistry::new();
+        let e = r
+            .register("t-value", &schema(text))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("cannot register a schema under `t-value`") && e.contains(want),
+            "{e}"
+        );
+        let json: serde_json::Value = serde_json::from_str(text).unwrap();
+        let e = register_json(&r, "t-value", &json).unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+        assert!(r.subjects().unwrap().is_empty());
+        // A name apache-avro's parser would panic on (the Schema Registry API passes
+        // whatever a client sends).
+        let e = wire::parse(
+            None,
+            r#"{"type":"record","name":"-","fields":[]}"#,
+            Vec::new(),
+            Vec::new(),
+        )
+        .unwrap_err();
+        assert!(e.starts_with("Invalid schema: invalid name \"-\""), "{e}");
+        // The same type used twice without containing itself is fine.
+        let shared = r#"{"type": "record", "name": "P", "fields": [
+            {"name": "a", "type": {"type": "record", "name": "Pt", "fields": [{"name": "x", "type": "int"}]}},
+            {"name": "b", "type": "Pt"}]}"#;
+        assert!(wire::parse(None, shared, Vec::new(), Vec::new()).is_ok());
+        assert_eq!(r.register("p-value", &schema(shared)).unwrap(), 1);
     }
 }
