@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     inserts, print, values, Api, Framing, Refusal, MAX_PUSH_QUERIES_EXCEEDED, QUERY_ENDPOINT,
-    SERVER_ERROR,
+    SERVER_ERROR, TOO_MANY_REQUESTS,
 };
 
 /// The binary metadata key of a refusal's ksqlDB `statement_error` entity (JSON).
@@ -35,7 +35,10 @@ const ERROR_METADATA: &str = "ksql-error-bin";
 
 /// The gRPC services as routes to merge into the REST router: `Brook` and reflection.
 pub(super) fn routes(api: Api) -> Router {
-    let router = add(Router::new(), BrookServer::new(Grpc { api }));
+    // A message is bounded as a REST request body is (`brook.rest.request.max.bytes`).
+    let max = api.limits.request_max_bytes;
+    let brook = BrookServer::new(Grpc { api }).max_decoding_message_size(max);
+    let router = add(Router::new(), brook);
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(brook_server::proto::FILE_DESCRIPTOR_SET)
@@ -95,7 +98,7 @@ fn refused(refusal: Refusal, statement: &str, entities: Vec<Value>) -> Status {
         Status::invalid_argument(
             "SELECT statements run through the Query call, PRINT through Print",
         )
-    } else if code == MAX_PUSH_QUERIES_EXCEEDED {
+    } else if code == MAX_PUSH_QUERIES_EXCEEDED || code == TOO_MANY_REQUESTS {
         Status::resource_exhausted(message)
     } else if message.starts_with("Unknown queryId") || message.starts_with("Could not find") {
         Status::not_found(message)
@@ -316,7 +319,14 @@ impl Brook for Grpc {
                 if row.trim().is_empty() {
                     continue;
                 }
-                let ack = match inserts::insert_one(&api, &source, &catalog, row.as_bytes()).await {
+                let result = if row.len() > api.limits.inserts_max_row_bytes {
+                    Err(inserts::RowError::too_large(
+                        api.limits.inserts_max_row_bytes,
+                    ))
+                } else {
+                    inserts::insert_one(&api, &source, &catalog, row.as_bytes()).await
+                };
+                let ack = match result {
                     Ok(()) => InsertAck {
                         seq,
                         ok: true,

@@ -5,7 +5,10 @@
 // The gRPC API: the second transport of the same `Api`, on the same port.
 #[path = "grpc.rs"]
 mod grpc;
+pub(crate) mod guard;
+pub(crate) mod http;
 mod inserts;
+pub(crate) mod limits;
 mod metrics;
 mod pause;
 mod print;
@@ -17,10 +20,10 @@ mod ws;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -28,12 +31,15 @@ use axum::Router;
 use brook_planner::catalog::{Catalog, Source};
 use brook_planner::schema::{Namespace, SchemaType};
 use brook_runtime::session::StatementError;
+use brook_server::bodies::{self, KsqlRequest};
 use brook_server::engine::{Engine, Executed, OffsetReset, PushQuery, QueryInfo};
 use brook_server::ServerError;
 use brook_sql::{ListKind, ParsedStatement, QueryTarget, SourceKind, Statement, Type};
 use futures::StreamExt;
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+use limits::{Limits, Slots};
 
 /// ksqlDB's error codes (`io.confluent.ksql.rest.Errors`).
 const BAD_REQUEST: u32 = 40000;
@@ -41,6 +47,12 @@ const BAD_STATEMENT: u32 = 40001;
 const QUERY_ENDPOINT: u32 = 40002;
 /// `ksql.max.push.queries` reached.
 const MAX_PUSH_QUERIES_EXCEEDED: u32 = 40003;
+/// A request body not sent in time (`brook.rest.request.body.timeout.ms`).
+const REQUEST_TIMEOUT: u32 = 40800;
+/// A request body or row over its size limit.
+const PAYLOAD_TOO_LARGE: u32 = 41300;
+/// A concurrency limit reached (ksqlDB's `ERROR_CODE_TOO_MANY_REQUESTS`).
+const TOO_MANY_REQUESTS: u32 = 42900;
 const SERVER_ERROR: u32 = 50000;
 
 const KSQL_V1_JSON: &str = "application/vnd.ksql.v1+json";
@@ -59,23 +71,56 @@ pub struct ServerInfo {
 struct Api {
     engine: Arc<Engine>,
     info: Arc<ServerInfo>,
-    bootstrap: Arc<str>,
+    bootstrap: brook_runtime::kafka::Kafka,
     /// ksqlDB numbers the commands it runs; clients may wait on a number.
     command_seq: Arc<AtomicI64>,
     /// What `/status` reports.
     statuses: Arc<status::CommandStatuses>,
     /// The `/query-stream` queries `/close-query` can end.
     transient: Arc<transient::TransientQueries>,
+    limits: Arc<Limits>,
+    /// Pull queries running (`ksql.query.pull.max.concurrent.requests`).
+    pull_slots: Slots,
+    /// PRINTs running (`brook.query.print.max.concurrent`).
+    print_slots: Slots,
+    /// Held while a statement that starts a persistent query is checked against
+    /// `ksql.query.persistent.active.limit` and run, so two cannot both take the last place.
+    persistent_start: Arc<tokio::sync::Mutex<()>>,
+    health: Arc<HealthCache>,
+    connections: Arc<http::ConnectionStats>,
 }
 
-pub fn router(engine: Arc<Engine>, info: ServerInfo, bootstrap: &str) -> Router {
+/// `/healthcheck`'s last answer about Kafka, reused for `ksql.healthcheck.interval.ms`.
+#[derive(Default)]
+struct HealthCache {
+    /// Held while Kafka is asked, so a burst of checks waits for one answer.
+    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
+    /// Times Kafka was asked (`/metrics`).
+    probes: std::sync::atomic::AtomicU64,
+}
+
+pub fn router(
+    engine: Arc<Engine>,
+    info: ServerInfo,
+    bootstrap: &brook_runtime::kafka::Kafka,
+    limits: Limits,
+    connections: Arc<http::ConnectionStats>,
+    guard: guard::Guard,
+) -> Router {
+    let request_max = limits.request_max_bytes;
     let api = Api {
         engine,
         info: Arc::new(info),
-        bootstrap: bootstrap.into(),
+        bootstrap: bootstrap.clone(),
         command_seq: Arc::new(AtomicI64::new(0)),
         statuses: Arc::default(),
         transient: Arc::default(),
+        pull_slots: Slots::new(limits.pull_max_concurrent),
+        print_slots: Slots::new(limits.print_max_concurrent),
+        limits: Arc::new(limits),
+        persistent_start: Arc::default(),
+        health: Arc::default(),
+        connections,
     };
     Router::new()
         .route("/ksql", post(ksql))
@@ -97,10 +142,95 @@ pub fn router(engine: Arc<Engine>, info: ServerInfo, bootstrap: &str) -> Router 
         .merge(brook_server::schema_registry::routes(
             brook_runtime::format::registry::default_registry(),
         ))
+        // The bound of every body read whole through axum's extractors (the Schema
+        // Registry's); the REST handlers read theirs with `read_body`, under the same bound.
+        .layer(DefaultBodyLimit::max(request_max))
+        // Outermost: credentials and cross-site checks come before any handler reads a
+        // byte of the body (rest/guard.rs).
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(guard),
+            guard::check,
+        ))
+}
+
+/// A request body read whole: at most `brook.rest.request.max.bytes`, sent within
+/// `brook.rest.request.body.timeout.ms` (a client that trickles it is answered 408).
+async fn read_body(api: &Api, body: Body) -> Result<Bytes, Response> {
+    let max = api.limits.request_max_bytes;
+    let wait = api.limits.request_body_timeout;
+    match tokio::time::timeout(wait, collect(body, max)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(BodyRead::TooLarge)) => Err(generic_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            PAYLOAD_TOO_LARGE,
+            &format!(
+                "Request body too large: at most {max} bytes are read ({})",
+                limits::REQUEST_MAX_BYTES
+            ),
+        )),
+        Ok(Err(BodyRead::Failed(e))) => Err(generic_error(
+            StatusCode::BAD_REQUEST,
+            BAD_REQUEST,
+            &format!("Cannot read the request body: {e}"),
+        )),
+        Err(_) => Err(generic_error(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+            &format!(
+                "Request body not received within {} ms ({})",
+                wait.as_millis(),
+                limits::REQUEST_BODY_TIMEOUT_MS
+            ),
+        )),
+    }
+}
+
+enum BodyRead {
+    TooLarge,
+    Failed(axum::Error),
+}
+
+/// The body's bytes, refused as soon as they pass `max` (nothing beyond is read).
+async fn collect(body: Body, max: usize) -> Result<Bytes, BodyRead> {
+    let mut chunks = body.into_data_stream();
+    let mut out: Vec<u8> = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(BodyRead::Failed)?;
+        if out.len() + chunk.len() > max {
+            drain(chunks, out.len() + chunk.len()).await;
+            return Err(BodyRead::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(out))
+}
+
+/// At most this much of a refused body is read and thrown away (and for at most
+/// [`DRAIN_WAIT`]) before the refusal is sent.
+const DRAIN_MAX: usize = 16 << 20;
+const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
+/// Reads and discards what is left of a refused body, within bounds. Closing a connection
+/// whose request has unread bytes makes the kernel reset it, and a client still sending
+/// then loses the answer (it sees a reset, not the 413); a body far past the bound is cut
+/// off anyway.
+async fn drain(
+    mut chunks: impl futures::Stream<Item = Result<Bytes, axum::Error>> + Unpin,
+    mut seen: usize,
+) {
+    let _ = tokio::time::timeout(DRAIN_WAIT, async {
+        while seen < DRAIN_MAX {
+            match chunks.next().await {
+                Some(Ok(chunk)) => seen += chunk.len(),
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 /// The Kafka cluster id, for `/info` (empty when the cluster does not say).
-pub async fn kafka_cluster_id(bootstrap: &str) -> String {
+pub async fn kafka_cluster_id(bootstrap: &brook_runtime::kafka::Kafka) -> String {
     use brook_runtime::rdkafka::consumer::{BaseConsumer, Consumer};
     let cfg = brook_runtime::kafka::client_config(bootstrap);
     tokio::task::spawn_blocking(move || {
@@ -111,21 +241,6 @@ pub async fn kafka_cluster_id(bootstrap: &str) -> String {
     .ok()
     .flatten()
     .unwrap_or_default()
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct KsqlRequest {
-    ksql: String,
-    #[serde(default)]
-    streams_properties: Map<String, Value>,
-}
-
-#[derive(Deserialize)]
-struct StreamRequest {
-    sql: String,
-    #[serde(default)]
-    properties: Map<String, Value>,
 }
 
 /// A refused statement: ksqlDB's error code and message.
@@ -144,8 +259,21 @@ impl Refusal {
         }
     }
 
-    /// `KsqlStatementErrorMessage`: the statement and what ran before it.
+    /// A concurrency limit reached: 429, ksqlDB's rate-limit answer.
+    fn too_many(message: impl Into<String>) -> Self {
+        Refusal {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: TOO_MANY_REQUESTS,
+            message: message.into(),
+        }
+    }
+
+    /// `KsqlStatementErrorMessage`: the statement and what ran before it (a limit reached
+    /// is not the statement's fault: ksqlDB answers it with a plain error message).
     fn statement(self, text: &str, entities: Vec<Value>) -> Response {
+        if self.code == TOO_MANY_REQUESTS {
+            return generic_error(self.status, self.code, &self.message);
+        }
         json_response(
             self.status,
             JSON,
@@ -225,16 +353,17 @@ fn ksql_content_type(headers: &HeaderMap) -> &'static str {
     }
 }
 
-async fn ksql(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
-    let req: KsqlRequest = match serde_json::from_slice(&body) {
+/// A `/ksql` or `/query` body, or the answer refusing it.
+async fn ksql_body(api: &Api, body: Body) -> Result<KsqlRequest, Response> {
+    let bytes = read_body(api, body).await?;
+    bodies::ksql_request(&bytes)
+        .map_err(|e| generic_error(StatusCode::BAD_REQUEST, BAD_REQUEST, &e.to_string()))
+}
+
+async fn ksql(State(api): State<Api>, headers: HeaderMap, body: Body) -> Response {
+    let req = match ksql_body(&api, body).await {
         Ok(r) => r,
-        Err(e) => {
-            return generic_error(
-                StatusCode::BAD_REQUEST,
-                BAD_REQUEST,
-                &format!("Invalid request body: {e}"),
-            )
-        }
+        Err(refused) => return refused,
     };
     // Properties apply per request in ksqlDB's REST API; the statements run here read
     // none of them yet, so they are accepted and not applied.
@@ -334,6 +463,13 @@ impl Api {
     }
 
     async fn execute(&self, ps: &ParsedStatement, text: &str) -> Result<Option<Value>, Refusal> {
+        let _starting = if self.starts_persistent_query(&ps.statement).await {
+            let guard = self.persistent_start.lock().await;
+            self.check_persistent_capacity().await?;
+            Some(guard)
+        } else {
+            None
+        };
         // DROP reports the topic of what it dropped, which is gone from the catalog after.
         let before = match &ps.statement {
             Statement::Drop { name, .. } => self
@@ -413,6 +549,52 @@ impl Api {
             ),
         };
         Ok(Some(entity))
+    }
+
+    /// Whether `statement` would start one more persistent query (a replaced one, or a
+    /// source that exists with IF NOT EXISTS, starts none).
+    async fn starts_persistent_query(&self, statement: &Statement) -> bool {
+        let (name, or_replace, if_not_exists) = match statement {
+            Statement::InsertInto { .. } => return true,
+            Statement::CreateAsSelect {
+                name,
+                or_replace,
+                if_not_exists,
+                ..
+            } => (name, *or_replace, *if_not_exists),
+            Statement::CreateSource {
+                source: true,
+                kind: SourceKind::Table,
+                name,
+                or_replace,
+                if_not_exists,
+                ..
+            } => (name, *or_replace, *if_not_exists),
+            _ => return false,
+        };
+        if !(or_replace || if_not_exists) {
+            return true;
+        }
+        let catalog = self.engine.catalog().await;
+        !catalog.sources.contains_key(&name.value)
+    }
+
+    /// ksqlDB's `ksql.query.persistent.active.limit` (its message, counting the query the
+    /// statement would start, as ksqlDB counts it in its sandbox).
+    async fn check_persistent_capacity(&self) -> Result<(), Refusal> {
+        let limit = self.limits.persistent_active_limit;
+        let count = self.engine.queries().await.len() + 1;
+        if count <= limit {
+            return Ok(());
+        }
+        Err(Refusal::bad(format!(
+            "Not executing statement(s) as it would cause the number of active, persistent \
+             queries to exceed the configured limit. Use the TERMINATE command to terminate \
+             existing queries, or increase the '{}' setting via the \
+             'ksql-server.properties' file. Current persistent query count: {count}. \
+             Configured limit: {limit}.",
+            limits::PERSISTENT_ACTIVE_LIMIT
+        )))
     }
 
     async fn list(&self, kind: ListKind, extended: bool, text: &str) -> Result<Value, Refusal> {
@@ -522,12 +704,12 @@ impl Api {
             .get(&q.sink)
             .map(|s| s.topic.clone())
             .unwrap_or_default();
-        let state = match (q.running, q.paused) {
+        let state = match (q.running && q.error.is_none(), q.paused) {
             (false, _) => "ERROR",
             (true, true) => "PAUSED",
             (true, false) => "RUNNING",
         };
-        json!({
+        let mut query = json!({
             "queryString": statement,
             "sinks": [q.sink],
             "sinkKafkaTopics": [topic],
@@ -535,7 +717,17 @@ impl Api {
             "statusCount": {state: 1},
             "queryType": "PERSISTENT",
             "state": state,
-        })
+        });
+        // Why a query stopped, in the shape of ksqlDB's `QueryError` (its EXPLAIN's
+        // `queryErrors`); only a failed query has the field.
+        if let Some(e) = &q.error {
+            query["queryErrors"] = json!([{
+                "timestamp": e.timestamp,
+                "errorMessage": e.message,
+                "type": e.kind.name(),
+            }]);
+        }
+        query
     }
 
     async fn describe(&self, s: &Source, extended: bool) -> Value {
@@ -673,10 +865,14 @@ impl Api {
             ));
         };
         if q.emit.is_none() {
+            let Some(slot) = self.pull_slots.try_take() else {
+                return Err((self.pull_limit_reached(), text));
+            };
             return self
                 .engine
                 .pull_query_with(q, properties)
                 .await
+                .map(|pq| holding(pq, slot))
                 .map_err(|e| (Refusal::from(e), text));
         }
         if q.emit != Some(brook_sql::Emit::Changes) {
@@ -703,6 +899,37 @@ impl Api {
             .await
             .map_err(|e| (Refusal::from(e), text))
     }
+}
+
+impl Api {
+    /// ksqlDB's `ConcurrencyLimiter` refusal.
+    fn pull_limit_reached(&self) -> Refusal {
+        Refusal::too_many(format!(
+            "Host is at concurrency limit for pull queries. Currently set to {} maximum \
+             concurrent operations.",
+            self.pull_slots.limit()
+        ))
+    }
+}
+
+/// `pq` with `slot` held until its rows are all taken, or its reader goes away.
+fn holding(mut pq: PushQuery, slot: OwnedSemaphorePermit) -> PushQuery {
+    let (tx, rx) = mpsc::channel(1);
+    let mut rows = std::mem::replace(&mut pq.rows, rx);
+    tokio::spawn(async move {
+        let _slot = slot;
+        loop {
+            let item = tokio::select! {
+                _ = tx.closed() => break,
+                item = rows.recv() => item,
+            };
+            let Some(item) = item else { break };
+            if tx.send(item).await.is_err() {
+                break;
+            }
+        }
+    });
+    pq
 }
 
 fn capitalized(k: SourceKind) -> &'static str {
@@ -768,16 +995,14 @@ enum Framing {
     LegacyLines,
 }
 
-async fn query_stream(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
-    let req: StreamRequest = match serde_json::from_slice(&body) {
+async fn query_stream(State(api): State<Api>, headers: HeaderMap, body: Body) -> Response {
+    let body = match read_body(&api, body).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
+    };
+    let req = match bodies::stream_request(&body) {
         Ok(r) => r,
-        Err(e) => {
-            return generic_error(
-                StatusCode::BAD_REQUEST,
-                BAD_REQUEST,
-                &format!("Invalid request body: {e}"),
-            )
-        }
+        Err(e) => return generic_error(StatusCode::BAD_REQUEST, BAD_REQUEST, &e.to_string()),
     };
     let print = print::Endpoint::QueryStream;
     if let Some(r) = print::maybe_print(&api, &req.sql, &req.properties, &headers, print).await {
@@ -801,16 +1026,10 @@ async fn query_stream(State(api): State<Api>, headers: HeaderMap, body: Bytes) -
     }
 }
 
-async fn query(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
-    let req: KsqlRequest = match serde_json::from_slice(&body) {
+async fn query(State(api): State<Api>, headers: HeaderMap, body: Body) -> Response {
+    let req = match ksql_body(&api, body).await {
         Ok(r) => r,
-        Err(e) => {
-            return generic_error(
-                StatusCode::BAD_REQUEST,
-                BAD_REQUEST,
-                &format!("Invalid request body: {e}"),
-            )
-        }
+        Err(refused) => return refused,
     };
     let (sql, props) = (&req.ksql, &req.streams_properties);
     if let Some(r) = print::maybe_print(&api, sql, props, &headers, print::Endpoint::Query).await {
@@ -958,10 +1177,28 @@ async fn server_info(State(api): State<Api>) -> Response {
     )
 }
 
+/// How long `/healthcheck` waits for Kafka's answer.
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Api {
+    /// Whether Kafka answers, asked at most once per `ksql.healthcheck.interval.ms` (as
+    /// ksqlDB caches its health checks) on the engine's long-lived client.
+    async fn kafka_healthy(&self) -> bool {
+        let mut last = self.health.last.lock().await;
+        if let Some((at, healthy)) = *last {
+            if at.elapsed() < self.limits.healthcheck_interval {
+                return healthy;
+            }
+        }
+        self.health.probes.fetch_add(1, Ordering::Relaxed);
+        let healthy = self.engine.kafka_reachable(HEALTHCHECK_TIMEOUT).await;
+        *last = Some((Instant::now(), healthy));
+        healthy
+    }
+}
+
 async fn healthcheck(State(api): State<Api>) -> Response {
-    let kafka = brook_server::check_kafka(&api.bootstrap, Duration::from_secs(5))
-        .await
-        .is_ok();
+    let kafka = api.kafka_healthy().await;
     let status = if kafka {
         StatusCode::OK
     } else {

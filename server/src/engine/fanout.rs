@@ -60,7 +60,7 @@ pub(crate) struct Subscription {
 
 /// Shared consumers, by source name.
 pub(crate) struct Hub {
-    bootstrap: String,
+    bootstrap: brook_runtime::kafka::Kafka,
     sources: Mutex<HashMap<String, Arc<Shared>>>,
     next_id: AtomicU64,
     cut_off: AtomicU64,
@@ -120,9 +120,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
-    pub(crate) fn new(bootstrap: &str) -> Hub {
+    pub(crate) fn new(bootstrap: &brook_runtime::kafka::Kafka) -> Hub {
         Hub {
-            bootstrap: bootstrap.to_string(),
+            bootstrap: bootstrap.clone(),
             sources: Mutex::default(),
             next_id: AtomicU64::new(0),
             cut_off: AtomicU64::new(0),
@@ -390,7 +390,10 @@ impl Run {
 
 /// A consumer of every partition of `source`'s topic from its current end, assigned directly: no
 /// group to join, and no record produced from now on is missed while one is joined.
-async fn open(bootstrap: &str, source: &Source) -> Result<StreamConsumer, ServerError> {
+async fn open(
+    bootstrap: &brook_runtime::kafka::Kafka,
+    source: &Source,
+) -> Result<StreamConsumer, ServerError> {
     let topic = &source.topic;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -502,7 +505,9 @@ mod tests {
 
     #[test]
     fn a_subscriber_without_room_is_cut_off_and_the_last_to_leave_stops_the_consumer() {
-        let hub = Arc::new(Hub::new("127.0.0.1:1"));
+        let hub = Arc::new(Hub::new(&brook_runtime::kafka::Kafka::plaintext(
+            "127.0.0.1:1",
+        )));
         let (_ready, ready) = watch::channel(Readiness::Ready);
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {

@@ -187,7 +187,9 @@ impl Engine {
     }
 
     /// A pull query over a stream: its topic read from the beginning up to the end it had
-    /// when the query came, filtered and projected as a push query would be.
+    /// when the query came, filtered and projected as a push query would be. The rows are
+    /// streamed out as they are read: a slow client slows the reading, and only a few
+    /// batches are held at a time, whatever the topic's size.
     async fn pull_stream(
         &self,
         query: &brook_sql::Query,
@@ -196,19 +198,18 @@ impl Engine {
     ) -> Result<PushQuery, StatementError> {
         let plan = plan_stateless(query, catalog, Target::Transient)?;
         let schema = plan.output.clone();
-        let mut operator = FilterProject::new(plan, catalog)?;
-        let records = read_topic(self.bootstrap.clone(), source.topic.clone()).await?;
-        let mut out = Vec::new();
-        // Records in order; a record without a value has no row to show.
-        let with_values: Vec<_> = records.into_iter().filter(|r| r.value.is_some()).collect();
-        for chunk in with_values.chunks(1024) {
-            let decoded = brook_runtime::rows::decode_records(source, chunk, catalog)?;
-            if let Some(batch) = decoded.batch {
-                operator.process(batch, &mut out)?;
-            }
-        }
-        let limit = query.limit;
-        let rx = limited(out, limit).await;
+        let operator = FilterProject::new(plan, catalog)?;
+        let reader = StreamReader::open(self.bootstrap.clone(), source.topic.clone()).await?;
+        let (records_tx, records_rx) = mpsc::channel(2);
+        tokio::task::spawn_blocking(move || reader.run(&records_tx));
+        let (tx, rx) = mpsc::channel(2);
+        let rows = StreamRows {
+            operator,
+            source: source.clone(),
+            catalog: catalog.clone(),
+            left: query.limit.unwrap_or(u64::MAX),
+        };
+        tokio::spawn(rows.run(records_rx, tx));
         let seq = self
             .transient_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -218,10 +219,77 @@ impl Engine {
             rows: rx,
             // Streams end their response as push queries do: "Limit Reached" when the
             // LIMIT cut the rows, "Query Completed" otherwise.
-            limit,
+            limit: query.limit,
             pull: true,
             completed: true,
         })
+    }
+}
+
+/// The rows of a pull query over a stream: records decoded, filtered and projected a batch
+/// at a time, up to the LIMIT.
+struct StreamRows {
+    operator: FilterProject,
+    source: brook_planner::catalog::Source,
+    catalog: brook_planner::catalog::Catalog,
+    left: u64,
+}
+
+impl StreamRows {
+    async fn run(
+        mut self,
+        mut records: mpsc::Receiver<Result<Vec<brook_runtime::rows::Record>, String>>,
+        tx: mpsc::Sender<Result<RecordBatch, String>>,
+    ) {
+        while self.left > 0 {
+            let chunk = tokio::select! {
+                _ = tx.closed() => return,
+                chunk = records.recv() => chunk,
+            };
+            let rows = match chunk {
+                None => return,
+                Some(Ok(chunk)) => self.rows(&chunk),
+                Some(Err(message)) => Err(message),
+            };
+            let batches = match rows {
+                Ok(b) => b,
+                Err(message) => {
+                    let _ = tx.send(Err(message)).await;
+                    return;
+                }
+            };
+            for b in batches {
+                if tx.send(Ok(b)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A chunk's rows, cut to what is left of the LIMIT.
+    fn rows(&mut self, chunk: &[brook_runtime::rows::Record]) -> Result<Vec<RecordBatch>, String> {
+        let decoded = brook_runtime::rows::decode_records(&self.source, chunk, &self.catalog)
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        if let Some(batch) = decoded.batch {
+            self.operator
+                .process(batch, &mut out)
+                .map_err(|e| e.to_string())?;
+        }
+        let mut kept = Vec::with_capacity(out.len());
+        for mut b in out {
+            if self.left == 0 {
+                break;
+            }
+            if b.num_rows() as u64 > self.left {
+                b = b.slice(0, self.left as usize);
+            }
+            self.left -= b.num_rows() as u64;
+            if b.num_rows() > 0 {
+                kept.push(b);
+            }
+        }
+        Ok(kept)
     }
 }
 
@@ -320,19 +388,52 @@ fn scan_order(
     Ok(RecordBatch::try_new(schema.clone(), columns).map_err(RuntimeError::from)?)
 }
 
-/// Every record of `topic` up to the end offsets it has now, partition by partition.
-async fn read_topic(
-    bootstrap: String,
+/// Records a chunk handed on holds at most, in number and in bytes.
+const CHUNK_RECORDS: usize = 1024;
+const CHUNK_BYTES: usize = 1 << 20;
+/// Records (and bytes) waiting in one partition's queue before its fetching pauses: the
+/// others are behind it in time, and are what the merge needs next.
+const PARTITION_QUEUE: usize = 4096;
+const PARTITION_QUEUE_BYTES: usize = 2 << 20;
+/// How long the topic may send nothing while records up to its end are still missing.
+const STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads a topic from its beginning to the end offsets it had when opened, its partitions'
+/// records merged by timestamp as Kafka Streams merges them (the partition whose next
+/// record is oldest goes first; within a partition, offset order), handed on in chunks.
+struct StreamReader {
+    consumer: brook_runtime::rdkafka::consumer::BaseConsumer,
     topic: String,
-) -> Result<Vec<brook_runtime::rows::Record>, StatementError> {
-    use brook_runtime::rdkafka::consumer::{BaseConsumer, Consumer};
-    use brook_runtime::rdkafka::message::Message;
-    use brook_runtime::rdkafka::{Offset, TopicPartitionList};
-    let timeout = std::time::Duration::from_secs(30);
-    tokio::task::spawn_blocking(move || -> Result<_, RuntimeError> {
-        let consumer: BaseConsumer = brook_runtime::kafka::client_config(&bootstrap)
+    merge: Merge,
+}
+
+impl StreamReader {
+    async fn open(
+        kafka: brook_runtime::kafka::Kafka,
+        topic: String,
+    ) -> Result<StreamReader, StatementError> {
+        tokio::task::spawn_blocking(move || Self::open_blocking(&kafka, topic))
+            .await
+            .map_err(|e| RuntimeError::Broker(e.to_string()))?
+            .map_err(StatementError::from)
+    }
+
+    fn open_blocking(
+        kafka: &brook_runtime::kafka::Kafka,
+        topic: String,
+    ) -> Result<StreamReader, RuntimeError> {
+        use brook_runtime::rdkafka::consumer::{BaseConsumer, Consumer};
+        use brook_runtime::rdkafka::{Offset, TopicPartitionList};
+        let timeout = std::time::Duration::from_secs(30);
+        let consumer: BaseConsumer = brook_runtime::kafka::client_config(kafka)
             .set("group.id", "_brook_pull_stream")
             .set("enable.auto.commit", "false")
+            // The end of each partition is reported, so that offsets missing at its end
+            // (transaction markers) do not leave the query waiting for them.
+            .set("enable.partition.eof", "true")
+            // librdkafka's prefetch (64 MiB a partition by default) bounded too.
+            .set("queued.max.messages.kbytes", "2048")
+            .set("fetch.max.bytes", "1048576")
             .create()?;
         let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
         let partitions: Vec<i32> = metadata
@@ -350,38 +451,225 @@ async fn read_topic(
                 tpl.add_partition_offset(&topic, *p, Offset::Beginning)?;
             }
         }
-        let mut out = Vec::new();
-        if ends.is_empty() {
-            return Ok(out);
+        if !ends.is_empty() {
+            consumer.assign(&tpl)?;
         }
-        consumer.assign(&tpl)?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let mut next: std::collections::BTreeMap<i32, i64> = Default::default();
-        while ends
-            .iter()
-            .any(|(p, high)| next.get(p).copied().unwrap_or(0) < *high)
-        {
-            if std::time::Instant::now() > deadline {
-                return Err(RuntimeError::Broker(format!(
-                    "topic {topic} could not be read to its end for a pull query"
-                )));
+        Ok(StreamReader {
+            consumer,
+            topic,
+            merge: Merge::new(ends),
+        })
+    }
+
+    /// Reads to the end, or until `out` is closed (the query ended); a failure is the last
+    /// item sent.
+    fn run(mut self, out: &mpsc::Sender<Result<Vec<brook_runtime::rows::Record>, String>>) {
+        let mut chunk = Chunk::default();
+        let mut progress = std::time::Instant::now();
+        loop {
+            while let Some(record) = self.merge.pop() {
+                if chunk.add(record) && out.blocking_send(Ok(chunk.take())).is_err() {
+                    return;
+                }
             }
-            if let Some(m) = consumer.poll(std::time::Duration::from_millis(200)) {
-                let m = m?;
-                next.insert(m.partition(), m.offset() + 1);
-                if ends.get(&m.partition()).is_some_and(|h| m.offset() < *h) {
-                    out.push(brook_runtime::task::to_record(&m));
+            if self.merge.done() {
+                break;
+            }
+            if out.is_closed() {
+                return;
+            }
+            match self.poll() {
+                Ok(true) => progress = std::time::Instant::now(),
+                Ok(false) if progress.elapsed() < STALL => {}
+                Ok(false) => {
+                    let _ = out.blocking_send(Err(format!(
+                        "topic {} could not be read to its end for a pull query: nothing \
+                         arrived for {}s",
+                        self.topic,
+                        STALL.as_secs()
+                    )));
+                    return;
+                }
+                Err(e) => {
+                    let _ = out.blocking_send(Err(e.to_string()));
+                    return;
                 }
             }
         }
-        // Partitions interleave as the topic's records came; order by timestamp within
-        // what was read, as a stream's rows would be seen.
-        out.sort_by_key(|r| r.timestamp);
-        Ok(out)
-    })
-    .await
-    .map_err(|e| RuntimeError::Broker(e.to_string()))?
-    .map_err(StatementError::from)
+        if !chunk.records.is_empty() {
+            let _ = out.blocking_send(Ok(chunk.take()));
+        }
+    }
+
+    /// Takes one message (or partition end) from the consumer; false when none came.
+    fn poll(&mut self) -> Result<bool, RuntimeError> {
+        use brook_runtime::rdkafka::error::KafkaError;
+        use brook_runtime::rdkafka::message::Message;
+        // Before polling: a paused partition may be the one the merge waits for now.
+        self.pace()?;
+        let Some(m) = self.consumer.poll(std::time::Duration::from_millis(200)) else {
+            return Ok(false);
+        };
+        match m {
+            Ok(m) => {
+                let (partition, offset) = (m.partition(), m.offset());
+                let record = brook_runtime::task::to_record(&m);
+                self.merge.push(partition, offset, record);
+            }
+            Err(KafkaError::PartitionEOF(p)) => self.merge.end_of(p),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(true)
+    }
+
+    /// Pauses a partition whose queue is long, resumes it once it is short again.
+    fn pace(&mut self) -> Result<(), RuntimeError> {
+        use brook_runtime::rdkafka::consumer::Consumer;
+        use brook_runtime::rdkafka::TopicPartitionList;
+        for (p, pause) in self.merge.pacing() {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&self.topic, p);
+            if pause {
+                self.consumer.pause(&tpl)?;
+            } else {
+                self.consumer.resume(&tpl)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Records on their way to a pull query, bounded in number and bytes.
+#[derive(Default)]
+struct Chunk {
+    records: Vec<brook_runtime::rows::Record>,
+    bytes: usize,
+}
+
+impl Chunk {
+    /// Adds `r`; true when the chunk is full.
+    fn add(&mut self, r: brook_runtime::rows::Record) -> bool {
+        self.bytes += size(&r);
+        self.records.push(r);
+        self.records.len() >= CHUNK_RECORDS || self.bytes >= CHUNK_BYTES
+    }
+
+    fn take(&mut self) -> Vec<brook_runtime::rows::Record> {
+        self.bytes = 0;
+        std::mem::take(&mut self.records)
+    }
+}
+
+/// A record's key and value bytes.
+fn size(r: &brook_runtime::rows::Record) -> usize {
+    r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len)
+}
+
+/// One partition's place in the merge.
+struct PartitionQueue {
+    /// Records read and not yet handed on, in offset order, and their size.
+    queue: std::collections::VecDeque<brook_runtime::rows::Record>,
+    bytes: usize,
+    /// The offset after the last record read.
+    next: i64,
+    /// The end offset when the query came: records from it on are not the query's.
+    end: i64,
+    paused: bool,
+}
+
+impl PartitionQueue {
+    /// Every record up to the end has been read.
+    fn read(&self) -> bool {
+        self.next >= self.end
+    }
+}
+
+/// Kafka Streams' merge of a topic's partitions: the next record is the oldest head of
+/// the partitions' queues, chosen only once every partition still being read has a head.
+struct Merge {
+    partitions: std::collections::BTreeMap<i32, PartitionQueue>,
+}
+
+impl Merge {
+    fn new(ends: std::collections::BTreeMap<i32, i64>) -> Merge {
+        let partitions = ends
+            .into_iter()
+            .map(|(p, end)| {
+                let queue = PartitionQueue {
+                    queue: Default::default(),
+                    bytes: 0,
+                    next: 0,
+                    end,
+                    paused: false,
+                };
+                (p, queue)
+            })
+            .collect();
+        Merge { partitions }
+    }
+
+    fn push(&mut self, partition: i32, offset: i64, record: brook_runtime::rows::Record) {
+        let Some(q) = self.partitions.get_mut(&partition) else {
+            return;
+        };
+        q.next = q.next.max(offset + 1);
+        // A record without a value has no row to show; one past the end came after the query.
+        if offset < q.end && record.value.is_some() {
+            q.bytes += size(&record);
+            q.queue.push_back(record);
+        }
+    }
+
+    /// The partition has no records after those read.
+    fn end_of(&mut self, partition: i32) {
+        if let Some(q) = self.partitions.get_mut(&partition) {
+            q.next = q.next.max(q.end);
+        }
+    }
+
+    fn pop(&mut self) -> Option<brook_runtime::rows::Record> {
+        let mut oldest: Option<(i64, i32)> = None;
+        for (p, q) in &self.partitions {
+            match q.queue.front() {
+                Some(r) if oldest.is_none_or(|(ts, _)| r.timestamp < ts) => {
+                    oldest = Some((r.timestamp, *p));
+                }
+                Some(_) => {}
+                // This partition's next record could be older than any head.
+                None if !q.read() => return None,
+                None => {}
+            }
+        }
+        let (_, p) = oldest?;
+        let q = self.partitions.get_mut(&p)?;
+        let record = q.queue.pop_front()?;
+        q.bytes -= size(&record);
+        Some(record)
+    }
+
+    fn done(&self) -> bool {
+        self.partitions
+            .values()
+            .all(|q| q.read() && q.queue.is_empty())
+    }
+
+    /// Partitions to pause (true) or resume (false) now.
+    fn pacing(&mut self) -> Vec<(i32, bool)> {
+        let mut changes = Vec::new();
+        for (p, q) in self.partitions.iter_mut() {
+            let long = q.queue.len() >= PARTITION_QUEUE || q.bytes >= PARTITION_QUEUE_BYTES;
+            let short =
+                q.queue.len() <= PARTITION_QUEUE / 2 && q.bytes <= PARTITION_QUEUE_BYTES / 2;
+            if long && !q.paused && !q.read() {
+                q.paused = true;
+                changes.push((*p, true));
+            } else if short && q.paused {
+                q.paused = false;
+                changes.push((*p, false));
+            }
+        }
+        changes
+    }
 }
 
 /// Rows of a windowed table carry the window bounds after the pseudo columns. `SELECT *`
@@ -621,4 +909,62 @@ fn check_columns(query: &brook_sql::Query, windowed: bool) -> Result<(), Stateme
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(partition: i32, offset: i64, timestamp: i64) -> brook_runtime::rows::Record {
+        brook_runtime::rows::Record {
+            key: None,
+            value: Some(format!("{partition}@{offset}").into_bytes()),
+            timestamp,
+            headers: Vec::new(),
+            partition,
+            offset,
+        }
+    }
+
+    fn popped(merge: &mut Merge) -> Vec<String> {
+        std::iter::from_fn(|| merge.pop())
+            .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into())
+            .collect()
+    }
+
+    #[test]
+    fn partitions_merge_by_timestamp_once_each_has_a_head() {
+        let mut merge = Merge::new([(0, 3), (1, 2)].into_iter().collect());
+        merge.push(0, 0, record(0, 0, 10));
+        merge.push(0, 1, record(0, 1, 30));
+        assert!(
+            popped(&mut merge).is_empty(),
+            "partition 1 may hold older records"
+        );
+        merge.push(1, 0, record(1, 0, 20));
+        assert_eq!(popped(&mut merge), ["0@0", "1@0"]);
+        merge.push(1, 1, record(1, 1, 5));
+        // Within a partition, offset order: 1@1 is older than 0@1 and goes first.
+        assert_eq!(popped(&mut merge), ["1@1", "0@1"]);
+        assert!(!merge.done(), "partition 0 has a record left to read");
+        // Records past the end the query saw are not its own.
+        merge.push(1, 2, record(1, 2, 1));
+        merge.end_of(0);
+        assert!(popped(&mut merge).is_empty());
+        assert!(merge.done());
+    }
+
+    #[test]
+    fn a_long_queue_pauses_its_partition_until_it_drains() {
+        let mut merge = Merge::new([(0, 10_000), (1, 10)].into_iter().collect());
+        for o in 0..PARTITION_QUEUE as i64 {
+            merge.push(0, o, record(0, o, o));
+        }
+        assert_eq!(merge.pacing(), [(0, true)]);
+        assert!(merge.pacing().is_empty(), "paused once");
+        merge.push(1, 0, record(1, 0, i64::MAX));
+        let drained = popped(&mut merge).len();
+        assert_eq!(drained, PARTITION_QUEUE, "partition 0's records, all older");
+        assert_eq!(merge.pacing(), [(0, false)]);
+    }
 }

@@ -1,28 +1,34 @@
 //! `/inserts-stream`: rows streamed into a stream, one JSON object per line after a first
 //! line naming the target, each answered with an ack (or an error) carrying its sequence
-//! number.
+//! number. The body is read as it arrives, a line at a time: a line longer than
+//! `brook.inserts.stream.max.row.bytes` is answered with an error row as soon as it is too
+//! long, and its bytes are dropped unread, so no body holds more than one row in memory.
 //!
-//! A row takes the path of `INSERT INTO … VALUES`: it is checked against the stream's
-//! columns with ksqlDB's coercion rules (`KeyValueExtractor`), written as an INSERT
-//! statement of typed literals, and planned and encoded by the session like any other.
+//! A row becomes an `INSERT INTO … VALUES` statement (`brook_server::bodies`), planned and
+//! encoded by the session like any other.
 
+use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use brook_planner::catalog::{Catalog, Source};
-use brook_planner::schema::{Namespace, SchemaType};
 use brook_runtime::session::StatementError;
-use brook_sql::{SourceKind, Type};
+use brook_server::bodies::{self, Line, LineSplitter};
+use brook_sql::SourceKind;
 use futures::StreamExt;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::{accepts, generic_error, Api, BAD_REQUEST, BAD_STATEMENT, DELIMITED, JSON};
+use super::limits::INSERTS_MAX_ROW_BYTES;
+use super::{
+    accepts, generic_error, Api, BAD_REQUEST, BAD_STATEMENT, DELIMITED, JSON, PAYLOAD_TOO_LARGE,
+};
+
+pub(super) use brook_server::bodies::identifier;
 
 /// An error for one row: ksqlDB's `InsertError`.
 pub(super) struct RowError {
@@ -30,11 +36,23 @@ pub(super) struct RowError {
     pub(super) message: String,
 }
 
-impl RowError {
-    fn bad(message: impl Into<String>) -> Self {
+impl From<bodies::RowError> for RowError {
+    fn from(e: bodies::RowError) -> Self {
         RowError {
             code: BAD_REQUEST,
-            message: message.into(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl RowError {
+    /// A row longer than the limit.
+    pub(super) fn too_large(limit: usize) -> Self {
+        RowError {
+            code: PAYLOAD_TOO_LARGE,
+            message: format!(
+                "Row too large: a row holds at most {limit} bytes ({INSERTS_MAX_ROW_BYTES})"
+            ),
         }
     }
 }
@@ -46,42 +64,40 @@ enum Framing {
     JsonArray,
 }
 
-/// Splits a request body into lines as they arrive.
+/// A request body's lines as they arrive.
 struct Lines {
     body: axum::body::BodyDataStream,
-    buf: Vec<u8>,
+    splitter: LineSplitter,
+    ready: VecDeque<Line>,
     done: bool,
 }
 
 impl Lines {
-    /// The next line without its newline; a last line without one counts too.
-    async fn next(&mut self) -> Option<Result<Vec<u8>, axum::Error>> {
-        loop {
-            if let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..=nl).collect();
-                line.pop();
-                return Some(Ok(line));
-            }
-            if self.done {
-                if self.buf.is_empty() {
-                    return None;
-                }
-                return Some(Ok(std::mem::take(&mut self.buf)));
-            }
-            match self.body.next().await {
-                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
-                Some(Err(e)) => return Some(Err(e)),
-                None => self.done = true,
-            }
+    fn new(body: Body, max: usize) -> Self {
+        Lines {
+            body: body.into_data_stream(),
+            splitter: LineSplitter::new(max),
+            ready: VecDeque::new(),
+            done: false,
         }
     }
 
-    /// The next line that is not blank.
-    async fn next_nonblank(&mut self) -> Option<Result<Vec<u8>, axum::Error>> {
+    /// The next line that is not blank (a last line without a newline counts too).
+    async fn next_nonblank(&mut self) -> Option<Result<Line, axum::Error>> {
         loop {
-            match self.next().await? {
-                Ok(l) if l.iter().all(u8::is_ascii_whitespace) => continue,
-                other => return Some(other),
+            match self.ready.pop_front() {
+                Some(Line::Complete(l)) if l.iter().all(u8::is_ascii_whitespace) => continue,
+                Some(line) => return Some(Ok(line)),
+                None if self.done => return None,
+                None => {}
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.ready.extend(self.splitter.push(&chunk)),
+                Some(Err(e)) => return Some(Err(e)),
+                None => {
+                    self.done = true;
+                    self.ready.extend(self.splitter.finish());
+                }
             }
         }
     }
@@ -97,24 +113,21 @@ pub(super) async fn inserts_stream(
     } else {
         Framing::Delimited
     };
-    let mut lines = Lines {
-        body: body.into_data_stream(),
-        buf: Vec::new(),
-        done: false,
-    };
-    let args: Value = match lines.next_nonblank().await {
-        Some(Ok(l)) => match serde_json::from_slice(&l) {
-            Ok(v) => v,
-            Err(_) => return bad_args("Invalid JSON in request args"),
-        },
+    let max = api.limits.inserts_max_row_bytes;
+    let mut lines = Lines::new(body, max);
+    let target = match lines.next_nonblank().await {
+        Some(Ok(Line::Complete(l))) => bodies::inserts_target(&l),
+        Some(Ok(Line::TooLong)) => {
+            let e = RowError::too_large(max);
+            return generic_error(StatusCode::PAYLOAD_TOO_LARGE, e.code, &e.message);
+        }
         Some(Err(e)) => return bad_args(&format!("Cannot read the request: {e}")),
-        None => return bad_args("No target in arguments"),
+        None => Err(bodies::BodyError::NoTarget),
     };
-    let Some(target) = args.get("target").and_then(Value::as_str) else {
-        return bad_args("No target in arguments");
+    let target = match target {
+        Ok(t) => t,
+        Err(e) => return bad_args(&e.to_string()),
     };
-    // The target is case-insensitive unless back-quoted, like any identifier.
-    let target = identifier(target);
     let catalog = api.engine.catalog().await;
     let source = match insertable(&catalog, &target) {
         Ok(s) => s.clone(),
@@ -131,7 +144,8 @@ pub(super) async fn inserts_stream(
         }
         while let Some(line) = lines.next_nonblank().await {
             let ack = match line {
-                Ok(l) => insert_row(&api, &source, &catalog, &l, seq).await,
+                Ok(Line::Complete(l)) => insert_row(&api, &source, &catalog, &l, seq).await,
+                Ok(Line::TooLong) => ack_line(seq, Err(RowError::too_large(max))),
                 Err(e) => {
                     // The request broke off: nothing more will arrive.
                     debug!(error = %e, "inserts-stream request ended early");
@@ -203,7 +217,11 @@ async fn insert_row(
     line: &[u8],
     seq: i64,
 ) -> String {
-    let result = insert_one(api, source, catalog, line).await;
+    ack_line(seq, insert_one(api, source, catalog, line).await)
+}
+
+/// A row's ack (or error) line.
+fn ack_line(seq: i64, result: Result<(), RowError>) -> String {
     // Written by hand to keep ksqlDB's field order (serde_json's maps sort their keys).
     match result {
         Ok(()) => format!(r#"{{"status":"ok","seq":{seq}}}"#),
@@ -222,19 +240,28 @@ pub(super) async fn insert_one(
     catalog: &Catalog,
     line: &[u8],
 ) -> Result<(), RowError> {
-    match serde_json::from_slice::<Value>(line) {
-        Ok(Value::Object(row)) => run(api, &statement(source, catalog, &row)?).await,
-        _ => Err(RowError::bad("Invalid JSON in inserts stream")),
-    }
+    // Like ksqlDB, the record's timestamp is the time of the insert.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let sql = bodies::insert_statement(source, catalog, line, now)?;
+    run(api, &sql).await
 }
 
 async fn run(api: &Api, sql: &str) -> Result<(), RowError> {
     let statements = brook_sql::parse(sql).map_err(|e| {
         warn!(statement = %sql, error = %e, "inserts-stream: generated INSERT does not parse");
-        RowError::bad(e.to_string())
+        RowError {
+            code: BAD_REQUEST,
+            message: e.to_string(),
+        }
     })?;
     let [ps] = statements.as_slice() else {
-        return Err(RowError::bad("Expected one row"));
+        return Err(RowError {
+            code: BAD_REQUEST,
+            message: "Expected one row".into(),
+        });
     };
     api.engine.insert_values(ps).await.map_err(|e| match e {
         StatementError::Runtime(_) => {
@@ -244,290 +271,10 @@ async fn run(api: &Api, sql: &str) -> Result<(), RowError> {
                 message: "Error in processing inserts. Check server logs for details.".into(),
             }
         }
-        other => RowError::bad(other.to_string()),
+        other => RowError {
+            code: BAD_REQUEST,
+            message: other.to_string(),
+        },
     })?;
     Ok(())
-}
-
-/// The row as `INSERT INTO … (ROWTIME, cols…) VALUES (now, literals…)`. Like ksqlDB, the
-/// record's timestamp is the time of the insert; a key column must have a value, a value
-/// column without one is null, and fields that are no column are ignored.
-fn statement(
-    source: &Source,
-    catalog: &Catalog,
-    row: &serde_json::Map<String, Value>,
-) -> Result<String, RowError> {
-    let row: Vec<(String, &Value)> = row.iter().map(|(k, v)| (identifier(k), v)).collect();
-    let get = |name: &str| {
-        row.iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| *v)
-            .filter(|v| !v.is_null())
-    };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let mut columns = vec!["ROWTIME".to_string()];
-    let mut values = vec![format!("CAST({now} AS BIGINT)")];
-    for c in &source.schema.columns {
-        let value = get(&c.name);
-        match (&c.namespace, value) {
-            (Namespace::Key, None) => {
-                return Err(RowError::bad(format!(
-                    "Key field must be specified: {}",
-                    c.name
-                )))
-            }
-            (Namespace::Key | Namespace::Value, Some(v)) => {
-                let ty = catalog.resolve_type(&c.ty).unwrap_or_else(|_| c.ty.clone());
-                columns.push(quoted(&c.name));
-                values.push(literal(v, &ty)?);
-            }
-            _ => {}
-        }
-    }
-    Ok(format!(
-        "INSERT INTO {} ({}) VALUES ({});",
-        quoted(&source.name),
-        columns.join(", "),
-        values.join(", ")
-    ))
-}
-
-/// ksqlDB's rule for names given as text: back-quoted keeps its case, anything else is
-/// upper-cased.
-pub(super) fn identifier(name: &str) -> String {
-    match name.strip_prefix('`').and_then(|n| n.strip_suffix('`')) {
-        Some(quoted) if !quoted.is_empty() => quoted.to_string(),
-        _ => name.to_uppercase(),
-    }
-}
-
-fn quoted(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
-
-fn string_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// ksqlDB's coercion failure, naming the value as the Java type it would have been.
-fn cannot_coerce(v: &Value, ty: &Type) -> RowError {
-    let class = match v {
-        Value::Bool(_) => "class java.lang.Boolean",
-        Value::Number(n) if n.is_f64() => "class java.lang.Double",
-        Value::Number(n) if n.as_i64().is_some_and(|i| i32::try_from(i).is_ok()) => {
-            "class java.lang.Integer"
-        }
-        Value::Number(_) => "class java.lang.Long",
-        Value::String(_) => "class java.lang.String",
-        Value::Array(_) => "class io.vertx.core.json.JsonArray",
-        Value::Object(_) => "class io.vertx.core.json.JsonObject",
-        Value::Null => "null",
-    };
-    let shown = match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    RowError::bad(format!(
-        "Can't coerce a field of type {class} ({shown}) into type {}",
-        SchemaType(ty)
-    ))
-}
-
-/// `v` as an SQL expression of exactly type `ty`, or why it cannot be one.
-fn literal(v: &Value, ty: &Type) -> Result<String, RowError> {
-    if v.is_null() {
-        return Ok(format!("CAST(NULL AS {ty})"));
-    }
-    let fail = || cannot_coerce(v, ty);
-    let lit = match ty {
-        Type::Boolean => match v {
-            Value::Bool(b) => if *b { "TRUE" } else { "FALSE" }.to_string(),
-            _ => return Err(fail()),
-        },
-        Type::Int => {
-            let i = v
-                .as_i64()
-                .filter(|i| i32::try_from(*i).is_ok())
-                .ok_or_else(fail)?;
-            format!("CAST({i} AS INTEGER)")
-        }
-        Type::Bigint => format!("CAST({} AS BIGINT)", v.as_i64().ok_or_else(fail)?),
-        Type::Double => {
-            let d = v.as_f64().filter(|_| v.is_number()).ok_or_else(fail)?;
-            format!("CAST({} AS DOUBLE)", numeric_text(d))
-        }
-        Type::Decimal { .. } => {
-            // ksqlDB reads a decimal from a number or from a string holding one.
-            let text = match v {
-                Value::Number(n) => n.to_string(),
-                Value::String(s) if s.trim().parse::<f64>().is_ok() => s.trim().to_string(),
-                _ => return Err(fail()),
-            };
-            if let Type::Decimal { precision, scale } = ty {
-                if !fits_decimal(&text, *precision, *scale) {
-                    return Err(fail());
-                }
-            }
-            if text.contains(['e', 'E']) {
-                // A literal with an exponent is a DOUBLE in ksqlDB's grammar.
-                format!("CAST({} AS {ty})", string_literal(&text))
-            } else {
-                format!("CAST({text} AS {ty})")
-            }
-        }
-        Type::String => match v {
-            Value::String(s) => string_literal(s),
-            _ => return Err(fail()),
-        },
-        Type::Bytes => match v {
-            Value::String(s) => {
-                base64::engine::general_purpose::STANDARD
-                    .decode(s)
-                    .map_err(|_| fail())?;
-                format!("TO_BYTES({}, 'base64')", string_literal(s))
-            }
-            _ => return Err(fail()),
-        },
-        Type::Date | Type::Time | Type::Timestamp => match v {
-            Value::String(s) => format!("CAST({} AS {ty})", string_literal(s)),
-            _ => return Err(fail()),
-        },
-        Type::Array(item) => match v {
-            // The planner types no empty ARRAY[]: slice a typed one down to nothing.
-            Value::Array(items) if items.is_empty() => {
-                format!("SLICE(ARRAY[CAST(NULL AS {item})], 1, 0)")
-            }
-            Value::Array(items) => {
-                let items: Result<Vec<String>, RowError> =
-                    items.iter().map(|i| literal(i, item)).collect();
-                format!("ARRAY[{}]", items?.join(", "))
-            }
-            _ => return Err(fail()),
-        },
-        Type::Map(k, val) => match v {
-            // Nor an empty MAP(): build one from empty key and value arrays.
-            Value::Object(entries) if entries.is_empty() => format!(
-                "AS_MAP(SLICE(ARRAY[CAST(NULL AS {k})], 1, 0), \
-                 SLICE(ARRAY[CAST(NULL AS {val})], 1, 0))"
-            ),
-            Value::Object(entries) => {
-                let mut parts = Vec::new();
-                for (key, value) in entries {
-                    let key = literal(&Value::String(key.clone()), k)?;
-                    parts.push(format!("{key} := {}", literal(value, val)?));
-                }
-                format!("MAP({})", parts.join(", "))
-            }
-            _ => return Err(fail()),
-        },
-        Type::Struct(fields) => match v {
-            Value::Object(entries) => {
-                let mut parts = Vec::new();
-                for f in fields {
-                    // Struct fields match case-insensitively, as ksqlDB's coercer does.
-                    let value = entries
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case(&f.name.value))
-                        .map(|(_, v)| v)
-                        .unwrap_or(&Value::Null);
-                    parts.push(format!(
-                        "{} := {}",
-                        field_name(&f.name.value),
-                        literal(value, &f.ty)?
-                    ));
-                }
-                format!("STRUCT({})", parts.join(", "))
-            }
-            _ => return Err(fail()),
-        },
-        Type::Custom(_) => return Err(fail()),
-    };
-    Ok(lit)
-}
-
-/// A struct field as the catalog's type names it: the planner compares field names with
-/// their quoting, and the catalog quotes only names that need it.
-fn field_name(name: &str) -> String {
-    let simple = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-    if simple {
-        name.to_string()
-    } else {
-        quoted(name)
-    }
-}
-
-/// Whether a decimal number's integer part fits DECIMAL(precision, scale).
-fn fits_decimal(text: &str, precision: u32, scale: u32) -> bool {
-    let Ok(v) = text.parse::<f64>() else {
-        return false;
-    };
-    let integer_digits = v.abs().trunc().to_string().trim_start_matches('0').len() as u32;
-    integer_digits <= precision.saturating_sub(scale)
-}
-
-/// A double as an SQL literal that reads back as the same value.
-fn numeric_text(d: f64) -> String {
-    if d.is_finite() {
-        format!("{d:?}")
-    } else {
-        // NaN and infinities have no literal; the cast from text yields them.
-        format!("'{d}'")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn identifiers() {
-        assert_eq!(identifier("riders"), "RIDERS");
-        assert_eq!(identifier("`riders`"), "riders");
-    }
-
-    #[test]
-    fn literals_follow_ksqldb_coercion() {
-        assert_eq!(
-            literal(&json!(5), &Type::Int).ok(),
-            Some("CAST(5 AS INTEGER)".into())
-        );
-        assert!(literal(&json!(5_000_000_000i64), &Type::Int).is_err());
-        assert!(literal(&json!("5"), &Type::Int).is_err());
-        assert!(literal(&json!(1.5), &Type::Bigint).is_err());
-        assert_eq!(
-            literal(&json!(2), &Type::Double).ok(),
-            Some("CAST(2.0 AS DOUBLE)".into())
-        );
-        assert_eq!(
-            literal(&json!("it's"), &Type::String).ok(),
-            Some("'it''s'".into())
-        );
-        assert_eq!(
-            literal(&json!([1, 2]), &Type::Array(Box::new(Type::Int))).ok(),
-            Some("ARRAY[CAST(1 AS INTEGER), CAST(2 AS INTEGER)]".into())
-        );
-        let dec = Type::Decimal {
-            precision: 4,
-            scale: 2,
-        };
-        assert!(literal(&json!(12.345), &dec).is_ok());
-        assert!(literal(&json!("12.5"), &dec).is_ok());
-        assert!(literal(&json!(123.4), &dec).is_err());
-        let e = literal(&json!("abc"), &Type::Int).err().map(|e| e.message);
-        assert_eq!(
-            e.as_deref(),
-            Some("Can't coerce a field of type class java.lang.String (abc) into type INTEGER")
-        );
-    }
 }

@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus' text exposition format (version 0.0.4). Per persistent query:
-//! records in and out, processing-log errors (records skipped because they did not decode
-//! or evaluate), consumer lag and whether it is paused; push queries running; and the
+//! records in and out, processing-log errors (records skipped because they did not decode,
+//! rows an expression failed on), consumer lag, whether it is paused or failed, deliveries
+//! retried; push queries running; and the
 //! process basics Prometheus' own clients export. A hand-written encoder: a dozen families
 //! of plain counters and gauges do not need a metrics library.
 
@@ -32,7 +33,7 @@ pub(super) async fn metrics(State(api): State<Api>) -> Response {
     out.family(
         "brook_query_processing_errors_total",
         "counter",
-        "Records a persistent query skipped because they did not decode or evaluate (its processing log).",
+        "Processing-log entries of a persistent query: records skipped because they did not decode, and rows an expression failed on (which went on with NULL).",
         queries.iter().map(|q| (q, q.metrics.errors as f64)),
     );
     out.family(
@@ -56,6 +57,22 @@ pub(super) async fn metrics(State(api): State<Api>) -> Response {
         queries
             .iter()
             .map(|q| (q, if q.metrics.paused { 1.0 } else { 0.0 })),
+    );
+    out.family(
+        "brook_query_failed",
+        "gauge",
+        "1 once a persistent query stopped for good on an error (ksqlDB's ERROR state; the error is in SHOW QUERIES and DESCRIBE), else 0.",
+        queries
+            .iter()
+            .map(|q| (q, if q.metrics.failed { 1.0 } else { 0.0 })),
+    );
+    out.family(
+        "brook_query_production_retries_total",
+        "counter",
+        "Results a persistent query sent to Kafka again after a transient delivery failure (a broker or leader unavailable, a timeout).",
+        queries
+            .iter()
+            .map(|q| (q, q.metrics.production_retries as f64)),
     );
     let (active, started) = api.engine.push_queries();
     out.single(
@@ -89,6 +106,7 @@ pub(super) async fn metrics(State(api): State<Api>) -> Response {
         "Push queries disconnected for falling more than --push-query-buffer rows behind.",
         fanout.cut_off as f64,
     );
+    limit_metrics(&api, &mut out);
     process_metrics(&mut out);
     (
         StatusCode::OK,
@@ -139,6 +157,24 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// The resource limits' gauges and counters (docs/limits.md).
+fn limit_metrics(api: &Api, out: &mut Families) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = &api.connections;
+    let singles = [
+        ("brook_pull_queries_active", "gauge", "Pull queries running now (ksql.query.pull.max.concurrent.requests bounds them).", api.pull_slots.in_use() as u64),
+        ("brook_print_active", "gauge", "PRINT statements running now (brook.query.print.max.concurrent bounds them).", api.print_slots.in_use() as u64),
+        ("brook_healthcheck_kafka_probes_total", "counter", "Times /healthcheck asked Kafka (at most once per ksql.healthcheck.interval.ms, on the server's own client).", api.health.probes.load(Relaxed)),
+        ("brook_http_connections_accepted_total", "counter", "Connections accepted on the REST/gRPC port.", c.accepted.load(Relaxed)),
+        ("brook_http_connections_refused_total", "counter", "Connections answered 429 because brook.http.max.connections were open.", c.refused.load(Relaxed)),
+        ("brook_http_header_timeouts_total", "counter", "Connections closed for not sending a request's headers within brook.http.header.read.timeout.ms.", c.header_timeouts.load(Relaxed)),
+        ("brook_http_idle_closed_total", "counter", "Connections closed after ksql.idle.connection.timeout.seconds without a byte either way.", c.idle_closed.load(Relaxed)),
+    ];
+    for (name, kind, help, v) in singles {
+        out.single(name, kind, help, v as f64);
+    }
 }
 
 /// What `/proc/self` tells for free (Linux); elsewhere nothing.

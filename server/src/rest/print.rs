@@ -124,6 +124,21 @@ async fn print_response(
     let Some(&partitions) = topics.get(&print.topic) else {
         return unknown_topic(&print.topic, topics.keys(), endpoint);
     };
+    // Each PRINT has a consumer of its own: their number is bounded.
+    let Some(slot) = api.print_slots.try_take() else {
+        return generic_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            super::TOO_MANY_REQUESTS,
+            &format!(
+                "Not executing statement(s) as it would cause the number of active PRINT \
+                 statements to exceed the configured limit. Stop a running PRINT, or increase \
+                 the '{}' setting. Current PRINT count: {}. Configured limit: {}.",
+                super::limits::PRINT_MAX_CONCURRENT,
+                api.print_slots.in_use(),
+                api.print_slots.limit()
+            ),
+        );
+    };
     let earliest = print.from_beginning
         || properties
             .get("auto.offset.reset")
@@ -149,6 +164,7 @@ async fn print_response(
         debug!(topic = %topic, "PRINT ended");
         // Closing a consumer blocks on librdkafka: off the runtime's worker threads.
         let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+        drop(slot);
     });
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
@@ -198,7 +214,7 @@ fn unknown_topic<'a>(
 /// A consumer assigned every partition of `topic` (no group membership: PRINT commits
 /// nothing), at the start of each or at its end.
 fn print_consumer(
-    bootstrap: &str,
+    bootstrap: &brook_runtime::kafka::Kafka,
     topic: &str,
     partitions: i32,
     earliest: bool,

@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use brook_server::bodies;
 use brook_server::engine::PushQuery;
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
@@ -66,25 +66,16 @@ impl TransientQueries {
     }
 }
 
-pub(super) async fn close_query(State(api): State<Api>, body: Bytes) -> Response {
-    let args: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(_) => {
-            return generic_error(
-                StatusCode::BAD_REQUEST,
-                BAD_REQUEST,
-                "Invalid JSON in request args",
-            )
-        }
+pub(super) async fn close_query(State(api): State<Api>, body: Body) -> Response {
+    let body = match super::read_body(&api, body).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
     };
-    let Some(id) = args.get("queryId").and_then(Value::as_str) else {
-        return generic_error(
-            StatusCode::BAD_REQUEST,
-            BAD_REQUEST,
-            "No queryId in arguments",
-        );
+    let id = match bodies::close_query_request(&body) {
+        Ok(id) => id,
+        Err(e) => return generic_error(StatusCode::BAD_REQUEST, BAD_REQUEST, &e.to_string()),
     };
-    if !api.transient.close(id) {
+    if !api.transient.close(&id) {
         return generic_error(
             StatusCode::BAD_REQUEST,
             BAD_STATEMENT,

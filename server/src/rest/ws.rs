@@ -4,9 +4,12 @@
 //! sends one text frame with the result's columns (`[{"name", "schema"}, …]`), then one
 //! `{"row":{"columns":[…]}}` frame per row; the end of the query (its LIMIT) closes the
 //! socket normally with reason `done`, a refused request closes it with 1003 and the
-//! reason, a failure with 1011. The client closing the socket ends the query.
+//! reason, a failure with 1011. The client closing the socket ends the query, and so does
+//! `ksql.websocket.connection.max.timeout.ms` passing (ksqlDB's bound on a WebSocket's
+//! life), which closes it with 1011 and ksqlDB's reason.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -53,6 +56,10 @@ fn parse_request(params: &HashMap<String, String>) -> Result<KsqlRequest, String
 }
 
 async fn serve(api: Api, params: HashMap<String, String>, mut socket: WebSocket) {
+    // No limit: a deadline that never comes.
+    let lifetime = api.limits.websocket_max_lifetime;
+    let expiry = tokio::time::sleep(lifetime.unwrap_or(Duration::from_secs(u32::MAX.into())));
+    tokio::pin!(expiry);
     let req = match parse_request(&params) {
         Ok(r) => r,
         Err(message) => return close(socket, INVALID_MESSAGE_TYPE, &message).await,
@@ -86,6 +93,10 @@ async fn serve(api: Api, params: HashMap<String, String>, mut socket: WebSocket)
     }
     loop {
         tokio::select! {
+            _ = &mut expiry, if lifetime.is_some() => {
+                debug!(query = %id, "WebSocket reached ksql.websocket.connection.max.timeout.ms");
+                return close(socket, UNEXPECTED_CONDITION, "The request token has expired.").await;
+            }
             incoming = socket.recv() => match incoming {
                 // The client went away or closed: dropping `rows` ends the query.
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
