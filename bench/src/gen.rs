@@ -257,7 +257,7 @@ pub fn nexmark_records(n: usize) -> Vec<(NexmarkTopic, Record)> {
 /// `rate` records per second, and waits until every one is acknowledged. Returns the
 /// moment each record was handed to the producer (for latency measurements).
 pub async fn produce(
-    bootstrap: &str,
+    bootstrap: &brook_runtime::kafka::Kafka,
     topic: &str,
     records: impl IntoIterator<Item = Record>,
     rate: Option<u64>,

@@ -58,7 +58,10 @@ fn with_fetch_wait(
 
 /// The latency reader is the measuring instrument: it waits as little as the push
 /// queries' consumers do, so it adds next to nothing to what it measures.
-fn reader_config(bootstrap: &str, group: &str) -> brook_runtime::rdkafka::ClientConfig {
+fn reader_config(
+    bootstrap: &brook_runtime::kafka::Kafka,
+    group: &str,
+) -> brook_runtime::rdkafka::ClientConfig {
     let mut c = consumer_config(bootstrap, group);
     c.set("fetch.wait.max.ms", "10");
     c
@@ -105,7 +108,7 @@ struct Running {
 }
 
 impl Running {
-    fn brook(pipelines: Vec<Pipeline>, bootstrap: &str) -> Running {
+    fn brook(pipelines: Vec<Pipeline>, bootstrap: &brook_runtime::kafka::Kafka) -> Running {
         let (stop, stop_rx) = watch::channel(false);
         let (stats_tx, stats) = watch::channel(TaskStats::default());
         let mut config = TaskConfig::new(bootstrap);
@@ -147,11 +150,11 @@ impl Running {
         }
     }
 
-    fn copy(bootstrap: &str, from: &str, to: &str, group: &str) -> Running {
+    fn copy(bootstrap: &brook_runtime::kafka::Kafka, from: &str, to: &str, group: &str) -> Running {
         let (stop, stop_rx) = watch::channel(false);
         let (stats_tx, stats) = watch::channel(TaskStats::default());
         let (b, f, t, g) = (
-            bootstrap.to_string(),
+            bootstrap.clone(),
             from.to_string(),
             to.to_string(),
             group.to_string(),
@@ -205,7 +208,7 @@ impl Running {
 /// 4,096 records, 5 ms linger, as the task's) counts once its deliveries are acknowledged
 /// and its offsets are committed, like Brook's task minus the SQL.
 async fn copy(
-    bootstrap: &str,
+    bootstrap: &brook_runtime::kafka::Kafka,
     from: &str,
     to: &str,
     group: &str,
@@ -283,7 +286,7 @@ async fn copy(
 /// The big_orders query end to end against the rdkafka copy of the same topic.
 pub async fn e2e(s: &Scale) -> Result<Row, BenchError> {
     let broker = start_broker().await?;
-    let bootstrap = broker.bootstrap_servers();
+    let bootstrap = broker.kafka();
     let g = OrdersGen::default();
     let n = s.e2e_records;
     let want = g.big_orders(n);
@@ -367,7 +370,7 @@ fn tumbling_pipelines(
 /// partition: what splitting a stateful query's state buys.
 pub async fn e2e_aggregate(s: &Scale) -> Result<Row, BenchError> {
     let broker = start_broker().await?;
-    let bootstrap = broker.bootstrap_servers();
+    let bootstrap = broker.kafka();
     let g = OrdersGen::default();
     let n = s.e2e_records;
     let deadline = Duration::from_secs(600);
@@ -429,7 +432,7 @@ const WARM: u64 = 1_000_000_000;
 /// back from `output` by a plain consumer.
 async fn latency_run(
     s: &Scale,
-    bootstrap: &str,
+    bootstrap: &brook_runtime::kafka::Kafka,
     input: &str,
     output: &str,
     mut running: Running,
@@ -456,7 +459,7 @@ async fn latency_run(
         .iter()
         .filter(|r| running_keeps(&running, r))
         .count();
-    let (b, i) = (bootstrap.to_string(), input.to_string());
+    let (b, i) = (bootstrap.clone(), input.to_string());
     let rate = s.rate;
     let producing = tokio::spawn(async move { produce(&b, &i, records, Some(rate), 0).await });
     let mut arrived: Vec<(u64, Instant)> = Vec::with_capacity(expected);
@@ -528,7 +531,7 @@ fn summary(mut v: Vec<f64>) -> [f64; 3] {
 /// End-to-end latency at a fixed input rate: big_orders against the rdkafka copy.
 pub async fn latency(s: &Scale) -> Result<Row, BenchError> {
     let broker = start_broker().await?;
-    let bootstrap = broker.bootstrap_servers();
+    let bootstrap = broker.kafka();
     let (mut brook, mut base) = (Vec::new(), Vec::new());
     for run in 0..s.runs {
         let input = format!("lat_orders_{run}");

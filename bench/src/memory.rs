@@ -31,7 +31,7 @@ pub fn child(n: usize) -> Result<(), BenchError> {
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async {
         let broker = EmbeddedBroker::start(EmbeddedBrokerConfig::for_tests()).await?;
-        let bootstrap = broker.bootstrap_servers();
+        let bootstrap = broker.kafka();
         let mut session = Session::new();
         // As brook-server: one producer shared by every query, one reader per input topic
         // shared by its stateless queries, which split over a worker per core (at most

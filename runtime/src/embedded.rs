@@ -52,6 +52,12 @@ pub struct EmbeddedBrokerConfig {
     pub storage: BrokerStorage,
     /// Address to listen on; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// With it, the listener takes TLS connections only (`security.protocol=SSL` or
+    /// `SASL_SSL` for clients).
+    pub tls: Option<BrokerTls>,
+    /// With any, every client must log in with SASL SCRAM-SHA-256 or SCRAM-SHA-512 as one
+    /// of them (`SASL_PLAINTEXT`, or `SASL_SSL` with [`EmbeddedBrokerConfig::tls`]).
+    pub scram_users: Vec<ScramUser>,
 }
 
 impl EmbeddedBrokerConfig {
@@ -60,9 +66,17 @@ impl EmbeddedBrokerConfig {
         EmbeddedBrokerConfig {
             storage: BrokerStorage::Memory,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: None,
+            scram_users: Vec::new(),
         }
     }
 }
+
+mod security;
+pub use security::{BrokerTls, ScramUser};
+
+/// The cluster id the broker reports (its SCRAM credentials are stored under it).
+const CLUSTER_ID: &str = "brook";
 
 /// A running embedded broker; it stops when dropped.
 pub struct EmbeddedBroker {
@@ -94,13 +108,23 @@ impl EmbeddedBroker {
                 std::fs::create_dir_all(dir)?;
             }
         }
+        let tls = config
+            .tls
+            .as_ref()
+            .map(security::server_config)
+            .transpose()?;
+        // Also without users: those of an earlier start are deleted.
+        security::store_users(&config.storage, &storage, &config.scram_users).await?;
+        let authentication = !config.scram_users.is_empty();
         let mut broker = Broker::<Controller<ArcDynStorage>, ArcDynStorage>::builder()
             .node_id(1)
-            .cluster_id("brook")
+            .cluster_id(CLUSTER_ID)
             .incarnation_id(uuid::Uuid::new_v4())
             .advertised_listener(listener.clone())
             .storage(storage)
             .listener(listener)
+            .tls_server_config(tls)
+            .authentication(authentication)
             .silent(true)
             // Kafka delays a new group's first rebalance by 3 s to gather members; Brook's
             // queries each own their group, so waiting buys nothing.
@@ -146,6 +170,11 @@ impl EmbeddedBroker {
     /// The `bootstrap.servers` value for clients.
     pub fn bootstrap_servers(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// The broker as a plaintext client reaches it (without TLS or SCRAM users).
+    pub fn kafka(&self) -> crate::kafka::Kafka {
+        crate::kafka::Kafka::plaintext(self.bootstrap_servers())
     }
 
     /// Stops the broker. SQLite storage is crash-safe, so stopping does not need to flush.

@@ -11,18 +11,19 @@ use rdkafka::TopicPartitionList;
 
 use crate::error::{Result, RuntimeError};
 
-/// Settings every Brook client starts from.
-pub fn client_config(bootstrap_servers: &str) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap_servers);
-    c
+mod connection;
+pub use connection::{check_connection, config_error, is_secret, ClientSecurity, Kafka, REDACTED};
+
+/// Settings every Brook client starts from: the cluster's servers and its security settings.
+pub fn client_config(kafka: &Kafka) -> ClientConfig {
+    kafka.client_config()
 }
 
 /// A producer's settings. Kafka's Java clients place keyed records with murmur2, librdkafka's
 /// default is CRC32: without this, Brook's output would not be co-partitioned with what other
 /// Kafka clients write.
-pub fn producer_config(bootstrap_servers: &str) -> ClientConfig {
-    let mut c = client_config(bootstrap_servers);
+pub fn producer_config(kafka: &Kafka) -> ClientConfig {
+    let mut c = client_config(kafka);
     c.set("partitioner", "murmur2_random")
         .set("enable.idempotence", "true")
         .set("linger.ms", "5");
@@ -31,8 +32,8 @@ pub fn producer_config(bootstrap_servers: &str) -> ClientConfig {
 
 /// A consumer's settings for a group; offsets are committed by Brook, never automatically,
 /// so a commit always follows the outputs it covers.
-pub fn consumer_config(bootstrap_servers: &str, group_id: &str) -> ClientConfig {
-    let mut c = client_config(bootstrap_servers);
+pub fn consumer_config(kafka: &Kafka, group_id: &str) -> ClientConfig {
+    let mut c = client_config(kafka);
     c.set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -42,24 +43,24 @@ pub fn consumer_config(bootstrap_servers: &str, group_id: &str) -> ClientConfig 
 
 /// Creates a topic; an existing topic is not an error.
 pub async fn create_topic(
-    bootstrap_servers: &str,
+    kafka: &Kafka,
     topic: &str,
     partitions: i32,
     replicas: i32,
 ) -> Result<()> {
-    create_topic_with(bootstrap_servers, topic, partitions, replicas, &[]).await
+    create_topic_with(kafka, topic, partitions, replicas, &[]).await
 }
 
 /// Creates a topic with topic-level settings (e.g. `cleanup.policy`); an existing topic is
 /// not an error.
 pub async fn create_topic_with(
-    bootstrap_servers: &str,
+    kafka: &Kafka,
     topic: &str,
     partitions: i32,
     replicas: i32,
     configs: &[(&str, &str)],
 ) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap_servers).create()?;
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka).create()?;
     create_with(&admin, topic, partitions, replicas, configs).await
 }
 
@@ -96,7 +97,8 @@ async fn create_with(
 /// dominated starting a thousand queries.
 pub struct Admin {
     metadata: std::sync::Arc<BaseConsumer>,
-    admin: AdminClient<DefaultClientContext>,
+    /// Shared so blocking calls through librdkafka's C API can take it to another thread.
+    admin: std::sync::Arc<AdminClient<DefaultClientContext>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -106,10 +108,10 @@ impl std::fmt::Debug for Admin {
 }
 
 impl Admin {
-    pub fn new(bootstrap_servers: &str) -> Result<Admin> {
+    pub fn new(kafka: &Kafka) -> Result<Admin> {
         Ok(Admin {
-            metadata: std::sync::Arc::new(client_config(bootstrap_servers).create()?),
-            admin: client_config(bootstrap_servers).create()?,
+            metadata: std::sync::Arc::new(client_config(kafka).create()?),
+            admin: std::sync::Arc::new(client_config(kafka).create()?),
         })
     }
 
@@ -127,6 +129,58 @@ impl Admin {
     /// Creates a topic (as [`create_topic`]).
     pub async fn create_topic(&self, topic: &str, partitions: i32, replicas: i32) -> Result<()> {
         create_with(&self.admin, topic, partitions, replicas, &[]).await
+    }
+
+    /// Creates a topic with topic-level settings (as [`create_topic_with`]).
+    pub async fn create_topic_with(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replicas: i32,
+        configs: &[(&str, &str)],
+    ) -> Result<()> {
+        create_with(&self.admin, topic, partitions, replicas, configs).await
+    }
+
+    /// A topic's settings as the broker reports them (its defaults included).
+    pub async fn topic_config(
+        &self,
+        topic: &str,
+    ) -> Result<std::collections::HashMap<String, String>> {
+        use rdkafka::admin::ResourceSpecifier;
+        let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+        let results = self
+            .admin
+            .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
+            .await?;
+        let resource = results
+            .into_iter()
+            .next()
+            .ok_or_else(|| RuntimeError::Broker(format!("no configuration for topic {topic}")))?
+            .map_err(|code| {
+                RuntimeError::Broker(format!("describing topic {topic}'s configuration: {code}"))
+            })?;
+        Ok(resource
+            .entries
+            .into_iter()
+            .filter_map(|e| Some((e.name, e.value?)))
+            .collect())
+    }
+
+    /// Sets topic-level settings in place, leaving the others as they are (Kafka's
+    /// IncrementalAlterConfigs, what `kafka-configs --alter --add-config` does).
+    pub async fn set_topic_config(&self, topic: &str, configs: &[(&str, &str)]) -> Result<()> {
+        let admin = self.admin.clone();
+        let topic = topic.to_string();
+        let configs: Vec<(String, String)> = configs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            incremental_alter_topic(&admin, &topic, &configs, Duration::from_secs(30))
+        })
+        .await
+        .map_err(|e| RuntimeError::Broker(format!("config task failed: {e}")))?
     }
 }
 
@@ -181,10 +235,10 @@ pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
 
 /// Partition counts of every topic (absent topics are left out).
 pub async fn topic_partitions(
-    bootstrap_servers: &str,
+    kafka: &Kafka,
     timeout: Duration,
 ) -> Result<std::collections::HashMap<String, i32>> {
-    let cfg = client_config(bootstrap_servers);
+    let cfg = client_config(kafka);
     tokio::task::spawn_blocking(move || partition_counts(&cfg.create()?, timeout))
         .await
         .map_err(|e| RuntimeError::Broker(format!("metadata task failed: {e}")))?
@@ -285,6 +339,115 @@ unsafe fn alter_result(
                     text(rdkafka::bindings::rd_kafka_err2str(e.err))
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Kafka's IncrementalAlterConfigs on one topic, SET for each of `configs`, through
+/// librdkafka's C API (the rdkafka crate wraps only the legacy AlterConfigs, which replaces
+/// every setting and which the embedded broker does not offer). Blocking: run it off the
+/// async runtime.
+pub fn incremental_alter_topic(
+    admin: &AdminClient<DefaultClientContext>,
+    topic: &str,
+    configs: &[(String, String)],
+    timeout: Duration,
+) -> Result<()> {
+    use rdkafka::bindings as rd;
+    use std::ffi::CString;
+
+    let failed = |reason: String| {
+        RuntimeError::Broker(format!("altering topic {topic}'s configuration: {reason}"))
+    };
+    let cstr = |s: &str| CString::new(s).map_err(|e| failed(e.to_string()));
+    let name = cstr(topic)?;
+    let pairs: Vec<(CString, CString)> = configs
+        .iter()
+        .map(|(k, v)| Ok((cstr(k)?, cstr(v)?)))
+        .collect::<Result<_>>()?;
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    let rk = admin.inner().native_ptr();
+    // SAFETY: `rk` is live for the whole block (borrowed); every CString outlives the calls
+    // that read it; librdkafka copies the request, which is destroyed right after the call;
+    // the result event owns what is read from it until `rd_kafka_event_destroy`. Every
+    // pointer read is checked for null first.
+    unsafe {
+        let mut resource = rd::rd_kafka_ConfigResource_new(
+            rd::rd_kafka_ResourceType_t::RD_KAFKA_RESOURCE_TOPIC,
+            name.as_ptr(),
+        );
+        if resource.is_null() {
+            return Err(failed("cannot build the request".into()));
+        }
+        for (k, v) in &pairs {
+            let error = rd::rd_kafka_ConfigResource_add_incremental_config(
+                resource,
+                k.as_ptr(),
+                rd::rd_kafka_AlterConfigOpType_t::RD_KAFKA_ALTER_CONFIG_OP_TYPE_SET,
+                v.as_ptr(),
+            );
+            if !error.is_null() {
+                let reason = c_text(rd::rd_kafka_error_string(error));
+                rd::rd_kafka_error_destroy(error);
+                rd::rd_kafka_ConfigResource_destroy(resource);
+                return Err(failed(reason));
+            }
+        }
+        let queue = rd::rd_kafka_queue_new(rk);
+        if queue.is_null() {
+            rd::rd_kafka_ConfigResource_destroy(resource);
+            return Err(failed("no result queue".into()));
+        }
+        rd::rd_kafka_IncrementalAlterConfigs(rk, &mut resource, 1, std::ptr::null(), queue);
+        rd::rd_kafka_ConfigResource_destroy(resource);
+        let event = rd::rd_kafka_queue_poll(queue, timeout_ms);
+        let outcome = if event.is_null() {
+            Err(failed(format!("no answer within {timeout:?}")))
+        } else {
+            let outcome = alter_configs_result(event).map_err(failed);
+            rd::rd_kafka_event_destroy(event);
+            outcome
+        };
+        rd::rd_kafka_queue_destroy(queue);
+        outcome
+    }
+}
+
+/// A C string from librdkafka, or "unknown error" for a null one.
+///
+/// # Safety
+/// `p` must be null or a live NUL-terminated string.
+unsafe fn c_text(p: *const std::os::raw::c_char) -> String {
+    if p.is_null() {
+        String::from("unknown error")
+    } else {
+        std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+    }
+}
+
+/// An IncrementalAlterConfigs result event's error, or its first resource's.
+///
+/// # Safety
+/// `event` must be a live result event of that call.
+unsafe fn alter_configs_result(
+    event: *mut rdkafka::bindings::rd_kafka_event_t,
+) -> std::result::Result<(), String> {
+    use rdkafka::bindings as rd;
+    let ok = rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+    if rd::rd_kafka_event_error(event) != ok {
+        return Err(c_text(rd::rd_kafka_event_error_string(event)));
+    }
+    let result = rd::rd_kafka_event_IncrementalAlterConfigs_result(event);
+    if result.is_null() {
+        return Err("not an IncrementalAlterConfigs result".into());
+    }
+    let mut count = 0usize;
+    let resources = rd::rd_kafka_IncrementalAlterConfigs_result_resources(result, &mut count);
+    for i in 0..count {
+        let r = *resources.add(i);
+        if rd::rd_kafka_ConfigResource_error(r) != ok {
+            return Err(c_text(rd::rd_kafka_ConfigResource_error_string(r)));
         }
     }
     Ok(())

@@ -33,7 +33,7 @@ use tracing::{debug, warn};
 
 use crate::changelog::{marker_value, parse_marker, Positions};
 use crate::error::{Result, RuntimeError};
-use crate::kafka::{client_config, consumer_config, create_topic_with};
+use crate::kafka::{client_config, consumer_config, create_topic_with, Kafka};
 use crate::metrics::STATISTICS_INTERVAL_MS;
 use crate::rows::Record;
 use crate::task::{linger_for, to_record};
@@ -106,7 +106,7 @@ struct Reader {
 /// The shared readers of a server, one per input topic, and the store of their
 /// subscribers' positions.
 pub struct SharedInputs {
-    bootstrap: String,
+    bootstrap: Kafka,
     max_batch: usize,
     linger: Duration,
     readers: tokio::sync::Mutex<HashMap<String, Reader>>,
@@ -125,13 +125,13 @@ impl SharedInputs {
     /// Readers over `bootstrap`, batching as a task does; positions are written through
     /// `producer`.
     pub fn new(
-        bootstrap: &str,
+        bootstrap: &Kafka,
         max_batch: usize,
         linger: Duration,
         producer: FutureProducer,
     ) -> Self {
         SharedInputs {
-            bootstrap: bootstrap.to_string(),
+            bootstrap: bootstrap.clone(),
             max_batch,
             linger,
             readers: tokio::sync::Mutex::new(HashMap::new()),
@@ -409,7 +409,7 @@ impl ReaderTask {
 /// Queries' input positions in a compacted topic keyed by query id, read once and then
 /// kept in memory (the server is the topic's only writer).
 pub struct OffsetStore {
-    bootstrap: String,
+    bootstrap: Kafka,
     topic: String,
     producer: FutureProducer,
     loaded: tokio::sync::OnceCell<Mutex<HashMap<String, Positions>>>,
@@ -423,7 +423,7 @@ const MIRROR_EVERY: Duration = Duration::from_secs(5);
 
 /// Copies stored positions to the consumer groups named after their queries.
 struct GroupMirror {
-    bootstrap: String,
+    bootstrap: Kafka,
     admin: std::sync::OnceLock<Option<Arc<AdminClient<DefaultClientContext>>>>,
     /// Positions stored and not copied yet, by query id.
     pending: Mutex<HashMap<String, Positions>>,
@@ -517,14 +517,14 @@ impl GroupMirror {
 }
 
 impl OffsetStore {
-    pub fn new(bootstrap: &str, topic: &str, producer: FutureProducer) -> Self {
+    pub fn new(bootstrap: &Kafka, topic: &str, producer: FutureProducer) -> Self {
         OffsetStore {
-            bootstrap: bootstrap.to_string(),
+            bootstrap: bootstrap.clone(),
             topic: topic.to_string(),
             producer,
             loaded: tokio::sync::OnceCell::new(),
             groups: Arc::new(GroupMirror {
-                bootstrap: bootstrap.to_string(),
+                bootstrap: bootstrap.clone(),
                 admin: std::sync::OnceLock::new(),
                 pending: Mutex::new(HashMap::new()),
                 warned: std::sync::atomic::AtomicBool::new(false),
@@ -642,7 +642,7 @@ impl OffsetStore {
 
 /// The offsets group `group` committed for `topic` (Brook before shared readers committed
 /// stateless queries' positions there); empty when there are none.
-pub async fn group_offsets(bootstrap: &str, group: &str, topic: &str) -> Result<Positions> {
+pub async fn group_offsets(bootstrap: &Kafka, group: &str, topic: &str) -> Result<Positions> {
     let cc = consumer_config(bootstrap, group);
     let topic = topic.to_string();
     tokio::task::spawn_blocking(move || -> Result<Positions> {

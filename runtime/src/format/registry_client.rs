@@ -16,6 +16,7 @@ use reqwest::{Method, Url};
 use serde_json::{json, Value};
 
 use super::registry::{wire, ProtobufSchema, RegisteredSchema, SchemaReference, SchemaRegistry};
+use crate::kafka::REDACTED;
 use crate::{Result, RuntimeError};
 
 /// Confluent's media type; it also accepts `application/json`.
@@ -35,8 +36,43 @@ struct Job {
     reply: mpsc::SyncSender<Reply>,
 }
 
-/// A Schema Registry reached over HTTP.
-#[derive(Debug)]
+/// How the client reaches a registry over HTTPS, and as whom (ksqlDB's
+/// `ksql.schema.registry.ssl.*` and `…basic.auth.*` settings, read by the server).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RegistryOptions {
+    /// PEM certificates of the CAs to trust, instead of the system's (as a Java truststore
+    /// replaces the JVM's).
+    pub ca_pem: Option<Vec<u8>>,
+    /// The client's certificate chain and unencrypted private key, PEM (mutual TLS).
+    pub identity_pem: Option<Vec<u8>>,
+    /// HTTP basic authentication: user and password.
+    pub basic_auth: Option<(String, String)>,
+    /// Accepts a certificate for another host name (Java's empty
+    /// `ssl.endpoint.identification.algorithm`); the chain is still verified.
+    pub skip_hostname_verification: bool,
+}
+
+impl std::fmt::Debug for RegistryOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryOptions")
+            .field("ca_pem", &self.ca_pem.as_ref().map(|_| "…"))
+            .field(
+                "identity_pem",
+                &self.identity_pem.as_ref().map(|_| REDACTED),
+            )
+            .field(
+                "basic_auth",
+                &self.basic_auth.as_ref().map(|(user, _)| (user, REDACTED)),
+            )
+            .field(
+                "skip_hostname_verification",
+                &self.skip_hostname_verification,
+            )
+            .finish()
+    }
+}
+
+/// A Schema Registry reached over HTTP or HTTPS.
 pub struct RegistryClient {
     base: Url,
     /// HTTP basic authentication (user, password), from the URL's user info or
@@ -49,6 +85,16 @@ pub struct RegistryClient {
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {}", self.method, self.url)
+    }
+}
+
+/// The password is left out: `Debug` output reaches logs.
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("base", &self.base.as_str())
+            .field("user", &self.auth.as_ref().map(|(user, _)| user))
+            .finish_non_exhaustive()
     }
 }
 
@@ -66,19 +112,17 @@ fn err(reason: impl Into<String>) -> RuntimeError {
 }
 
 impl RegistryClient {
-    /// A client of the registry at `url` (`http://[user:password@]host:port[/prefix]`; user
-    /// info is sent as HTTP basic authentication). Only plain HTTP: Brook builds no TLS
-    /// stack.
+    /// A client of the registry at `url` (`http[s]://[user:password@]host:port[/prefix]`;
+    /// user info is sent as HTTP basic authentication), trusting the system's CAs.
     pub fn new(url: &str) -> Result<RegistryClient> {
-        let trimmed = url.trim().trim_end_matches('/');
-        let mut base = Url::parse(&format!("{trimmed}/"))
-            .map_err(|e| err(format!("schema registry URL `{url}`: {e}")))?;
-        if base.scheme() != "http" {
-            return Err(err(format!(
-                "schema registry URL `{url}`: only http:// is supported"
-            )));
-        }
-        let auth = (!base.username().is_empty()).then(|| {
+        RegistryClient::with_options(url, RegistryOptions::default())
+    }
+
+    /// A client of the registry at `url` with `options` (whose basic authentication wins
+    /// over the URL's user info).
+    pub fn with_options(url: &str, options: RegistryOptions) -> Result<RegistryClient> {
+        let mut base = parse_base(url)?;
+        let from_url = (!base.username().is_empty()).then(|| {
             (
                 base.username().to_string(),
                 base.password().unwrap_or_default().to_string(),
@@ -87,15 +131,13 @@ impl RegistryClient {
         // Kept out of the URLs that error messages show.
         let _ = base.set_username("");
         let _ = base.set_password(None);
+        let auth = options.basic_auth.clone().or(from_url);
         let (tx, rx) = mpsc::channel::<Job>();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| err(format!("schema registry client: {e}")))?;
-        let http = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .map_err(|e| err(format!("schema registry client: {e}")))?;
+        let http = http_client(&options)?;
         std::thread::Builder::new()
             .name("schema-registry-client".into())
             .spawn(move || {
@@ -117,6 +159,7 @@ impl RegistryClient {
 
     /// Sends `user:password` as HTTP basic authentication (ksqlDB's
     /// `ksql.schema.registry.basic.auth.user.info`).
+    #[must_use]
     pub fn with_basic_auth(mut self, user_info: &str) -> RegistryClient {
         let (user, password) = user_info.split_once(':').unwrap_or((user_info, ""));
         self.auth = Some((user.to_string(), password.to_string()));
@@ -327,6 +370,77 @@ impl RegistryClient {
     }
 }
 
+/// `url` as the base of every request: http or https, with a trailing `/`. The message of a
+/// bad URL leaves out its user info.
+fn parse_base(url: &str) -> Result<Url> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let base = Url::parse(&format!("{trimmed}/")).map_err(|e| {
+        err(format!(
+            "schema registry URL `{}`: {e}",
+            without_user_info(trimmed)
+        ))
+    })?;
+    if !matches!(base.scheme(), "http" | "https") {
+        return Err(err(format!(
+            "schema registry URL `{}`: only http:// and https:// are supported",
+            without_user_info(trimmed)
+        )));
+    }
+    Ok(base)
+}
+
+/// `url` without anything between `//` and `@` (a password may be there).
+fn without_user_info(url: &str) -> String {
+    match (url.find("//"), url.rfind('@')) {
+        (Some(start), Some(at)) if at > start => format!("{}//{}", &url[..start], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+/// The HTTP client, trusting `options`' CAs (or the system's) and presenting its
+/// certificate.
+fn http_client(options: &RegistryOptions) -> Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+    if let Some(pem) = &options.ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| err(format!("schema registry CA certificates: {e}")))?;
+        if certs.is_empty() {
+            return Err(err(
+                "schema registry CA certificates: no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            ));
+        }
+        builder = builder.tls_certs_only(certs);
+    }
+    if let Some(pem) = &options.identity_pem {
+        // reqwest's message does not quote the key.
+        let identity = reqwest::Identity::from_pem(pem).map_err(|e| {
+            err(format!(
+                "schema registry client certificate: {e} (a PEM certificate and an unencrypted \
+                 PEM private key are expected)"
+            ))
+        })?;
+        builder = builder.identity(identity);
+    }
+    if options.skip_hostname_verification {
+        builder = builder.tls_danger_accept_invalid_hostnames(true);
+    }
+    builder
+        .build()
+        .map_err(|e| err(format!("schema registry client: {}", causes(&e))))
+}
+
+/// An error with its causes: reqwest's own text leaves out why a TLS handshake failed.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
 async fn send(http: &reqwest::Client, job: &Job) -> Reply {
     let mut req = http
         .request(job.method.clone(), job.url.clone())
@@ -339,9 +453,9 @@ async fn send(http: &reqwest::Client, job: &Job) -> Reply {
             .header("Content-Type", MEDIA_TYPE)
             .body(body.to_string());
     }
-    let resp = req.send().await.map_err(|e| e.to_string())?;
+    let resp = req.send().await.map_err(|e| causes(&e))?;
     let status = resp.status().as_u16();
-    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+    let bytes = resp.bytes().await.map_err(|e| causes(&e))?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok((status, Value::Null));
     }
@@ -549,6 +663,208 @@ mod tests {
         let head = server.join().expect("served").to_ascii_lowercase();
         assert!(head.starts_with("get /schemas/ids/3 "), "{head}");
         assert!(head.contains("authorization: basic azp2"), "{head}");
-        assert!(RegistryClient::new("https://registry:8081").is_err());
+        let e = RegistryClient::new("ftp://user:secret@registry:8081")
+            .expect_err("only http and https")
+            .to_string();
+        assert!(
+            e.contains("only http:// and https://") && !e.contains("secret"),
+            "{e}"
+        );
+    }
+
+    /// A CA, a server certificate for 127.0.0.1 and a client certificate from it (PEM,
+    /// made with the openssl command): (CA, server chain, server key, client cert+key).
+    fn pki(dir: &std::path::Path) -> [Vec<u8>; 4] {
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("the openssl command runs (apt-get install openssl)");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        let ec = "ec_paramgen_curve:prime256v1";
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            ec,
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ]);
+        std::fs::write(dir.join("san.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("san");
+        // Extensions also make the client's an X.509 v3 certificate, which rustls requires.
+        std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").expect("ext");
+        for (name, ext) in [("server", "san.cnf"), ("client", "client.cnf")] {
+            let (key, csr, pem) = (
+                format!("{name}.key"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+            );
+            run(&[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                ec,
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={name}"),
+            ]);
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+            ]);
+        }
+        let read = |n: &str| std::fs::read(dir.join(n)).expect("pem");
+        let mut client = read("client.pem");
+        client.extend(read("client.key"));
+        [
+            read("ca.pem"),
+            read("server.pem"),
+            read("server.key"),
+            client,
+        ]
+    }
+
+    /// Answers one HTTPS request, requiring a client certificate from `ca`; returns the
+    /// request's head.
+    fn serve_tls_once(
+        listener: TcpListener,
+        [ca, chain, key]: [Vec<u8>; 3],
+    ) -> std::thread::JoinHandle<String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&ca) {
+            roots.add(c.expect("ca")).expect("root");
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.into(),
+            provider.clone(),
+        )
+        .build()
+        .expect("verifier");
+        let certs = CertificateDer::pem_slice_iter(&chain)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .expect("chain");
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, PrivateKeyDer::from_pem_slice(&key).expect("key"))
+            .expect("server config");
+        std::thread::spawn(move || {
+            let (tcp, _) = listener.accept().expect("a connection");
+            let conn = rustls::ServerConnection::new(Arc::new(config)).expect("tls");
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => return String::from_utf8_lossy(&head).into_owned(),
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = r#"["a-value"]"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {MEDIA_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tls.write_all(answer.as_bytes());
+            let _ = tls.flush();
+            String::from_utf8_lossy(&head).into_owned()
+        })
+    }
+
+    #[test]
+    fn https_with_a_custom_ca_a_client_certificate_and_basic_auth() {
+        let dir = tempfile::tempdir().expect("dir");
+        let [ca, chain, key, client] = pki(dir.path());
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
+        let url = format!(
+            "https://127.0.0.1:{}",
+            listener.local_addr().expect("addr").port()
+        );
+        let server = serve_tls_once(listener, [ca.clone(), chain.clone(), key.clone()]);
+        let options = RegistryOptions {
+            ca_pem: Some(ca.clone()),
+            identity_pem: Some(client.clone()),
+            basic_auth: Some(("sr-user".into(), "sr-secret".into())),
+            skip_hostname_verification: false,
+        };
+        let c = RegistryClient::with_options(&url, options.clone()).expect("client");
+        assert_eq!(c.subjects().expect("subjects"), vec!["a-value"]);
+        let head = server.join().expect("served").to_ascii_lowercase();
+        assert!(head.starts_with("get /subjects "), "{head}");
+        // base64("sr-user:sr-secret")
+        assert!(
+            head.contains("authorization: basic c3itdxnlcjpzci1zzwnyzxq="),
+            "{head}"
+        );
+        assert!(!format!("{c:?} {options:?}").contains("sr-secret"));
+
+        // Without the CA (the system's trust the test CA not) the handshake fails, and
+        // says why, without the password.
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
+        let url = format!(
+            "https://127.0.0.1:{}",
+            listener.local_addr().expect("addr").port()
+        );
+        let server = serve_tls_once(listener, [ca, chain, key]);
+        let untrusting = RegistryOptions {
+            ca_pem: None,
+            ..options
+        };
+        let e = RegistryClient::with_options(&url, untrusting)
+            .expect("client")
+            .subjects()
+            .expect_err("an unknown CA")
+            .to_string();
+        assert!(e.to_ascii_lowercase().contains("certificate"), "{e}");
+        assert!(!e.contains("sr-secret"), "{e}");
+        let _ = server.join();
+
+        let e = RegistryClient::with_options(
+            "https://127.0.0.1:1",
+            RegistryOptions {
+                ca_pem: Some(b"no certificate here".to_vec()),
+                ..RegistryOptions::default()
+            },
+        )
+        .expect_err("no CA certificate")
+        .to_string();
+        assert!(e.contains("CA certificates"), "{e}");
     }
 }
