@@ -23,9 +23,28 @@ struct Args {
 /// The REPL's arguments (used when no subcommand is given).
 #[derive(Debug, clap::Args)]
 struct ReplArgs {
-    /// The server's address: http://host:port (REST) or grpc://host:port (gRPC).
+    /// The server's address: http://host:port or https://host:port (REST), grpc://host:port
+    /// or grpcs://host:port (gRPC; grpcs over TLS).
     #[arg(value_name = "SERVER_URL", default_value = brook_cli::repl::DEFAULT_SERVER)]
     server: String,
+    /// The user to log in as (HTTP Basic authentication), as ksql's --user.
+    #[arg(short = 'u', long = "user", env = "BROOK_USER", value_name = "NAME")]
+    user: Option<String>,
+    /// The user's password; asked for on the terminal when --user is given without it.
+    /// The command line is visible to other users (`ps`): prefer the prompt or
+    /// BROOK_PASSWORD.
+    #[arg(
+        short = 'p',
+        long = "password",
+        env = "BROOK_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    password: Option<String>,
+    /// CA certificates (PEM) to check an https:// or grpcs:// server's certificate
+    /// against, instead of the system's.
+    #[arg(long = "ca", value_name = "PEM")]
+    ca: Option<PathBuf>,
     /// Run these statements, then exit (non-zero on the first that fails).
     #[arg(short = 'e', long = "execute", conflicts_with = "file")]
     execute: Option<String>,
@@ -82,6 +101,11 @@ fn main() -> ExitCode {
             file: args.repl.file,
             defines: args.repl.define,
             output: args.repl.output,
+            login: brook_cli::repl::client::Login {
+                user: args.repl.user,
+                password: args.repl.password,
+                ca: args.repl.ca,
+            },
         });
     };
     match command {

@@ -1,6 +1,10 @@
 //! `brook-server`: the Brook service.
 
+mod auth;
+mod auth_args;
 mod rest;
+mod security_args;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,7 +23,8 @@ use brook_server::{check_kafka, ServerError};
     about = "Brook: streaming SQL for Apache Kafka"
 )]
 struct Args {
-    /// Kafka to use (HOST:PORT[,HOST:PORT…]). Without it, Brook starts its embedded broker.
+    /// Kafka to use (HOST:PORT[,HOST:PORT…]); else `bootstrap.servers` of the properties
+    /// file. Without either, Brook starts its embedded broker.
     #[arg(long, env = "BROOK_BOOTSTRAP_SERVERS")]
     bootstrap_servers: Option<String>,
 
@@ -44,11 +49,6 @@ struct Args {
     #[arg(long)]
     broker_in_memory: bool,
 
-    /// Address of the REST API (ksqlDB's: `/ksql`, `/query-stream`, `/query`, `/info`) and
-    /// of the gRPC API (`brook.v1.Brook`, with server reflection) on the same port.
-    #[arg(long, env = "BROOK_LISTEN", default_value = "0.0.0.0:8088")]
-    listen: SocketAddr,
-
     /// Push queries that may run at once (ksqlDB's `ksql.max.push.queries`); one more is
     /// refused with ksqlDB's error.
     #[arg(long, env = "BROOK_MAX_PUSH_QUERIES", default_value_t = PushLimits::default().max_push_queries)]
@@ -65,10 +65,20 @@ struct Args {
     push_query_buffer: u64,
 
     /// A ksqlDB server property, KEY=VALUE (repeatable), as ksqlDB's server properties
-    /// file would set it: e.g. `ksql.query.push.v2.enabled=true`; others become the
-    /// defaults statements are planned with.
+    /// file would set it: e.g. `ksql.query.push.v2.enabled=true`, the limits of
+    /// docs/limits.md (`ksql.query.pull.max.concurrent.requests=10`,
+    /// `ksql.idle.connection.timeout.seconds=600`, …); others become the defaults
+    /// statements are planned with.
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = key_value)]
     config: Vec<(String, String)>,
+
+    /// The properties file, and the embedded broker's TLS and SCRAM users.
+    #[command(flatten)]
+    security: security_args::SecurityArgs,
+
+    /// The API's address, TLS and users.
+    #[command(flatten)]
+    api: auth_args::ApiArgs,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -87,7 +97,37 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let args = Args::parse();
+    let mut args = Args::parse();
+    // The properties file joins `--config` before anything reads it; bad security settings
+    // stop the server here, with the setting named.
+    let flag = args.bootstrap_servers.take();
+    let prepared = security_args::prepare(&args.security, &mut args.config, flag.as_deref());
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            error!("{e}");
+            std::process::exit(2);
+        }
+    };
+    // Checked first: a mistyped setting stops the server before it starts anything.
+    let limits = match rest::limits::Limits::from_config(&args.config)
+        .and_then(|l| max_push_queries(&args).map(|m| (l, m)))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e}");
+            std::process::exit(2);
+        }
+    };
+    // So is the API's security: no TLS or users file that cannot be used, and no open
+    // port without authentication unless asked for.
+    let api = match auth_args::prepare(&args.api, &args.config) {
+        Ok(a) => a,
+        Err(e) => {
+            error!("{e}");
+            std::process::exit(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -98,26 +138,51 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(run(args)) {
+    if let Err(e) = runtime.block_on(run(args, limits, prepared, api)) {
         error!("{e}");
         std::process::exit(1);
     }
 }
 
-async fn run(args: Args) -> Result<(), ServerError> {
+/// `--max-push-queries`, or ksqlDB's name for it in `--config` (which wins).
+fn max_push_queries(args: &Args) -> Result<u64, rest::limits::BadSetting> {
+    match args
+        .config
+        .iter()
+        .rev()
+        .find(|(k, _)| k == MAX_PUSH_QUERIES)
+    {
+        Some((k, v)) => v.trim().parse().map_err(|_| rest::limits::BadSetting {
+            key: k.clone(),
+            value: v.clone(),
+            min: 0,
+            max: u64::MAX,
+        }),
+        None => Ok(args.max_push_queries),
+    }
+}
+
+async fn run(
+    args: Args,
+    (limits, max_push_queries): (rest::limits::Limits, u64),
+    prepared: security_args::Prepared,
+    mut api: auth_args::ApiSecurity,
+) -> Result<(), ServerError> {
     let mut _broker: Option<Broker> = None;
-    let bootstrap = match args.bootstrap_servers {
+    let bootstrap = match prepared.bootstrap_servers {
         Some(b) => {
             info!(bootstrap_servers = %b, "using Kafka");
             b
         }
-        None => start_embedded(&args, &mut _broker).await?,
+        None => start_embedded(&args, prepared.broker, &mut _broker).await?,
     };
+    // Every client gets the security settings with the address.
+    let bootstrap = brook_runtime::kafka::Kafka::new(bootstrap, prepared.security.kafka);
     check_kafka(&bootstrap, Duration::from_secs(30)).await?;
-    choose_registry(&args.config, &args.data_dir)?;
+    choose_registry(&args.config, &args.data_dir, prepared.security.registry)?;
     let engine = Engine::with_command_log(&bootstrap, &args.command_topic)?;
     engine.set_push_limits(PushLimits {
-        max_push_queries: args.max_push_queries,
+        max_push_queries,
         buffer: usize::try_from(args.push_query_buffer).unwrap_or(usize::MAX),
     });
     // The embedded broker answers a waiting fetch only at its deadline, not when records
@@ -132,7 +197,12 @@ async fn run(args: Args) -> Result<(), ServerError> {
             .set_config(brook_server::engine::FETCH_MAX_WAIT, EMBEDDED_FETCH_WAIT_MS)
             .await;
     }
-    for (k, v) in &args.config {
+    // Security settings (passwords among them) configure clients, not statements.
+    let statement_settings = args
+        .config
+        .iter()
+        .filter(|(k, _)| !brook_server::kafka_security::is_security_key(k));
+    for (k, v) in statement_settings {
         engine.set_config(k, v).await;
     }
     engine.configure_processing_log().await?;
@@ -145,30 +215,40 @@ async fn run(args: Args) -> Result<(), ServerError> {
         kafka_cluster_id: rest::kafka_cluster_id(&bootstrap).await,
         service_id: "default_".to_string(),
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(api.listen)
         .await
         .map_err(|e| ServerError::Runtime(e.into()))?;
     let api_addr = listener
         .local_addr()
         .map_err(|e| ServerError::Runtime(e.into()))?;
-    info!(listen = %api_addr, "REST API listening on http://{api_addr} (gRPC too: grpc://{api_addr})");
-    let app = rest::router(engine.clone(), info, &bootstrap);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(async move {
-        let mut stop_rx = stop_rx;
-        // Without TCP_NODELAY a response written in parts (headers, then streamed rows)
-        // waits on the client's delayed ACK: a pull query took ~40 ms instead of ~2 ms.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
-            }
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            })
-            .await
+    api.announce(api_addr);
+    let connections = std::sync::Arc::new(rest::http::ConnectionStats::default());
+    let http_limits = limits.http.clone();
+    let guard = rest::guard::Guard::new(rest::guard::GuardSettings {
+        users: api.users.take(),
+        failure_limits: api.failure_limits,
+        realm: std::mem::take(&mut api.realm),
+        skip_paths: std::mem::take(&mut api.skip_paths),
+        allowed_origins: std::mem::take(&mut api.allowed_origins),
+        tls: api.tls.is_some(),
     });
+    let app = rest::router(
+        engine.clone(),
+        info,
+        &bootstrap,
+        limits,
+        connections.clone(),
+        guard,
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(rest::http::serve(
+        listener,
+        app,
+        http_limits,
+        connections,
+        api.tls.clone(),
+        stop_rx,
+    ));
     info!(bootstrap_servers = %bootstrap, "brook-server ready; Ctrl-C or SIGTERM stops it");
     shutdown_signal().await;
     info!("shutting down");
@@ -177,8 +257,7 @@ async fn run(args: Args) -> Result<(), ServerError> {
     engine.shutdown().await;
     let _ = stop_tx.send(true);
     match tokio::time::timeout(Duration::from_secs(10), server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => error!("REST API: {e}"),
+        Ok(Ok(())) => {}
         Ok(Err(e)) => error!("REST API task: {e}"),
         Err(_) => error!("REST API connections still open after 10s; closing them"),
     }
@@ -192,6 +271,7 @@ async fn run(args: Args) -> Result<(), ServerError> {
 fn choose_registry(
     config: &[(String, String)],
     data_dir: &std::path::Path,
+    options: brook_runtime::format::registry_client::RegistryOptions,
 ) -> Result<(), ServerError> {
     use brook_runtime::format::registry::{set_default_registry, SchemaRegistry};
     let url = config
@@ -201,14 +281,11 @@ fn choose_registry(
         .map(|(_, v)| v);
     let registry: std::sync::Arc<dyn SchemaRegistry> = match url {
         Some(url) => {
-            let mut client = brook_runtime::format::registry_client::RegistryClient::new(url)?;
-            if let Some((_, user_info)) = config
-                .iter()
-                .rev()
-                .find(|(k, _)| k == "ksql.schema.registry.basic.auth.user.info")
-            {
-                client = client.with_basic_auth(user_info);
-            }
+            // Basic authentication and TLS come with `options` (kafka_security.rs).
+            let client =
+                brook_runtime::format::registry_client::RegistryClient::with_options(url, options)?;
+            // The client's URL, without the user info a password may be in.
+            let url = client.url().to_string();
             info!(url = %url, "schemas are kept in the Schema Registry at {url}");
             std::sync::Arc::new(client)
         }
@@ -223,6 +300,9 @@ fn choose_registry(
     Ok(())
 }
 
+/// ksqlDB's setting for `--max-push-queries`.
+const MAX_PUSH_QUERIES: &str = "ksql.max.push.queries";
+
 /// `fetch.wait.max.ms` of persistent queries on the embedded broker (docs/embedded-broker.md).
 const EMBEDDED_FETCH_WAIT_MS: &str = "50";
 
@@ -232,7 +312,11 @@ type Broker = brook_runtime::embedded::EmbeddedBroker;
 type Broker = ();
 
 #[cfg(feature = "embedded-broker")]
-async fn start_embedded(args: &Args, slot: &mut Option<Broker>) -> Result<String, ServerError> {
+async fn start_embedded(
+    args: &Args,
+    security: security_args::BrokerSecurity,
+    slot: &mut Option<Broker>,
+) -> Result<String, ServerError> {
     use brook_runtime::embedded::{BrokerStorage, EmbeddedBroker, EmbeddedBrokerConfig};
     let storage = if args.broker_in_memory {
         BrokerStorage::Memory
@@ -242,6 +326,8 @@ async fn start_embedded(args: &Args, slot: &mut Option<Broker>) -> Result<String
     let broker = EmbeddedBroker::start(EmbeddedBrokerConfig {
         storage: storage.clone(),
         listen: args.broker_listen,
+        tls: security.tls,
+        scram_users: security.users,
     })
     .await?;
     let where_ = match &storage {
@@ -260,7 +346,11 @@ async fn start_embedded(args: &Args, slot: &mut Option<Broker>) -> Result<String
 }
 
 #[cfg(not(feature = "embedded-broker"))]
-async fn start_embedded(_args: &Args, _slot: &mut Option<Broker>) -> Result<String, ServerError> {
+async fn start_embedded(
+    _args: &Args,
+    _security: security_args::BrokerSecurity,
+    _slot: &mut Option<Broker>,
+) -> Result<String, ServerError> {
     Err(ServerError::NoKafka)
 }
 

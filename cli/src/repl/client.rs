@@ -1,10 +1,13 @@
-//! The REPL's client. For `http://` servers, ksqlDB's REST API: `/ksql` for statements,
-//! `/query-stream` (delimited) for push queries, `/query` for PRINT, `/info` for the
-//! version. For `grpc://host:port`, Brook's gRPC API (see `grpc`), which answers with the
-//! same entities and rows. The rest of the REPL sees one `Client` either way.
+//! The REPL's client. For `http://` and `https://` servers, ksqlDB's REST API: `/ksql`
+//! for statements, `/query-stream` (delimited) for push queries, `/query` for PRINT,
+//! `/info` for the version. For `grpc://host:port` (`grpcs://` over TLS), Brook's gRPC API
+//! (see `grpc`), which answers with the same entities and rows. The rest of the REPL sees
+//! one `Client` either way. A user and password go with every request as HTTP Basic
+//! credentials (gRPC: the `authorization` metadata), as ksql's `--user`/`--password` do.
 
 mod grpc;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Map, Value};
@@ -48,32 +51,85 @@ impl ServerError {
     }
 }
 
+/// How to log in to the server: ksql's `--user`/`--password`, and the CA to check its TLS
+/// certificate against (`--ca`; else the system's CAs).
+#[derive(Clone, Default)]
+pub struct Login {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("ca", &self.ca)
+            .finish()
+    }
+}
+
+impl Login {
+    /// The user and password, when there is a user.
+    fn basic(&self) -> Option<(String, String)> {
+        let user = self.user.clone()?;
+        Some((user, self.password.clone().unwrap_or_default()))
+    }
+
+    /// The `--ca` file's certificates.
+    fn ca_pem(&self) -> Result<Option<Vec<u8>>, ReplError> {
+        let Some(path) = &self.ca else {
+            return Ok(None);
+        };
+        std::fs::read(path)
+            .map(Some)
+            .map_err(|source| ReplError::Io {
+                path: path.display().to_string(),
+                source,
+            })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
     http: reqwest::Client,
-    /// Set for a `grpc://` server: every call goes through it instead of `http`.
+    /// Set for a `grpc://` or `grpcs://` server: every call goes through it instead of `http`.
     grpc: Option<grpc::Grpc>,
+    basic: Option<(String, String)>,
 }
 
 impl Client {
-    pub fn new(url: &str) -> Result<Client, ReplError> {
+    pub fn new(url: &str, login: &Login) -> Result<Client, ReplError> {
         let base = normalize_url(url)?;
-        let grpc = if base.starts_with("grpc://") {
-            Some(grpc::Grpc::new(&base)?)
+        let ca = login.ca_pem()?;
+        let grpc = if base.starts_with("grpc://") || base.starts_with("grpcs://") {
+            Some(grpc::Grpc::new(&base, login, ca.as_deref())?)
         } else {
             None
         };
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             // A local server must not be reached through a proxy from the environment.
-            .no_proxy()
-            .build()
-            .map_err(|e| ReplError::Connect {
-                url: base.clone(),
-                reason: e.to_string(),
+            .no_proxy();
+        if let Some(pem) = &ca {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                ReplError::Usage(format!("--ca: no PEM certificate could be read: {e}"))
             })?;
-        Ok(Client { base, http, grpc })
+            // As ksql's truststore: the server's certificate must chain to these.
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder.build().map_err(|e| ReplError::Connect {
+            url: base.clone(),
+            reason: error_chain(&e),
+        })?;
+        Ok(Client {
+            base,
+            http,
+            grpc,
+            basic: login.basic(),
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -87,6 +143,26 @@ impl Client {
         }
     }
 
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.login(self.http.post(format!("{}{path}", self.base)))
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.login(self.http.get(format!("{}{path}", self.base)))
+    }
+
+    fn login(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.basic {
+            Some((user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
+        }
+    }
+
+    /// A refusal, with what to do about a login the server did not accept.
+    fn refused(&self, status: u16, body: &str) -> ReplError {
+        refused(ServerError::from_body(status, body), self.basic.as_ref())
+    }
+
     /// Runs statements through `/ksql`; the entities the server answered with.
     pub async fn ksql(
         &self,
@@ -98,8 +174,7 @@ impl Client {
         }
         let body = json!({"ksql": sql, "streamsProperties": properties});
         let resp = self
-            .http
-            .post(format!("{}/ksql", self.base))
+            .post("/ksql")
             .header("Content-Type", "application/vnd.ksql.v1+json")
             .header("Accept", "application/vnd.ksql.v1+json")
             .body(body.to_string())
@@ -109,7 +184,7 @@ impl Client {
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| self.unreachable(e))?;
         if !(200..300).contains(&status) {
-            return Err(ReplError::Server(ServerError::from_body(status, &text)));
+            return Err(self.refused(status, &text));
         }
         match serde_json::from_str(&text) {
             Ok(Value::Array(entities)) => Ok(entities),
@@ -135,8 +210,8 @@ impl Client {
         }
         let body = json!({"sql": sql, "properties": properties});
         let resp = self
-            .http
-            .post(format!("{}/query-stream", self.base))
+            .post("/query-stream")
+            .header("Content-Type", "application/json")
             .header("Accept", "application/vnd.ksqlapi.delimited.v1")
             .body(body.to_string())
             .send()
@@ -145,7 +220,7 @@ impl Client {
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             let text = resp.text().await.map_err(|e| self.unreachable(e))?;
-            return Err(ReplError::Server(ServerError::from_body(status, &text)));
+            return Err(self.refused(status, &text));
         }
         let mut stream = PushStream {
             source: RowSource::Rest {
@@ -204,8 +279,7 @@ impl Client {
         }
         let body = json!({"ksql": sql, "streamsProperties": properties});
         let resp = self
-            .http
-            .post(format!("{}/query", self.base))
+            .post("/query")
             .header("Content-Type", "application/vnd.ksql.v1+json")
             .body(body.to_string())
             .send()
@@ -214,7 +288,7 @@ impl Client {
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
             let text = resp.text().await.map_err(|e| self.unreachable(e))?;
-            return Err(ReplError::Server(ServerError::from_body(status, &text)));
+            return Err(self.refused(status, &text));
         }
         Ok(TextStream {
             source: TextSource::Rest {
@@ -230,8 +304,7 @@ impl Client {
             return g.info().await;
         }
         let resp = self
-            .http
-            .get(format!("{}/info", self.base))
+            .get("/info")
             .timeout(Duration::from_secs(10))
             .send()
             .await
@@ -239,7 +312,7 @@ impl Client {
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| self.unreachable(e))?;
         if !(200..300).contains(&status) {
-            return Err(ReplError::Server(ServerError::from_body(status, &text)));
+            return Err(self.refused(status, &text));
         }
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| ReplError::Protocol(format!("/info answered {e}: {text}")))?;
@@ -247,28 +320,47 @@ impl Client {
     }
 }
 
-/// Accepts `host:port` as well as a full URL (`http://…`, or `grpc://host:port` for the
-/// gRPC API), and drops a trailing `/` so paths join.
+/// The schemes the client speaks: REST and gRPC, each plain or over TLS.
+const SCHEMES: [&str; 4] = ["http://", "https://", "grpc://", "grpcs://"];
+
+/// Accepts `host:port` as well as a full URL (`http://…`, `https://…`, or
+/// `grpc://host:port` / `grpcs://host:port` for the gRPC API), and drops a trailing `/`
+/// so paths join.
 pub fn normalize_url(url: &str) -> Result<String, ReplError> {
     let url = url.trim().trim_end_matches('/');
     if url.is_empty() {
         return Err(ReplError::Usage("the server address is empty".into()));
     }
-    if url.starts_with("https://") {
-        // The client is built without a TLS stack, to keep the build small.
-        return Err(ReplError::Usage(format!(
-            "{url}: HTTPS is not supported by this build of brook; use http://"
-        )));
-    }
-    if url.starts_with("http://") || url.starts_with("grpc://") {
+    if SCHEMES.iter().any(|s| url.starts_with(s)) {
         Ok(url.to_string())
     } else if url.contains("://") {
         Err(ReplError::Usage(format!(
-            "{url}: only http:// (REST) and grpc:// servers are supported"
+            "{url}: only http:// and https:// (REST), grpc:// and grpcs:// (gRPC) servers \
+             are supported"
         )))
     } else {
         Ok(format!("http://{url}"))
     }
+}
+
+/// `error`, with what to do when the server refused the login (401) or stopped checking
+/// logins from this address (429).
+fn refused(mut error: ServerError, basic: Option<&(String, String)>) -> ReplError {
+    let hint = match (error.status, basic) {
+        (401, None) => Some(
+            "the server requires a user name and password: brook --user NAME (the password \
+             is asked for, or give --password or BROOK_PASSWORD)"
+                .to_string(),
+        ),
+        (401, Some((user, _))) => Some(format!(
+            "the server did not accept user {user:?} with that password"
+        )),
+        _ => None,
+    };
+    if let Some(hint) = hint {
+        error.message = format!("{}: {hint}", error.message);
+    }
+    ReplError::Server(error)
 }
 
 /// reqwest's top-level message is often just "error sending request"; the cause says why.
@@ -442,7 +534,14 @@ mod tests {
             normalize_url("http://h:1/").ok().as_deref(),
             Some("http://h:1")
         );
-        assert!(normalize_url("https://h:1").is_err());
+        assert_eq!(
+            normalize_url("https://h:1/").ok().as_deref(),
+            Some("https://h:1")
+        );
+        assert_eq!(
+            normalize_url("grpcs://h:1").ok().as_deref(),
+            Some("grpcs://h:1")
+        );
         assert_eq!(
             normalize_url("grpc://h:1/").ok().as_deref(),
             Some("grpc://h:1")

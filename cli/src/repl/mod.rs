@@ -1,11 +1,13 @@
 //! `brook [SERVER_URL]`: the interactive SQL REPL, and its non-interactive forms (`-e`,
-//! `-f`). Statements go to a Brook (or ksqlDB) server over the REST API; SET/UNSET,
+//! `-f`). Statements go to a Brook (or ksqlDB) server over the REST API (or Brook's gRPC
+//! API), over TLS for `https://`/`grpcs://`, logged in with `--user`; SET/UNSET,
 //! DEFINE/UNDEFINE and the client commands (`help`, `spool`, …) are handled here.
 
 pub mod client;
 pub mod commands;
 pub mod complete;
 pub mod lexer;
+mod password;
 pub mod render;
 
 use std::collections::HashMap;
@@ -24,7 +26,7 @@ use rustyline::{Config, Editor};
 use serde_json::{json, Map, Value};
 use thiserror::Error;
 
-use client::{Client, ServerError, StreamItem};
+use client::{Client, Login, ServerError, StreamItem};
 use commands::{Command, OutputFormat};
 use complete::{BrookHelper, Names, SharedNames};
 use lexer::Piece;
@@ -71,12 +73,18 @@ pub struct Options {
     /// `-d name=value`: variables, as DEFINE sets them.
     pub defines: Vec<String>,
     pub output: Option<String>,
+    /// `--user`, `--password` (asked for when missing), `--ca`.
+    pub login: Login,
 }
 
 /// Runs the REPL or the statements given; the exit code is non-zero when a statement
 /// failed (non-interactive) or the REPL could not start.
-pub fn run(opts: Options) -> ExitCode {
+pub fn run(mut opts: Options) -> ExitCode {
     let interactive = opts.execute.is_none() && opts.file.is_none();
+    if let Err(e) = password::complete(&mut opts.login) {
+        eprintln!("brook: {e}");
+        return ExitCode::FAILURE;
+    }
     let mut session = match Session::new(&opts, interactive) {
         Ok(s) => s,
         Err(e) => {
@@ -122,6 +130,8 @@ struct Spool {
 struct Session {
     rt: tokio::runtime::Runtime,
     client: Client,
+    /// Kept for `server <url>`, which logs in to the new server the same way.
+    login: Login,
     /// SET properties, sent as `streamsProperties` with every request.
     properties: Map<String, Value>,
     /// DEFINE variables, substituted into statements before they are sent.
@@ -143,7 +153,10 @@ impl Session {
             .enable_all()
             .build()
             .map_err(ReplError::Runtime)?;
-        let client = Client::new(opts.server.as_deref().unwrap_or(DEFAULT_SERVER))?;
+        let client = Client::new(
+            opts.server.as_deref().unwrap_or(DEFAULT_SERVER),
+            &opts.login,
+        )?;
         let output = match &opts.output {
             Some(o) => OutputFormat::parse(o)?,
             None => OutputFormat::Tabular,
@@ -162,6 +175,7 @@ impl Session {
         Ok(Session {
             rt,
             client,
+            login: opts.login.clone(),
             properties: Map::new(),
             variables,
             output,
@@ -590,6 +604,8 @@ impl Session {
         self.emit(&format!("Brook CLI {version}"));
         match self.server_version() {
             Ok(v) => self.emit(&format!("Server: {url} (version {v})")),
+            // It answered, and refused: the login, not the server, needs fixing.
+            Err(e @ ReplError::Server(_)) => self.emit_error(&format!("Warning: {e}")),
             Err(e) => self.emit_error(&format!(
                 "Warning: {e}\nStatements will fail until it is up; 'server <url>' switches."
             )),
@@ -743,7 +759,7 @@ impl Session {
                 self.emit(&url);
             }
             Command::Server(Some(url)) => {
-                self.client = Client::new(&url)?;
+                self.client = Client::new(&url, &self.login)?;
                 match self.server_version() {
                     Ok(v) => {
                         let url = self.client.url().to_string();

@@ -57,7 +57,15 @@ fn free_port() -> u16 {
 }
 
 impl Server {
+    // Not every test binary that includes this file starts a plain server.
+    #[allow(dead_code)]
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// `start` with more arguments (the API's TLS and users files, say); `api` stays
+    /// `http://…` with the port.
+    pub fn start_with(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let api_port = free_port();
         let mut child = Command::new(server_binary())
@@ -68,6 +76,7 @@ impl Server {
             .arg("--broker-in-memory")
             .arg("--listen")
             .arg(format!("127.0.0.1:{api_port}"))
+            .args(extra)
             .env(
                 "BROOK_LOG",
                 "info,nisshi=warn,nisshi_storage_dynostore=warn",

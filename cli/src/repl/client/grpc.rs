@@ -1,16 +1,19 @@
-//! The REPL's transport for `grpc://host:port`: Brook's gRPC API (server/proto), which
-//! answers with the same ksqlDB entities, rows and messages as the REST API, so the REPL
-//! renders both alike.
+//! The REPL's transport for `grpc://host:port` (`grpcs://` over TLS): Brook's gRPC API
+//! (server/proto), which answers with the same ksqlDB entities, rows and messages as the
+//! REST API, so the REPL renders both alike. A login rides on every call as the
+//! `authorization` metadata, which the server reads as REST reads the header.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use tokio::sync::OnceCell;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status, Streaming};
 
-use super::{ServerError, StreamItem};
+use super::{Login, ServerError, StreamItem};
 use crate::repl::ReplError;
 
 /// The client generated from `server/proto/brook/v1/brook.proto` by build.rs.
@@ -29,20 +32,59 @@ pub struct Grpc {
     url: String,
     endpoint: Endpoint,
     channel: Arc<OnceCell<Channel>>,
+    /// `Basic …`, sent as the `authorization` metadata of every call.
+    authorization: Option<MetadataValue<tonic::metadata::Ascii>>,
+    basic: Option<(String, String)>,
 }
 
 impl Grpc {
-    /// `url` is `grpc://host:port`; gRPC here is HTTP/2 without TLS.
-    pub fn new(url: &str) -> Result<Grpc, ReplError> {
-        let authority = url.strip_prefix("grpc://").unwrap_or(url);
-        let endpoint = Endpoint::from_shared(format!("http://{authority}"))
-            .map_err(|e| ReplError::Usage(format!("{url}: {e}")))?
+    /// `url` is `grpc://host:port` (HTTP/2 without TLS) or `grpcs://host:port` (TLS,
+    /// checked against `ca`, PEM, else the system's CAs).
+    pub fn new(url: &str, login: &Login, ca: Option<&[u8]>) -> Result<Grpc, ReplError> {
+        let usage = |e: &dyn std::fmt::Display| ReplError::Usage(format!("{url}: {e}"));
+        let (scheme, authority) = match url.strip_prefix("grpcs://") {
+            Some(a) => ("https", a),
+            None => ("http", url.strip_prefix("grpc://").unwrap_or(url)),
+        };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{authority}"))
+            .map_err(|e| usage(&e))?
             .connect_timeout(Duration::from_secs(10));
+        if scheme == "https" {
+            let tls = match ca {
+                Some(pem) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)),
+                None => ClientTlsConfig::new().with_native_roots(),
+            };
+            endpoint = endpoint.tls_config(tls).map_err(|e| usage(&e))?;
+        }
+        let basic = login.basic();
+        let authorization = match &basic {
+            Some((user, password)) => {
+                let token =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                Some(
+                    format!("Basic {token}")
+                        .parse()
+                        .map_err(|_| usage(&"the user name cannot be sent in a header"))?,
+                )
+            }
+            None => None,
+        };
         Ok(Grpc {
             url: url.to_string(),
             endpoint,
             channel: Arc::default(),
+            authorization,
+            basic,
         })
+    }
+
+    /// A call's request, with the login.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(a) = &self.authorization {
+            request.metadata_mut().insert("authorization", a.clone());
+        }
+        request
     }
 
     async fn client(&self) -> Result<BrookClient<Channel>, ReplError> {
@@ -62,7 +104,9 @@ impl Grpc {
     fn error(&self, s: Status) -> ReplError {
         let status = match s.code() {
             Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,
+            Code::Unauthenticated => 401,
             Code::NotFound => 404,
+            Code::ResourceExhausted => 429,
             Code::Unimplemented => 501,
             Code::Unavailable => {
                 return ReplError::Connect {
@@ -80,14 +124,15 @@ impl Grpc {
             .and_then(|v| v.to_bytes().ok())
             .and_then(|b| serde_json::from_slice(&b).ok());
         let field = |k: &str| entity.as_ref().and_then(|e| e.get(k));
-        ReplError::Server(ServerError {
+        let error = ServerError {
             status,
             code: field("error_code").and_then(Value::as_u64),
             message: s.message().to_string(),
             statement: field("statementText")
                 .and_then(Value::as_str)
                 .map(str::to_string),
-        })
+        };
+        super::refused(error, self.basic.as_ref())
     }
 
     pub async fn ksql(
@@ -102,7 +147,7 @@ impl Grpc {
         let resp = self
             .client()
             .await?
-            .execute(req)
+            .execute(self.request(req))
             .await
             .map_err(|s| self.error(s))?;
         resp.into_inner()
@@ -128,7 +173,7 @@ impl Grpc {
         let mut stream = self
             .client()
             .await?
-            .query(req)
+            .query(self.request(req))
             .await
             .map_err(|s| self.error(s))?
             .into_inner();
@@ -157,7 +202,7 @@ impl Grpc {
         let stream = self
             .client()
             .await?
-            .print(req)
+            .print(self.request(req))
             .await
             .map_err(|s| self.error(s))?
             .into_inner();
@@ -169,7 +214,7 @@ impl Grpc {
         let call = async {
             self.client()
                 .await?
-                .info(proto::InfoRequest {})
+                .info(self.request(proto::InfoRequest {}))
                 .await
                 .map_err(|s| self.error(s))
         };
