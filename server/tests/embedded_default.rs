@@ -18,8 +18,12 @@ fn start(data_dir: &std::path::Path, port: u16) -> Server {
     })
 }
 
-fn read_all(bootstrap: &str, topic: &str, want: usize) -> Vec<(String, String)> {
-    let consumer: BaseConsumer = brook_runtime::kafka::consumer_config(bootstrap, "reader")
+fn read_all(
+    kafka: &brook_runtime::kafka::Kafka,
+    topic: &str,
+    want: usize,
+) -> Vec<(String, String)> {
+    let consumer: BaseConsumer = brook_runtime::kafka::consumer_config(kafka, "reader")
         .create()
         .expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
@@ -51,7 +55,8 @@ fn serves_any_kafka_client_and_keeps_its_log_across_restarts() {
         "the log names where the broker listens"
     );
 
-    let producer: BaseProducer = brook_runtime::kafka::producer_config(&bootstrap)
+    let kafka = brook_runtime::kafka::Kafka::plaintext(&bootstrap);
+    let producer: BaseProducer = brook_runtime::kafka::producer_config(&kafka)
         .create()
         .expect("producer");
     for i in 0..10 {
@@ -63,7 +68,7 @@ fn serves_any_kafka_client_and_keeps_its_log_across_restarts() {
             .expect("queued");
     }
     producer.flush(Duration::from_secs(30)).expect("flushed");
-    let got = read_all(&bootstrap, "greetings", 10);
+    let got = read_all(&kafka, "greetings", 10);
     assert_eq!(got.len(), 10);
     server.stop();
 
@@ -71,7 +76,7 @@ fn serves_any_kafka_client_and_keeps_its_log_across_restarts() {
     assert!(dir.path().join("broker.db").exists());
     let server = start(dir.path(), port);
     server.wait_for("brook-server ready");
-    let again = read_all(&bootstrap, "greetings", 10);
+    let again = read_all(&kafka, "greetings", 10);
     let mut a = got.clone();
     let mut b = again.clone();
     a.sort();

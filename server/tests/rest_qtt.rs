@@ -5,7 +5,12 @@
 //! Each case gets a server of its own on the in-memory broker: ksqlDB's harness cleans one
 //! server between cases by dropping sources and deleting topics, which Brook's embedded
 //! broker cannot do, and a fresh server costs well under a second. Several servers run at
-//! once (`BROOK_REST_QTT_JOBS`, default 4), since a case mostly waits on Kafka.
+//! once (`BROOK_REST_QTT_JOBS`, default 4), since a case mostly waits on Kafka. A listed
+//! case that fails is run once more, alone; every such rerun is printed, and more than
+//! [`MAX_RETRIED`] of them fail the run.
+//!
+//! Without the suite (`../shared/qtt`, or `BROOK_QTT_DIR`) the test skips with a line on
+//! stderr, except under CI (`CI` set, as `.ci/run` sets it): there it fails.
 //!
 //! - `BROOK_REST_QTT_FILTER=text`: only the cases whose id contains `text`;
 //! - `BROOK_REST_QTT_VERBOSE=1`: every failure and skip with its reason;
@@ -42,11 +47,13 @@ fn rest_qtt_ratchet_holds() {
     let root = suite::default_dir();
     let dir = suite::rest_dir(&root);
     if !dir.is_dir() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "rest-qtt: skipped: no REST QTT suite at {} (set BROOK_QTT_DIR)",
-            dir.display()
+        let why = format!("no REST QTT suite at {} (set BROOK_QTT_DIR)", dir.display());
+        assert!(
+            !under_ci(),
+            "rest-qtt: {why}; under CI the suite must be there"
         );
+        // Straight to stderr: the harness captures `eprintln!`, and a skip must show.
+        let _ = writeln!(std::io::stderr(), "rest-qtt: SKIPPED: {why}");
         return;
     }
     let mut cases = suite::load(&dir).unwrap_or_else(|e| panic!("the REST QTT suite: {e}"));
@@ -61,27 +68,11 @@ fn rest_qtt_ratchet_holds() {
         .filter(|j| *j > 0)
         .unwrap_or(4);
 
-    let ratchet_path = manifest_dir().join("../rest-qtt-passing.txt");
-    let ratchet: BTreeSet<String> = std::fs::read_to_string(&ratchet_path)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect();
+    let ratchet = read_ratchet(&manifest_dir().join("../rest-qtt-passing.txt"));
 
     let started = Instant::now();
     let mut outcomes = run_all(cases.clone(), jobs, verbose);
-    // A case of the ratchet that failed gets one more run on its own before it counts as a
-    // regression: the server is eventually consistent, and a loaded machine can be slower
-    // than a case's time limits.
-    let retry: Vec<Case> = cases
-        .iter()
-        .filter(|c| ratchet.contains(&c.id) && outcomes.get(&c.id) != Some(&Outcome::Pass))
-        .cloned()
-        .collect();
-    if !retry.is_empty() {
-        outcomes.extend(run_all(retry, 1, verbose));
-    }
+    let retried = retry_failed(&cases, &ratchet, &mut outcomes, verbose);
 
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     for o in outcomes.values() {
@@ -111,7 +102,8 @@ fn rest_qtt_ratchet_holds() {
     let mut err = std::io::stderr();
     let _ = writeln!(
         err,
-        "rest-qtt: {passed} passed, {failed} failed, {skipped} skipped ({:.0} s, {jobs} servers at a time)",
+        "rest-qtt: {passed} passed ({} of them only when run again), {failed} failed, {skipped} skipped ({:.0} s, {jobs} servers at a time)",
+        retried.len(),
         started.elapsed().as_secs_f64()
     );
     if newly > 0 {
@@ -141,6 +133,65 @@ fn rest_qtt_ratchet_holds() {
         regressions.len(),
         regressions.join("\n")
     );
+    assert!(
+        retried.len() <= MAX_RETRIED,
+        "{} cases of the ratchet passed only when run again (at most {MAX_RETRIED} may): \
+         they are flaky, not passing:\n{}",
+        retried.len(),
+        retried.join("\n")
+    );
+}
+
+/// How many cases of the ratchet may fail once and pass when run again, alone, before the
+/// run fails. A rerun covers a loaded machine that is slower than a case's time limits
+/// (the servers are eventually consistent); a case that needs one often is flaky — one
+/// that fails half the time passes three runs in four with a rerun — so every rerun is
+/// printed, and more than a handful is a failure.
+const MAX_RETRIED: usize = 3;
+
+/// Runs each case of the ratchet that did not pass once more, alone, and keeps that
+/// outcome. Every rerun is printed (past the harness's capture) with the first failure;
+/// returns the ids, with that failure, of the cases that passed only on the rerun.
+fn retry_failed(
+    cases: &[Case],
+    ratchet: &BTreeSet<String>,
+    outcomes: &mut BTreeMap<String, Outcome>,
+    verbose: bool,
+) -> Vec<String> {
+    let retry: Vec<Case> = cases
+        .iter()
+        .filter(|c| ratchet.contains(&c.id) && outcomes.get(&c.id) != Some(&Outcome::Pass))
+        .cloned()
+        .collect();
+    if retry.is_empty() {
+        return Vec::new();
+    }
+    let first: BTreeMap<String, String> = retry
+        .iter()
+        .map(|c| {
+            let why = match outcomes.get(&c.id) {
+                Some(Outcome::Fail(why)) => why.clone(),
+                Some(Outcome::Skip(why)) => format!("skipped: {why}"),
+                Some(Outcome::Pass) | None => "no outcome".to_string(),
+            };
+            (c.id.clone(), why)
+        })
+        .collect();
+    let again = run_all(retry, 1, verbose);
+    let mut err = std::io::stderr();
+    let mut passed_on_rerun = Vec::new();
+    for (id, why) in &first {
+        let verdict = match again.get(id) {
+            Some(Outcome::Pass) => {
+                passed_on_rerun.push(format!("{id}: first run: {why}"));
+                "passed when run again"
+            }
+            _ => "failed again",
+        };
+        let _ = writeln!(err, "rest-qtt: RETRIED {id}: {verdict}; first run: {why}");
+    }
+    outcomes.extend(again);
+    passed_on_rerun
 }
 
 /// Runs the cases on `jobs` threads, each starting a server per case.
@@ -230,6 +281,29 @@ fn run_one(case: &Case, rt: &tokio::runtime::Runtime, http: &reqwest::Client) ->
     // Nothing of a case's server is needed afterwards: no graceful shutdown to wait for.
     server.kill();
     outcome
+}
+
+/// `CI` set to anything but empty, `0` or `false` (CI services set `CI=true`).
+fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// The ratchet's ids. A missing, unreadable or empty file is an error: a ratchet read as
+/// empty would check nothing.
+fn read_ratchet(path: &std::path::Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("the ratchet {}: {e}", path.display()));
+    let ids: BTreeSet<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
+    assert!(
+        !ids.is_empty(),
+        "the ratchet {} lists no case",
+        path.display()
+    );
+    ids
 }
 
 /// The package's directory: cargo's at run time (a test binary built in another checkout

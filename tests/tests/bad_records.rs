@@ -2,13 +2,13 @@
 //! every good record is delivered. With ksqlDB's processing-log settings each skipped
 //! record is also an entry of the processing log topic, read by `KSQL_PROCESSING_LOG`.
 
-use std::time::Duration;
+use std::collections::BTreeSet;
 
-use brook_runtime::kafka::{consumer_config, producer_config};
-use brook_runtime::rdkafka::consumer::{Consumer, StreamConsumer};
-use brook_runtime::rdkafka::producer::{FutureProducer, FutureRecord};
-use brook_runtime::rdkafka::Message;
+use brook_runtime::kafka::producer_config;
+use brook_runtime::rdkafka::producer::FutureProducer;
 use brook_server::engine::Engine;
+use brook_tests::{read_expecting, read_until, ByPartition, Rec};
+use serde_json::{json, Value};
 
 const GOOD: usize = 2_000;
 const BAD: usize = 1_000;
@@ -16,7 +16,7 @@ const BAD: usize = 1_000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_records_are_skipped_and_counted() {
     let broker = brook_tests::broker().await;
-    let bootstrap = broker.bootstrap_servers();
+    let bootstrap = broker.kafka();
     let engine = Engine::new(&bootstrap).expect("engine");
     for k in [
         brook_server::engine::PROCESSING_TOPIC_AUTO_CREATE,
@@ -53,68 +53,59 @@ async fn undecodable_records_are_skipped_and_counted() {
         .set("enable.idempotence", "false")
         .create()
         .expect("producer");
+    // What the query must write (each good record's copy, by partition, in order) and
+    // where the bad records are.
+    let mut want: ByPartition<(String, Value)> = ByPartition::new();
+    let mut bad = BTreeSet::new();
     for i in 0..GOOD + BAD {
         let key = format!("k{}", i % 10);
         // Every third record is not JSON, or not an INT where one is due.
-        let value = if i % 3 == 2 && i / 3 < BAD {
-            if i % 2 == 0 {
-                "{not json".to_string()
-            } else {
-                "{\"v\": \"not a number\"}".to_string()
-            }
-        } else {
+        let good = !(i % 3 == 2 && i / 3 < BAD);
+        let value = if good {
             format!("{{\"v\": {i}}}")
+        } else if i % 2 == 0 {
+            "{not json".to_string()
+        } else {
+            "{\"v\": \"not a number\"}".to_string()
         };
-        producer
-            .send(
-                FutureRecord::to("readings").key(&key).payload(&value),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("delivered");
-    }
-    let consumer: StreamConsumer = consumer_config(&bootstrap, "copies-reader")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&["COPIES"]).expect("subscribe");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let mut got = 0;
-    while got < GOOD {
-        tokio::time::timeout_at(deadline, consumer.recv())
-            .await
-            .unwrap_or_else(|_| panic!("only {got} of {GOOD} good records came through"))
-            .expect("consume");
-        got += 1;
-    }
-    let extra = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await;
-    assert!(extra.is_err(), "a bad record produced output");
-    let mut errors = 0;
-    for _ in 0..100 {
-        let q = engine.queries().await;
-        assert_eq!(q.len(), 1);
-        assert!(q[0].running, "the query stopped");
-        errors = q[0].stats.errors;
-        if errors == BAD as u64 && q[0].stats.records_in == (GOOD + BAD) as u64 {
-            break;
+        let (partition, offset) = brook_tests::send(&producer, "readings", &key, &value).await;
+        if good {
+            want.entry(partition)
+                .or_default()
+                .push((key, json!({ "V": i })));
+        } else {
+            bad.insert((partition, offset));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(errors, BAD as u64, "each bad record is counted once");
+    assert_eq!(
+        (want.values().map(Vec::len).sum::<usize>(), bad.len()),
+        (GOOD, BAD)
+    );
+    // Once the query has counted every record, every output of them is in COPIES: then
+    // COPIES holds the good records' copies, each once, and nothing for a bad one.
+    brook_tests::wait_processed(&engine, "COPIES", (GOOD + BAD) as u64).await;
+    let copies = read_expecting(&bootstrap, "COPIES", &want, |r| (r.key_text(), r.json())).await;
+    brook_tests::assert_same(
+        &copies,
+        &want,
+        "COPIES: the good records' copies, each once",
+    );
+    let q = engine.queries().await;
+    assert_eq!(q.len(), 1);
+    assert!(q[0].running, "the query stopped");
+    assert_eq!(
+        (q[0].stats.records_in, q[0].stats.errors),
+        ((GOOD + BAD) as u64, BAD as u64),
+        "each record is read once, each bad one counted once"
+    );
 
     // One processing log entry per bad record, naming its topic, partition and offset.
-    let log: StreamConsumer = consumer_config(&bootstrap, "log-reader")
-        .create()
-        .expect("consumer");
-    log.subscribe(&[log_topic.as_str()]).expect("subscribe");
-    let mut seen = std::collections::BTreeSet::new();
-    while seen.len() < BAD {
-        let m = tokio::time::timeout_at(deadline, log.recv())
-            .await
-            .unwrap_or_else(|_| panic!("only {} of {BAD} log entries", seen.len()))
-            .expect("consume");
-        let v: serde_json::Value =
-            serde_json::from_slice(m.payload().expect("entry")).expect("JSON");
+    let log = read_until(&bootstrap, &log_topic, |got| {
+        got.values().map(Vec::len).sum::<usize>() >= BAD
+    })
+    .await;
+    let mut logged = BTreeSet::new();
+    for v in log.values().flatten().map(Rec::json) {
         let e = &v["message"]["deserializationError"];
         assert_eq!(v["message"]["type"], 0, "{v}");
         assert_eq!(e["topic"], "readings", "{v}");
@@ -126,10 +117,14 @@ async fn undecodable_records_are_skipped_and_counted() {
             "{v}"
         );
         let at = (
-            e["partition"].as_i64().expect("partition"),
-            e["offset"].as_i64().expect("offset"),
+            e["partition"].as_i64().and_then(|p| i32::try_from(p).ok()),
+            e["offset"].as_i64(),
         );
-        assert!(seen.insert(at), "{at:?} logged twice");
+        let (Some(partition), Some(offset)) = at else {
+            panic!("an entry without partition and offset: {v}");
+        };
+        assert!(logged.insert((partition, offset)), "{at:?} logged twice");
     }
+    assert!(logged == bad, "the log names exactly the bad records");
     engine.shutdown().await;
 }

@@ -1,18 +1,19 @@
 //! The broker restarts under a running query: the embedded broker (file-backed) is
 //! stopped while a persistent query runs and started again on the same data and port; the
-//! query carries on by itself, and every input record whose produce was acknowledged —
-//! before, during or after the outage — has its result in the output (at least once).
+//! query carries on by itself. Every produce — before, during or after the outage — is
+//! acknowledged, and every input record has its result in the output, once: exactly the
+//! acknowledged orders, each as often as it is in the input.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use brook_runtime::embedded::{BrokerStorage, EmbeddedBroker, EmbeddedBrokerConfig};
-use brook_runtime::kafka::{consumer_config, producer_config};
-use brook_runtime::rdkafka::consumer::{Consumer, StreamConsumer};
-use brook_runtime::rdkafka::message::Message;
+use brook_runtime::kafka::producer_config;
 use brook_runtime::rdkafka::producer::{FutureProducer, FutureRecord};
 use brook_server::engine::Engine;
+use brook_tests::{read_all, read_until, read_until_within, ByPartition, Rec};
+use serde_json::json;
 
 async fn start(storage: &BrokerStorage, listen: SocketAddr) -> EmbeddedBroker {
     // The port may take a moment to come free after the previous broker stopped.
@@ -20,6 +21,7 @@ async fn start(storage: &BrokerStorage, listen: SocketAddr) -> EmbeddedBroker {
         match EmbeddedBroker::start(EmbeddedBrokerConfig {
             storage: storage.clone(),
             listen,
+            ..EmbeddedBrokerConfig::for_tests()
         })
         .await
         {
@@ -30,22 +32,39 @@ async fn start(storage: &BrokerStorage, listen: SocketAddr) -> EmbeddedBroker {
     panic!("the broker did not start again on {listen}");
 }
 
-async fn produce(p: &FutureProducer, from: usize, to: usize) -> Vec<String> {
-    let mut acked = Vec::new();
+/// Produces orders `from..to` (id `o{i:05}`, total 1000 + i); returns the ids the broker
+/// acknowledged, and the failures of the others.
+async fn produce(p: &FutureProducer, from: usize, to: usize) -> (Vec<String>, Vec<String>) {
+    let (mut acked, mut failed) = (Vec::new(), Vec::new());
     for i in from..to {
         let id = format!("o{i:05}");
         let value = format!(r#"{{"total":{}}}"#, 1000 + i);
-        if p.send(
-            FutureRecord::to("orders").key(&id).payload(&value),
-            Duration::from_secs(60),
-        )
-        .await
-        .is_ok()
-        {
-            acked.push(id);
+        let sent = p
+            .send(
+                FutureRecord::to("orders").key(&id).payload(&value),
+                Duration::from_secs(60),
+            )
+            .await;
+        match sent {
+            Ok(_) => acked.push(id),
+            Err((e, _)) => failed.push(format!("{id}: {e}")),
         }
     }
-    acked
+    (acked, failed)
+}
+
+/// How many times each key is in `records`.
+fn copies(records: &ByPartition<Rec>) -> BTreeMap<String, usize> {
+    let mut n = BTreeMap::new();
+    for r in records.values().flatten() {
+        *n.entry(r.key_text()).or_insert(0) += 1;
+    }
+    n
+}
+
+fn has_all(records: &ByPartition<Rec>, ids: &BTreeSet<String>) -> bool {
+    let seen: BTreeSet<String> = records.values().flatten().map(Rec::key_text).collect();
+    ids.is_subset(&seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,7 +76,7 @@ async fn query_survives_a_broker_restart() {
         .and_then(|l| l.local_addr())
         .expect("a free port");
     let broker = start(&storage, listen).await;
-    let bootstrap = broker.bootstrap_servers();
+    let bootstrap = broker.kafka();
     let engine = Engine::new(&bootstrap).expect("engine");
     engine
         .execute(
@@ -73,8 +92,10 @@ async fn query_survives_a_broker_restart() {
         .set("message.timeout.ms", "60000")
         .create()
         .expect("producer");
-    let mut acked = produce(&producer, 1, 201).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (mut acked, mut failed) = produce(&producer, 1, 201).await;
+    // The query has the first records' results before the outage begins.
+    let before: BTreeSet<String> = acked.iter().cloned().collect();
+    read_until(&bootstrap, "BIG", move |got| has_all(got, &before)).await;
 
     // The outage: records produced meanwhile wait in the producer until the broker is back.
     broker.stop();
@@ -82,39 +103,68 @@ async fn query_survives_a_broker_restart() {
         let producer = producer.clone();
         tokio::spawn(async move { produce(&producer, 201, 301).await })
     };
+    // How long the broker stays down (the scenario, not a wait for a result): long enough
+    // for the producers and consumers to find it gone and retry.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _broker = start(&storage, listen).await;
-    acked.extend(during.await.expect("producing during the outage"));
-    acked.extend(produce(&producer, 301, 501).await);
+    for (ok, err) in [
+        during.await.expect("producing during the outage"),
+        produce(&producer, 301, 501).await,
+    ] {
+        acked.extend(ok);
+        failed.extend(err);
+    }
+    // The producer retries for a minute: a three-second outage loses no produce.
     assert!(
-        acked.len() >= 400,
-        "only {} records were acknowledged",
-        acked.len()
+        failed.is_empty(),
+        "{} of 500 produces failed: {failed:?}",
+        failed.len()
     );
 
-    let consumer: StreamConsumer = consumer_config(&bootstrap, "big-reader")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&["BIG"]).expect("subscribe");
     let want: BTreeSet<String> = acked.into_iter().collect();
-    let mut got = BTreeSet::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while !want.is_subset(&got) {
-        let Ok(m) = tokio::time::timeout_at(deadline, consumer.recv()).await else {
-            let missing: Vec<_> = want.difference(&got).take(10).collect();
-            panic!(
-                "{} acknowledged records have no result, e.g. {missing:?}",
-                want.difference(&got).count()
-            );
-        };
-        if let Ok(m) = m {
-            got.insert(String::from_utf8_lossy(m.key().unwrap_or_default()).to_string());
-        }
+    let wanted = want.clone();
+    read_until_within(&bootstrap, "BIG", Duration::from_secs(120), move |got| {
+        has_all(got, &wanted)
+    })
+    .await;
+    // Every produce is acknowledged, so the input is complete. Once the query has counted
+    // all of it, every result it will write is in BIG.
+    let input = copies(&read_all(&bootstrap, "orders").await);
+    let inputs: usize = input.values().sum();
+    brook_tests::wait_processed(&engine, "BIG", inputs as u64).await;
+    let output = read_all(&bootstrap, "BIG").await;
+    // Exactly the acknowledged orders' results, each with its order's value.
+    for r in output.values().flatten() {
+        let i: i64 = r.key_text()[1..].parse().unwrap_or(-1);
+        assert_eq!(r.json(), json!({ "TOTAL": 1000 + i }), "{}", r.key_text());
     }
+    let out = copies(&output);
+    let distinct: BTreeSet<String> = out.keys().cloned().collect();
+    let missing: Vec<&String> = want.difference(&distinct).collect();
+    let unknown: Vec<&String> = distinct.difference(&want).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "the results must be those of the acknowledged orders: none for {missing:?}, \
+         results of orders never acknowledged: {unknown:?}"
+    );
+    // At least once, and no more: each input record has one result. An order is in the
+    // input twice only if the test's producer (not idempotent) retried a produce the
+    // broker had written; the query itself repeats nothing, since the outage falls
+    // between records (it has finished the earlier ones, the later ones reach the broker
+    // only once it is back).
+    let differ: Vec<String> = input
+        .iter()
+        .filter(|(id, n)| out.get(*id) != Some(*n))
+        .map(|(id, n)| format!("{id}: {n} in the input, {:?} results", out.get(id)))
+        .collect();
     println!(
-        "broker restart: {} acknowledged records, all {} in the output",
+        "broker restart: {} orders acknowledged, {inputs} input records, {} results",
         want.len(),
-        want.len()
+        out.values().sum::<usize>()
+    );
+    assert!(
+        differ.is_empty(),
+        "results lost or repeated across the broker restart: {differ:?}"
     );
     engine.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -24,7 +24,7 @@ struct Rec {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyed_records_round_trip_in_partition_order() {
     let broker = brook_tests::broker().await;
-    let bootstrap = broker.bootstrap_servers();
+    let bootstrap = broker.kafka();
     create_topic(&bootstrap, "round-trip", PARTITIONS, 1)
         .await
         .expect("create topic");

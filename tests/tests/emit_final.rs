@@ -49,6 +49,19 @@ fn row(m: &BorrowedMessage<'_>) -> (String, i64, i64, i64) {
     )
 }
 
+/// [`row`] of a record read back by `brook_tests`.
+fn final_row(r: &brook_tests::Rec) -> (String, i64, i64, i64) {
+    let key = r.key.as_deref().unwrap_or_default();
+    let (k, start) = key.split_at(key.len().saturating_sub(8));
+    let start = i64::from_be_bytes(start.try_into().unwrap_or_default());
+    (
+        String::from_utf8_lossy(k).to_string(),
+        start,
+        r.json()["N"].as_i64().unwrap_or(-1),
+        r.timestamp,
+    )
+}
+
 async fn next_row(consumer: &StreamConsumer, within: Duration) -> Option<(String, i64, i64, i64)> {
     match tokio::time::timeout(within, consumer.recv()).await {
         Ok(m) => Some(row(&m.expect("consume"))),
@@ -57,7 +70,10 @@ async fn next_row(consumer: &StreamConsumer, within: Duration) -> Option<(String
 }
 
 /// An engine with the stream, and the EMIT FINAL table over it (idle timeout `idle_ms`).
-async fn setup(bootstrap: &str, idle_ms: u64) -> (std::sync::Arc<Engine>, StreamConsumer) {
+async fn setup(
+    bootstrap: &brook_runtime::kafka::Kafka,
+    idle_ms: u64,
+) -> (std::sync::Arc<Engine>, StreamConsumer) {
     let engine = Engine::new(bootstrap).expect("engine");
     engine
         .execute(&format!(
@@ -79,7 +95,7 @@ async fn setup(bootstrap: &str, idle_ms: u64) -> (std::sync::Arc<Engine>, Stream
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_window_record_closes_the_window() {
     let broker = brook_tests::broker().await;
-    let bootstrap = broker.bootstrap_servers();
+    let bootstrap = broker.kafka();
     // Idle closing off: only a record can move stream time on.
     let (engine, consumer) = setup(&bootstrap, 0).await;
     let producer: FutureProducer = producer_config(&bootstrap).create().expect("producer");
@@ -87,23 +103,26 @@ async fn a_later_window_record_closes_the_window() {
     for t in [1_000, 2_000, 3_000] {
         produce(&producer, "a", base + t).await;
     }
-    assert_eq!(
-        next_row(&consumer, Duration::from_secs(3)).await,
-        None,
-        "a row left before its window closed"
-    );
     produce(&producer, "a", base + WINDOW_MS + 500).await;
+    // The first row is the closed window's, with all three records: a row that had left
+    // before its window closed would be read first.
     let got = next_row(&consumer, brook_tests::DEADLINE).await;
     assert_eq!(got, Some(("a".to_string(), base, 3, base + 3_000)));
-    // The second window stays open: nothing moves stream time past its end.
-    assert_eq!(next_row(&consumer, Duration::from_secs(3)).await, None);
+    // The second window stays open: nothing moves stream time past its end. Once the
+    // query has counted the four records, every output they caused is in COUNTS.
+    brook_tests::wait_processed(&engine, "COUNTS", 4).await;
+    assert_eq!(
+        brook_tests::record_count(&bootstrap, "COUNTS").await,
+        1,
+        "COUNTS has a row besides the first window's"
+    );
     engine.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_input_closes_the_last_window() {
     let broker = brook_tests::broker().await;
-    let bootstrap = broker.bootstrap_servers();
+    let bootstrap = broker.kafka();
     let idle = Duration::from_millis(1_500);
     let (engine, consumer) = setup(&bootstrap, idle.as_millis() as u64).await;
     let producer: FutureProducer = producer_config(&bootstrap).create().expect("producer");
@@ -142,7 +161,32 @@ async fn an_idle_input_closes_the_last_window() {
         waited >= idle - Duration::from_millis(100),
         "the last window closed after {waited:?}, before the idle timeout"
     );
-    // Each window leaves once.
-    assert_eq!(next_row(&consumer, Duration::from_secs(3)).await, None);
+    // Each window leaves once. The marker: a record a second before the end of a later
+    // window, which the idle timeout closes in turn; once its row is there, COUNTS holds
+    // every row the idle closing wrote before it.
+    let marker_at = base + 4 * WINDOW_MS - 1_000;
+    produce(&producer, "z", marker_at).await;
+    let marker = ("z".to_string(), base + 3 * WINDOW_MS, 1, marker_at);
+    let wanted = marker.clone();
+    let all = brook_tests::read_until(&bootstrap, "COUNTS", move |got| {
+        got.values().flatten().any(|r| final_row(r) == wanted)
+    })
+    .await;
+    let mut rows: Vec<_> = all.values().flatten().map(final_row).collect();
+    rows.sort();
+    assert_eq!(
+        rows,
+        vec![
+            ("a".to_string(), base, 1, base + 1_000),
+            (
+                "a".to_string(),
+                base + WINDOW_MS,
+                1,
+                base + 2 * WINDOW_MS - 1_000
+            ),
+            ("b".to_string(), base, 1, base + 2_000),
+            marker,
+        ]
+    );
     engine.shutdown().await;
 }

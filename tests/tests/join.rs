@@ -22,7 +22,7 @@ async fn send(p: &FutureProducer, topic: &str, key: &str, value: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_join_customers() {
     let broker = brook_tests::broker().await;
-    let bootstrap = broker.bootstrap_servers();
+    let bootstrap = broker.kafka();
     let engine = Engine::new(&bootstrap).expect("engine");
     engine
         .execute(
@@ -38,8 +38,8 @@ async fn orders_join_customers() {
     let p: FutureProducer = producer_config(&bootstrap).create().expect("producer");
     send(&p, "customers", "c1", r#"{"name":"Alice"}"#).await;
     send(&p, "customers", "c2", r#"{"name":"Bob"}"#).await;
-    // Let the table rows arrive before the orders that look them up.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The orders must find the customers: they go in once the query has read both rows.
+    brook_tests::wait_processed(&engine, "ENRICHED", 2).await;
     send(&p, "orders", "o1", r#"{"customerId":"c1","total":10.0}"#).await;
     send(&p, "orders", "o2", r#"{"customerId":"c2","total":20.0}"#).await;
     send(&p, "orders", "o3", r#"{"customerId":"c9","total":30.0}"#).await;
@@ -70,6 +70,14 @@ async fn orders_join_customers() {
         ("c9".to_string(), serde_json::Value::Null),
         "LEFT JOIN pads"
     );
+    // One row per order and nothing else: once the query has counted all five records,
+    // their outputs are all in ENRICHED.
+    brook_tests::wait_processed(&engine, "ENRICHED", 5).await;
+    assert_eq!(
+        brook_tests::record_count(&bootstrap, "ENRICHED").await,
+        3,
+        "table changes emit nothing"
+    );
     engine.shutdown().await;
 }
 
@@ -91,7 +99,7 @@ async fn send_at(p: &FutureProducer, topic: &str, key: &str, value: &str, ts: i6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_join_shipments_within_window() {
     let broker = brook_tests::broker().await;
-    let bootstrap = broker.bootstrap_servers();
+    let bootstrap = broker.kafka();
     let engine = Engine::new(&bootstrap).expect("engine");
     engine
         .execute(

@@ -1,50 +1,49 @@
 //! A restarted server restores its streams, tables and persistent queries from the command
 //! log, and the queries resume where they committed: no output lost, none repeated.
 
-use std::time::Duration;
-
-use brook_runtime::kafka::{consumer_config, producer_config};
-use brook_runtime::rdkafka::consumer::{Consumer, StreamConsumer};
-use brook_runtime::rdkafka::message::Message;
-use brook_runtime::rdkafka::producer::{FutureProducer, FutureRecord};
+use brook_runtime::kafka::producer_config;
+use brook_runtime::rdkafka::producer::FutureProducer;
 use brook_server::engine::Engine;
+use brook_tests::{read_expecting, ByPartition, Rec};
 
 const LOG: &str = "_brook_command_topic";
 
-async fn produce(producer: &FutureProducer, from: usize, to: usize) {
-    for i in from..to {
-        let key = format!("k{i}");
-        let value = format!("{{\"n\":{i}}}");
-        producer
-            .send(
-                FutureRecord::to("numbers").key(&key).payload(&value),
-                Duration::from_secs(30),
-            )
-            .await
-            .map_err(|(e, _)| e)
-            .expect("delivered");
+/// Produces numbers `from..to` (key `k{n}`); returns each one's partition.
+async fn produce(producer: &FutureProducer, from: i64, to: i64) -> Vec<(i32, i64)> {
+    let mut out = Vec::new();
+    for n in from..to {
+        let (partition, _) = brook_tests::send(
+            producer,
+            "numbers",
+            &format!("k{n}"),
+            &format!("{{\"n\":{n}}}"),
+        )
+        .await;
+        out.push((partition, n));
     }
+    out
 }
 
-async fn read(consumer: &StreamConsumer, want: usize) -> Vec<i64> {
-    let mut got = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while got.len() < want {
-        let m = tokio::time::timeout_at(deadline, consumer.recv())
-            .await
-            .unwrap_or_else(|_| panic!("only {} of {want} outputs", got.len()))
-            .expect("consume");
-        let v: serde_json::Value =
-            serde_json::from_slice(m.payload().expect("value")).expect("JSON");
-        got.push(v["N"].as_i64().expect("N"));
+/// EVENS as it must be once the numbers `produced` went through the query: each even
+/// number once, in its partition, in order.
+fn evens(produced: &[(i32, i64)]) -> ByPartition<(String, i64)> {
+    let mut out = ByPartition::new();
+    for (p, n) in produced.iter().filter(|(_, n)| n % 2 == 0) {
+        out.entry(*p)
+            .or_insert_with(Vec::new)
+            .push((format!("k{n}"), *n));
     }
-    got
+    out
+}
+
+fn even(r: &Rec) -> (String, i64) {
+    (r.key_text(), r.json()["N"].as_i64().unwrap_or(-1))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_restores_catalog_and_queries() {
     let broker = brook_tests::broker().await;
-    let bootstrap = broker.bootstrap_servers();
+    let bootstrap = broker.kafka();
     let producer: FutureProducer = producer_config(&bootstrap).create().expect("producer");
 
     let first = Engine::with_command_log(&bootstrap, LOG).expect("engine");
@@ -72,12 +71,10 @@ async fn restart_restores_catalog_and_queries() {
         .expect("odds");
     assert!(first.terminate(&odds.id).await);
 
-    let consumer: StreamConsumer = consumer_config(&bootstrap, "evens-reader")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&["EVENS"]).expect("subscribe");
-    produce(&producer, 0, 20).await;
-    let mut got = read(&consumer, 10).await;
+    let mut produced = produce(&producer, 0, 20).await;
+    let want = evens(&produced);
+    let got = read_expecting(&bootstrap, "EVENS", &want, even).await;
+    brook_tests::assert_same(&got, &want, "EVENS before the restart");
     first.shutdown().await;
     drop(first);
 
@@ -100,12 +97,15 @@ async fn restart_restores_catalog_and_queries() {
     assert_eq!(queries.len(), 1, "{queries:?}");
     assert_eq!(queries[0].sink, "EVENS");
 
-    produce(&producer, 20, 40).await;
-    got.extend(read(&consumer, 10).await);
-    let extra = tokio::time::timeout(Duration::from_secs(2), consumer.recv()).await;
-    assert!(extra.is_err(), "an output was repeated after the restart");
-    got.sort();
-    let want: Vec<i64> = (0..40).filter(|n| n % 2 == 0).collect();
-    assert_eq!(got, want);
+    // The numbers produced after the restart are the markers: records read again would
+    // come before them in their partitions.
+    produced.extend(produce(&producer, 20, 40).await);
+    let want = evens(&produced);
+    let got = read_expecting(&bootstrap, "EVENS", &want, even).await;
+    brook_tests::assert_same(
+        &got,
+        &want,
+        "EVENS after the restart: nothing lost or repeated",
+    );
     second.shutdown().await;
 }

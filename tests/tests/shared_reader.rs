@@ -4,65 +4,65 @@
 //! each query at its stored positions; a restored query whose consumer group committed
 //! offsets (Brook before shared readers) resumes there.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use brook_runtime::kafka::{consumer_config, producer_config};
-use brook_runtime::rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
-use brook_runtime::rdkafka::message::Message;
+use brook_runtime::kafka::{consumer_config, producer_config, Kafka};
+use brook_runtime::rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use brook_runtime::rdkafka::producer::{FutureProducer, FutureRecord};
 use brook_runtime::rdkafka::{Offset, TopicPartitionList};
 use brook_server::engine::Engine;
+use brook_tests::{read_all, read_expecting, ByPartition, Rec};
+use serde_json::{json, Value};
 
 const STREAM: &str = "CREATE STREAM s (id STRING KEY, v INT) \
     WITH (KAFKA_TOPIC='s', VALUE_FORMAT='JSON', PARTITIONS=2);";
 
-async fn produce(p: &FutureProducer, values: std::ops::Range<i64>) {
-    for v in values {
-        let key = format!("k{}", v % 7);
-        let value = format!(r#"{{"V":{v}}}"#);
-        p.send(
-            FutureRecord::to("s").key(&key).payload(&value),
-            Duration::from_secs(30),
-        )
-        .await
-        .map_err(|(e, _)| e)
-        .expect("delivered");
+/// What was produced to `s`, in order: partition, offset, key and `V`.
+#[derive(Default)]
+struct Produced(Vec<(i32, i64, String, i64)>);
+
+impl Produced {
+    /// Produces the values of `values`, each keyed `k{v % 7}`: any seven in a row cover
+    /// every key, and so every partition that has records.
+    async fn add(&mut self, p: &FutureProducer, values: std::ops::Range<i64>) {
+        for v in values {
+            let key = format!("k{}", v % 7);
+            let (partition, offset) =
+                brook_tests::send(p, "s", &key, &format!(r#"{{"V":{v}}}"#)).await;
+            self.0.push((partition, offset, key, v));
+        }
+    }
+
+    /// What a copy of `s` holds after reading the records `keep` picks: per partition (a
+    /// key's records land in the same partition of a sink with as many partitions), in
+    /// order, each once.
+    fn copied(&self, keep: impl Fn(i32, i64, i64) -> bool) -> ByPartition<(String, Value)> {
+        let mut out = ByPartition::new();
+        for (partition, offset, key, v) in &self.0 {
+            if keep(*partition, *offset, *v) {
+                out.entry(*partition)
+                    .or_insert_with(Vec::new)
+                    .push((key.clone(), json!({ "V": v })));
+            }
+        }
+        out
+    }
+
+    /// A copy of the values below `end`.
+    fn below(&self, end: i64) -> ByPartition<(String, Value)> {
+        self.copied(|_, _, v| v < end)
     }
 }
 
-/// How often each value of `V` is in `topic` (read from its start): waits until `n`
-/// records are there, then a moment more for any extra.
-async fn counts(bootstrap: &str, topic: &str, n: usize) -> BTreeMap<i64, usize> {
-    let group = format!("check-{topic}-{n}-{}", std::process::id());
-    let consumer: StreamConsumer = consumer_config(bootstrap, &group)
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let mut seen = BTreeMap::new();
-    let mut got = 0;
-    let deadline = tokio::time::Instant::now() + brook_tests::DEADLINE;
-    loop {
-        let wait = if got >= n {
-            tokio::time::Instant::now() + Duration::from_millis(1500)
-        } else {
-            deadline
-        };
-        let Ok(m) = tokio::time::timeout_at(wait, consumer.recv()).await else {
-            assert!(got >= n, "{topic}: only {got} of {n} records: {seen:?}");
-            return seen;
-        };
-        let m = m.expect("consume");
-        let v: serde_json::Value =
-            serde_json::from_slice(m.payload().expect("a value")).expect("JSON");
-        *seen.entry(v["V"].as_i64().expect("V")).or_insert(0) += 1;
-        got += 1;
-    }
+fn record(r: &Rec) -> (String, Value) {
+    (r.key_text(), r.json())
 }
 
-/// Every value of `range` once.
-fn once(range: std::ops::Range<i64>) -> BTreeMap<i64, usize> {
-    range.map(|v| (v, 1)).collect()
+/// `topic` holds exactly `want`: read until each partition's last expected record is
+/// there, then to the end.
+async fn check(kafka: &Kafka, topic: &str, want: &ByPartition<(String, Value)>) {
+    let got = read_expecting(kafka, topic, want, record).await;
+    brook_tests::assert_same(&got, want, topic);
 }
 
 async fn query_id(engine: &Engine, sink: &str) -> String {
@@ -78,7 +78,7 @@ async fn query_id(engine: &Engine, sink: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_on_one_topic_share_a_reader() {
     let broker = brook_tests::broker().await;
-    let bootstrap = broker.bootstrap_servers();
+    let bootstrap = broker.kafka();
     let producer: FutureProducer = producer_config(&bootstrap).create().expect("producer");
     let engine = Engine::with_command_log(&bootstrap, "_brook_commands").expect("engine");
     engine.recover().await.expect("empty log");
@@ -86,53 +86,66 @@ async fn queries_on_one_topic_share_a_reader() {
         .execute(&format!("{STREAM} CREATE STREAM a AS SELECT id, v FROM s;"))
         .await
         .expect("statements");
-    produce(&producer, 0..100).await;
-    assert_eq!(counts(&bootstrap, "A", 100).await, once(0..100));
+    let mut input = Produced::default();
+    input.add(&producer, 0..100).await;
+    check(&bootstrap, "A", &input.below(100)).await;
 
-    // B starts from the beginning, behind the reader A is on.
-    produce(&producer, 100..200).await;
+    // B starts from the beginning, behind the reader A is on. The seven records produced
+    // after B started are the markers: the reader reads them after whatever it re-reads
+    // for B, so once A has them, A has been handed anything it was going to see twice.
+    input.add(&producer, 100..200).await;
     engine
         .execute("CREATE STREAM b AS SELECT id, v FROM s WHERE v >= 0;")
         .await
         .expect("statement");
-    assert_eq!(counts(&bootstrap, "B", 200).await, once(0..200));
-    assert_eq!(counts(&bootstrap, "A", 200).await, once(0..200));
+    input.add(&producer, 200..207).await;
+    check(&bootstrap, "B", &input.below(207)).await;
+    check(&bootstrap, "A", &input.below(207)).await;
 
-    // A paused: B goes on, A catches up after the resume, nothing twice.
+    // A paused: B goes on, A catches up after the resume, nothing twice. Once B has the
+    // records produced meanwhile, the reader both share has handed them out; A, had it not
+    // been paused, would have had them in the same hand-out.
     let a = query_id(&engine, "A").await;
     engine.execute(&format!("PAUSE {a};")).await.expect("pause");
-    produce(&producer, 200..250).await;
-    assert_eq!(counts(&bootstrap, "B", 250).await, once(0..250));
-    assert_eq!(counts(&bootstrap, "A", 200).await, once(0..200));
+    input.add(&producer, 207..257).await;
+    check(&bootstrap, "B", &input.below(257)).await;
+    let paused = read_all(&bootstrap, "A").await;
+    let paused: ByPartition<(String, Value)> = paused
+        .into_iter()
+        .map(|(p, records)| (p, records.iter().map(record).collect()))
+        .collect();
+    brook_tests::assert_same(&paused, &input.below(207), "A wrote output while paused");
     engine
         .execute(&format!("RESUME {a};"))
         .await
         .expect("resume");
-    assert_eq!(counts(&bootstrap, "A", 250).await, once(0..250));
+    check(&bootstrap, "A", &input.below(257)).await;
 
     // A restart resumes each query where it was: records produced while the server was
-    // down come through once, the earlier ones are not read again.
+    // down come through once, the earlier ones are not read again (they would come before
+    // the new ones, the markers, in each partition).
     engine.shutdown().await;
     drop(engine);
-    produce(&producer, 250..300).await;
+    input.add(&producer, 257..307).await;
     let engine = Engine::with_command_log(&bootstrap, "_brook_commands").expect("engine");
     engine.recover().await.expect("replayed");
-    assert_eq!(counts(&bootstrap, "A", 300).await, once(0..300));
-    assert_eq!(counts(&bootstrap, "B", 300).await, once(0..300));
+    check(&bootstrap, "A", &input.below(307)).await;
+    check(&bootstrap, "B", &input.below(307)).await;
     engine.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restored_query_resumes_at_its_groups_committed_offsets() {
     let broker = brook_tests::broker().await;
-    let bootstrap = broker.bootstrap_servers();
+    let bootstrap = broker.kafka();
     let producer: FutureProducer = producer_config(&bootstrap).create().expect("producer");
     let engine = Engine::with_command_log(&bootstrap, "_brook_commands").expect("engine");
     engine.recover().await.expect("empty log");
     engine.execute(STREAM).await.expect("stream");
     engine.shutdown().await;
     drop(engine);
-    produce(&producer, 0..40).await;
+    let mut input = Produced::default();
+    input.add(&producer, 0..40).await;
     // What Brook before shared readers left behind: a query in the command log (the first,
     // so number 0) and the offsets it committed in its group, here half of each partition.
     producer
@@ -148,27 +161,31 @@ async fn a_restored_query_resumes_at_its_groups_committed_offsets() {
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    let mut skipped = 0;
+    let mut halves = std::collections::BTreeMap::new();
     for p in 0..2 {
         let (low, high) = committer
             .fetch_watermarks("s", p, Duration::from_secs(10))
             .expect("watermarks");
         let half = low + (high - low) / 2;
-        skipped += half - low;
+        assert!(
+            half > low,
+            "partition {p} of s has too few records to skip any"
+        );
+        halves.insert(p, half);
         tpl.add_partition_offset("s", p, Offset::Offset(half))
             .expect("offset");
     }
     committer.commit(&tpl, CommitMode::Sync).expect("commit");
     drop(committer);
-    assert!(skipped > 0);
 
     let engine = Engine::with_command_log(&bootstrap, "_brook_commands").expect("engine");
     engine.recover().await.expect("replayed");
     assert_eq!(query_id(&engine, "C").await, "CSAS_C_0");
-    let rest = 40 - skipped as usize;
-    let got = counts(&bootstrap, "C", rest).await;
-    assert_eq!(got.values().sum::<usize>(), rest, "{got:?}");
-    assert!(got.values().all(|n| *n == 1), "{got:?}");
+    // Markers, produced once the query runs: C then holds each partition's second half
+    // and them, nothing of the first halves and nothing twice.
+    input.add(&producer, 40..47).await;
+    let want = input.copied(|p, offset, _| halves.get(&p).is_none_or(|h| offset >= *h));
+    check(&bootstrap, "C", &want).await;
     engine.shutdown().await;
 }
 
@@ -177,7 +194,7 @@ async fn a_restored_query_resumes_at_its_groups_committed_offsets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_query_on_a_shared_reader_shows_in_its_consumer_group() {
     let broker = brook_tests::broker().await;
-    let bootstrap = broker.bootstrap_servers();
+    let bootstrap = broker.kafka();
     let producer: FutureProducer = producer_config(&bootstrap).create().expect("producer");
     let engine = Engine::with_command_log(&bootstrap, "_brook_commands").expect("engine");
     engine.recover().await.expect("empty log");
@@ -185,8 +202,9 @@ async fn a_query_on_a_shared_reader_shows_in_its_consumer_group() {
         .execute(&format!("{STREAM} CREATE STREAM g AS SELECT id, v FROM s;"))
         .await
         .expect("statements");
-    produce(&producer, 0..60).await;
-    assert_eq!(counts(&bootstrap, "G", 60).await, once(0..60));
+    let mut input = Produced::default();
+    input.add(&producer, 0..60).await;
+    check(&bootstrap, "G", &input.below(60)).await;
     let id = query_id(&engine, "G").await;
     let group = brook_runtime::task::query_group(&id);
 

@@ -77,7 +77,7 @@ async fn read_until<T: PartialEq + std::fmt::Debug>(
 
 /// Reads 400 joined orders from `topic`, checking each (its key, its value).
 async fn read_joined(
-    bootstrap: &str,
+    bootstrap: &brook_runtime::kafka::Kafka,
     topic: &str,
     deadline: tokio::time::Instant,
     check: impl Fn(&str, &serde_json::Value),
@@ -95,7 +95,7 @@ async fn read_joined(
     }
 }
 
-fn reader(bootstrap: &str, topic: &str) -> StreamConsumer {
+fn reader(bootstrap: &brook_runtime::kafka::Kafka, topic: &str) -> StreamConsumer {
     let consumer: StreamConsumer = consumer_config(bootstrap, &format!("{topic}-reader"))
         .set("auto.offset.reset", "earliest")
         .create()
@@ -105,7 +105,7 @@ fn reader(bootstrap: &str, topic: &str) -> StreamConsumer {
 }
 
 /// How many records each partition of `topic` holds.
-fn partition_sizes(bootstrap: &str, topic: &str) -> Vec<i64> {
+fn partition_sizes(bootstrap: &brook_runtime::kafka::Kafka, topic: &str) -> Vec<i64> {
     let consumer: BaseConsumer = consumer_config(bootstrap, "sizes").create().expect("c");
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
@@ -145,7 +145,7 @@ async fn pull_all(engine: &Engine, sql: &str) -> BTreeMap<String, i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregations_split_into_state_partitions_survive_a_restart() {
     let broker = brook_tests::broker().await;
-    let bootstrap = broker.bootstrap_servers();
+    let bootstrap = broker.kafka();
     let producer: FutureProducer = producer_config(&bootstrap).create().expect("producer");
 
     let first = Engine::with_command_log(&bootstrap, LOG).expect("engine");
@@ -221,7 +221,7 @@ async fn aggregations_split_into_state_partitions_survive_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_split_into_state_partitions() {
     let broker = brook_tests::broker().await;
-    let bootstrap = broker.bootstrap_servers();
+    let bootstrap = broker.kafka();
     let producer: FutureProducer = producer_config(&bootstrap).create().expect("producer");
     let engine = Engine::with_command_log(&bootstrap, LOG).expect("engine");
     engine.recover().await.expect("empty log");
@@ -268,8 +268,9 @@ async fn joins_split_into_state_partitions() {
             .map_err(|(e, _)| e)
             .expect("delivered");
     }
-    // Let the table rows arrive before the orders that look them up.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The orders must find the table rows: they go in once each query has read its table.
+    brook_tests::wait_processed(&engine, "NOTED", 101).await;
+    brook_tests::wait_processed(&engine, "NAMED", CUSTOMERS as u64).await;
     let id = engine
         .queries()
         .await

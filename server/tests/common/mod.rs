@@ -17,7 +17,7 @@ pub struct Server {
     /// The REST API's base URL.
     pub api: String,
     /// The embedded broker's address.
-    pub bootstrap: String,
+    pub bootstrap: brook_runtime::kafka::Kafka,
 }
 
 /// How to start a server.
@@ -66,7 +66,10 @@ impl Server {
             child,
             lines: rx,
             api: format!("http://127.0.0.1:{api_port}"),
-            bootstrap: format!("127.0.0.1:{}", o.broker_port),
+            bootstrap: brook_runtime::kafka::Kafka::plaintext(format!(
+                "127.0.0.1:{}",
+                o.broker_port
+            )),
         }
     }
 
@@ -118,6 +121,25 @@ impl Server {
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let status = self.child.wait().expect("brook-server exits");
         assert!(status.success(), "brook-server exited with {status}");
+    }
+
+    /// The log lines not yet taken by [`Server::wait_for`].
+    pub fn drain(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
+    /// The process's exit status, once it has exited, waiting at most `within`.
+    pub fn exited_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// SIGKILL: the process gets no chance to flush or commit anything.
@@ -175,4 +197,109 @@ pub async fn ksql(c: &reqwest::Client, api: &str, sql: &str) -> (u16, Value) {
     let text = resp.text().await.expect("body");
     let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
     (status, body)
+}
+
+/// A record read back by [`read_until`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Read {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+impl Read {
+    /// The value as JSON (`null` for a tombstone or a value that is not JSON).
+    pub fn json(&self) -> Value {
+        self.value
+            .as_deref()
+            .and_then(|v| serde_json::from_slice(v).ok())
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// Reads every partition of `topic` from its start (assigned, no group joined) until
+/// `done` holds for what was read (a minute at most, then the test fails with it), then on
+/// to the partitions' end offsets of that moment, so that whatever was written before
+/// `done` held is read too. A negative check ("nothing else arrived") waits for a
+/// marker this way, never for a quiet period. Blocking: call it from a blocking thread.
+pub fn read_until(
+    kafka: &brook_runtime::kafka::Kafka,
+    topic: &str,
+    done: impl Fn(&[Read]) -> bool,
+) -> Vec<Read> {
+    use brook_runtime::rdkafka::consumer::{BaseConsumer, Consumer};
+    use brook_runtime::rdkafka::{Message, Offset, TopicPartitionList};
+
+    let group = format!("check-{topic}-{}", free_port());
+    let consumer: BaseConsumer = brook_runtime::kafka::consumer_config(kafka, &group)
+        .create()
+        .unwrap_or_else(|e| panic!("a consumer of {topic}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let partitions = || -> Vec<i32> {
+        consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map(|md| {
+                md.topics()
+                    .iter()
+                    .filter(|t| t.name() == topic && t.error().is_none())
+                    .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut ids = partitions();
+    while ids.is_empty() {
+        assert!(Instant::now() < deadline, "topic {topic} does not exist");
+        std::thread::sleep(Duration::from_millis(100));
+        ids = partitions();
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in &ids {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .unwrap_or_else(|e| panic!("{topic} [{p}]: {e}"));
+    }
+    consumer
+        .assign(&tpl)
+        .unwrap_or_else(|e| panic!("assigning {topic}: {e}"));
+    let mut got: Vec<Read> = Vec::new();
+    let poll = |got: &mut Vec<Read>| {
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: what was expected did not arrive within a minute; read: {got:?}"
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            let m = m.unwrap_or_else(|e| panic!("consuming {topic}: {e}"));
+            got.push(Read {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+            });
+        }
+    };
+    while !done(&got) {
+        poll(&mut got);
+    }
+    let ends: Vec<(i32, i64)> = ids
+        .iter()
+        .map(|p| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, *p, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("{topic} [{p}]: end offset: {e}"));
+            (*p, high)
+        })
+        .collect();
+    let at_end = |got: &[Read]| {
+        ends.iter().all(|(p, high)| {
+            *high == 0
+                || got
+                    .iter()
+                    .any(|r| r.partition == *p && r.offset + 1 >= *high)
+        })
+    };
+    while !at_end(&got) {
+        poll(&mut got);
+    }
+    got
 }

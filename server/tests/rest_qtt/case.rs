@@ -30,7 +30,7 @@ const DEFAULT_PARTITIONS: i32 = 4;
 /// What a running server offers a case.
 pub struct Target<'a> {
     pub api: &'a str,
-    pub bootstrap: &'a str,
+    pub bootstrap: &'a brook_runtime::kafka::Kafka,
     pub http: &'a reqwest::Client,
 }
 
@@ -251,7 +251,11 @@ fn describe_error(status: u16, body: &Value) -> String {
 
 /// The topics ksqlDB's harness creates before a case: the `topics` entries, those of the
 /// `CREATE STREAM/TABLE` statements, and those inputs and outputs name.
-async fn create_topics(case: &Case, admin: &[String], bootstrap: &str) -> Result<(), String> {
+async fn create_topics(
+    case: &Case,
+    admin: &[String],
+    bootstrap: &brook_runtime::kafka::Kafka,
+) -> Result<(), String> {
     let mut topics: Vec<(String, i32)> = Vec::new();
     let mut add = |name: String, partitions: i32| {
         if !topics.iter().any(|(n, _)| *n == name) {
@@ -539,7 +543,7 @@ fn verify_responses(
 async fn verify_outputs(
     case: &Case,
     catalog: &LocalCatalog,
-    bootstrap: &str,
+    bootstrap: &brook_runtime::kafka::Kafka,
 ) -> Result<(), String> {
     let mut by_topic: Vec<(String, Vec<&Value>)> = Vec::new();
     for o in case.test["outputs"].as_array().into_iter().flatten() {
@@ -550,7 +554,7 @@ async fn verify_outputs(
         }
     }
     for (topic, want) in by_topic {
-        let (b, t, n) = (bootstrap.to_string(), topic.clone(), want.len());
+        let (b, t, n) = (bootstrap.clone(), topic.clone(), want.len());
         let got = tokio::task::spawn_blocking(move || records::consume(&b, &t, n, OUTPUT_WAIT))
             .await
             .map_err(|e| e.to_string())??;

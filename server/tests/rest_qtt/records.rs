@@ -206,7 +206,10 @@ pub fn encode_input(catalog: &LocalCatalog, input: &Value) -> Result<Encoded, St
 }
 
 /// Produces the records in order and waits for every acknowledgement.
-pub async fn produce(bootstrap: &str, records: &[Encoded]) -> Result<(), String> {
+pub async fn produce(
+    bootstrap: &brook_runtime::kafka::Kafka,
+    records: &[Encoded],
+) -> Result<(), String> {
     if records.is_empty() {
         return Ok(());
     }
@@ -254,7 +257,7 @@ pub struct Received {
 /// Reads `topic` from the beginning until `want` records arrived or `wait` passed; records
 /// are in partition order, each partition in offset order.
 pub fn consume(
-    bootstrap: &str,
+    bootstrap: &brook_runtime::kafka::Kafka,
     topic: &str,
     want: usize,
     wait: Duration,
