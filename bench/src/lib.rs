@@ -8,6 +8,7 @@ pub mod engine;
 pub mod gen;
 pub mod kafka;
 pub mod memory;
+pub mod soak;
 pub mod table;
 
 use std::process::ExitCode;
