@@ -18,7 +18,6 @@ use datafusion::execution::context::ExecutionProps;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
     binary_expr, cast, expr::Like, in_list, is_not_null, is_null, lit, not, when, Expr, Operator,
-    TryCast,
 };
 use datafusion::physical_expr::{create_physical_expr, PhysicalExpr};
 
@@ -447,16 +446,11 @@ impl Scope<'_> {
             return Ok(t);
         }
         let dt = self.arrow(target)?;
+        // Text goes there too, to be read by ksqlDB's parsers: a text that does not read
+        // fails its row, which the runtime turns into NULL and a processing-log entry, as
+        // ksqlDB does with the exception its parser throws.
         if needs_ksql_cast(&self.arrow(from)?, &dt) {
             return Ok(Typed::new(ksql_cast(t.expr, dt), target.clone()));
-        }
-        // ksqlDB evaluates a text that does not read as the target to NULL (its
-        // expression errors null the value), not to a failed record.
-        if *from == Type::String {
-            return Ok(Typed::new(
-                Expr::TryCast(TryCast::new(Box::new(t.expr), dt)),
-                target.clone(),
-            ));
         }
         self.coerce(t, target)
     }
@@ -1989,11 +1983,27 @@ mod tests {
     }
 
     #[test]
-    fn text_that_is_not_a_number_casts_to_null() {
+    fn text_that_is_not_a_number_fails_the_cast() {
         let (rows, _) = eval("CAST(CAST(A AS STRING) AS INT)");
         assert_eq!(rows, ["1", "-2147483648", "NULL"]);
-        let (rows, _) = eval("CAST('foo' AS BIGINT)");
-        assert_eq!(rows, ["NULL", "NULL", "NULL"]);
+        // As ksqlDB's `Long.parseLong` throws: the runtime makes the rows that fail NULL,
+        // each with a processing-log entry (runtime/src/eval.rs).
+        let t = compile("CAST('foo' AS BIGINT)").expect("compiles");
+        assert_eq!(t.ty, Some(Type::Bigint));
+        let schema = Arc::new(Schema::empty());
+        let batch = RecordBatch::new_empty(schema.clone());
+        let e = physical(&t.expr, &schema)
+            .and_then(|p| {
+                p.evaluate(&batch)
+                    .map_err(|e| PlanError::DataFusion(e.to_string()))
+            })
+            .map(|_| ())
+            .expect_err("'foo' is no BIGINT");
+        assert!(
+            e.to_string()
+                .contains("Failed to cast 'foo' to BIGINT: For input string: \"foo\""),
+            "{e}"
+        );
     }
 
     #[test]

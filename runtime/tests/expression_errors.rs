@@ -233,9 +233,14 @@ fn failing_rows_are_null_logged_and_the_rest_exact_on_the_driver() {
 
 /// The query's pipeline; a join's table already holds `NAMES_ROWS`.
 fn pipeline(query: &str) -> Pipeline {
+    pipeline_over(SRC, query)
+}
+
+/// The pipeline of `query` over the stream `source` creates.
+fn pipeline_over(source: &str, query: &str) -> Pipeline {
     let mut session = Session::new();
     let mut spec = None;
-    for ps in brook_sql::parse(&format!("{SRC}\n{query}")).expect("parse") {
+    for ps in brook_sql::parse(&format!("{source}\n{query}")).expect("parse") {
         if let Action::StartQuery(s) = session.plan(&ps, &|_| Some(1)).expect("plan") {
             spec = Some(s);
         }
@@ -283,5 +288,178 @@ fn a_batch_with_failing_rows_gives_what_rows_one_at_a_time_give() {
             assert!(e.message.contains(case.message), "{e:?}");
             assert!(e.cause.contains("bogus"), "{e:?}");
         }
+    }
+}
+
+/// CAST of text: where ksqlDB's parser throws (`Integer.parseInt("abc")`, a date that
+/// is not one, …) the value is NULL and the processing log has one entry for it; NULL
+/// text is NULL with no entry; BOOLEAN never fails (what is not `true`/`yes` is false).
+const CASTS_SRC: &str = "CREATE STREAM casts (id STRING KEY, n STRING, d STRING, t STRING) \
+    WITH (KAFKA_TOPIC='casts', VALUE_FORMAT='JSON', PARTITIONS=1);";
+
+/// (key, value) of the input to `CASTS_SRC`.
+const CASTS_INPUT: &[(&str, &str)] = &[
+    ("a", r#"{"n":" 12 ","d":"2020-05-26","t":"01:34"}"#),
+    ("b", r#"{"n":"abc","d":"not a date","t":"25:00"}"#),
+    ("c", r#"{"n":null,"d":null,"t":null}"#),
+    ("d", r#"{"n":"yes","d":"2020","t":"01:34:20.5"}"#),
+];
+
+struct CastCase {
+    query: &'static str,
+    want: &'static [(&'static str, &'static str)],
+    /// What the entries say the failing expression was for.
+    message: &'static str,
+    /// The offsets of the processing-log entries, one per failing expression.
+    logged: &'static [i64],
+    /// What each failing row's entries say, in order of the entries.
+    causes: &'static [&'static str],
+}
+
+fn cast_cases() -> Vec<CastCase> {
+    vec![
+        CastCase {
+            query: "CREATE STREAM out AS SELECT id, CAST(n AS INT) AS i, CAST(n AS BIGINT) AS l, \
+                    CAST(n AS DOUBLE) AS x, CAST(n AS DECIMAL(4, 1)) AS m, \
+                    CAST(n AS BOOLEAN) AS b, CAST(d AS DATE) AS dt, \
+                    CAST(d AS TIMESTAMP) AS ts, CAST(t AS TIME) AS tm FROM casts;",
+            want: &[
+                (
+                    "a",
+                    r#"{"I":12,"L":12,"X":12.0,"M":12.0,"B":false,"DT":18408,"TS":1590451200000,"TM":5640000}"#,
+                ),
+                (
+                    "b",
+                    r#"{"I":null,"L":null,"X":null,"M":null,"B":false,"DT":null,"TS":null,"TM":null}"#,
+                ),
+                (
+                    "c",
+                    r#"{"I":null,"L":null,"X":null,"M":null,"B":null,"DT":null,"TS":null,"TM":null}"#,
+                ),
+                (
+                    "d",
+                    r#"{"I":null,"L":null,"X":null,"M":null,"B":true,"DT":18262,"TS":1577836800000,"TM":5660500}"#,
+                ),
+            ],
+            message: "Error computing expression",
+            logged: &[1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3],
+            causes: &[
+                "Failed to cast 'abc' to INTEGER: For input string: \"abc\"",
+                "Failed to cast 'abc' to BIGINT: For input string: \"abc\"",
+                "Failed to cast 'abc' to DOUBLE: For input string: \"abc\"",
+                "Failed to cast 'abc' to DECIMAL(4, 1)",
+                "Failed to parse date 'not a date'",
+                "Failed to parse timestamp 'not a date'",
+                "Failed to parse time '25:00'",
+                "Failed to cast 'yes' to INTEGER",
+                "Failed to cast 'yes' to BIGINT",
+                "Failed to cast 'yes' to DOUBLE",
+                "Failed to cast 'yes' to DECIMAL(4, 1)",
+            ],
+        },
+        // A literal that does not read fails on every row.
+        CastCase {
+            query: "CREATE STREAM out AS SELECT id, CAST('abc' AS INT) AS i FROM casts;",
+            want: &[
+                ("a", r#"{"I":null}"#),
+                ("b", r#"{"I":null}"#),
+                ("c", r#"{"I":null}"#),
+                ("d", r#"{"I":null}"#),
+            ],
+            message: "Error computing expression",
+            logged: &[0, 1, 2, 3],
+            causes: &["Failed to cast 'abc' to INTEGER"; 4],
+        },
+        // ksqlDB's AND is Java's `&&`: a cast its left side rules out is not evaluated,
+        // so fails nothing; a predicate that fails does not pass.
+        CastCase {
+            query: "CREATE STREAM out AS SELECT id, n FROM casts \
+                    WHERE n <> 'abc' AND CAST(n AS INT) > 0;",
+            want: &[("a", r#"{"N":" 12 "}"#)],
+            message: "Error evaluating predicate",
+            logged: &[3],
+            causes: &["Failed to cast 'yes' to INTEGER"],
+        },
+        // Likewise a CASE branch that is not taken.
+        CastCase {
+            query: "CREATE STREAM out AS SELECT id, \
+                    CASE WHEN n = 'abc' THEN -1 ELSE CAST(n AS INT) END AS i FROM casts;",
+            want: &[
+                ("a", r#"{"I":12}"#),
+                ("b", r#"{"I":-1}"#),
+                ("c", r#"{"I":null}"#),
+                ("d", r#"{"I":null}"#),
+            ],
+            message: "Error computing expression",
+            logged: &[3],
+            causes: &["Failed to cast 'yes' to INTEGER"],
+        },
+    ]
+}
+
+fn casts_input() -> Vec<Record> {
+    CASTS_INPUT
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            key: Some(k.as_bytes().to_vec()),
+            value: Some(v.as_bytes().to_vec()),
+            timestamp: 1_000 + i as i64,
+            headers: Vec::new(),
+            partition: 0,
+            offset: i as i64,
+        })
+        .collect()
+}
+
+#[test]
+fn a_cast_of_text_that_does_not_read_is_null_and_logged() {
+    for case in cast_cases() {
+        let mut d = Driver::new();
+        d.execute(&format!("{CASTS_SRC}\n{}", case.query))
+            .unwrap_or_else(|e| panic!("{}: {e}", case.query));
+        for r in casts_input() {
+            d.produce("casts", r.key, r.value, r.timestamp, Vec::new(), None);
+        }
+        let got: Vec<(String, String)> = d
+            .topic("OUT")
+            .map(|t| {
+                t.records
+                    .iter()
+                    .map(|r| (text(r.key.as_deref()), text(r.value.as_deref())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let want: Vec<(String, String)> = case
+            .want
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(got, want, "{}", case.query);
+        let mut logged = Vec::new();
+        for (e, cause) in d.processing_log.iter().zip(case.causes) {
+            assert!(e.contains(case.message), "{}: {e}", case.query);
+            assert!(e.contains("topic casts partition 0"), "{e}");
+            assert!(e.contains(cause), "{}: {e}", case.query);
+            let at = e.split("offset ").nth(1).and_then(|r| r.split(':').next());
+            logged.push(at.and_then(|o| o.parse::<i64>().ok()).unwrap_or(-1));
+        }
+        assert_eq!(d.processing_log.len(), case.logged.len(), "{}", case.query);
+        assert_eq!(logged, case.logged, "{}", case.query);
+
+        // As one batch through the pipeline: the same records and entries.
+        let done = pipeline_over(CASTS_SRC, case.query)
+            .process(&casts_input())
+            .expect("process");
+        assert!(done.errors.is_empty(), "{}: {:?}", case.query, done.errors);
+        let got: Vec<(String, String)> = done
+            .outputs
+            .iter()
+            .map(|o| (text(o.key.as_deref()), text(o.value.as_deref())))
+            .collect();
+        assert_eq!(got, want, "{}", case.query);
+        let mut at: Vec<i64> = done.row_errors.iter().map(|e| e.offset).collect();
+        at.sort_unstable();
+        assert_eq!(at, case.logged, "{}", case.query);
     }
 }
