@@ -12,7 +12,7 @@ use crate::error::{Result, RuntimeError};
 use crate::join::JoinOperator;
 use crate::materialized::{Materialized, Shared, NS_MATERIALIZED};
 use crate::operator::{FilterProject, Operator};
-use crate::rows::{decode_records, encode_batch, encode_batch_with, Record};
+use crate::rows::{decode_records, encode_batch_with, Record};
 use crate::session::{QueryPlan, QuerySpec};
 
 /// A record to write to the sink topic.
@@ -519,9 +519,18 @@ impl Pipeline {
             done.batches.extend(out);
             return Ok(());
         }
+        self.emit(out, null_values && !self.deletes, done)
+    }
+
+    /// Keeps result rows in the table sink's store and encodes them for the sink topic:
+    /// every path that produces results goes through here, so that each honours PARTITION
+    /// BY's re-keying — a stream–stream join's result is completed by either input's
+    /// record, and must be keyed the same either way (issue 17). `deleted`: the rows came
+    /// of records without a value, and delete (and are written without a value).
+    fn emit(&self, out: Vec<RecordBatch>, deleted: bool, done: &mut Processed) -> Result<()> {
         for b in out {
             if let Some(m) = &self.materialized {
-                write(m)?.apply(&b, null_values && !self.deletes)?;
+                write(m)?.apply(&b, deleted)?;
             }
             if !self.emits {
                 continue;
@@ -534,11 +543,7 @@ impl Pipeline {
                 }
                 done.outputs.push(Output {
                     key,
-                    value: if null_values && !self.deletes {
-                        None
-                    } else {
-                        value
-                    },
+                    value: if deleted { None } else { value },
                     timestamp,
                 });
             }
@@ -674,9 +679,12 @@ impl Pipeline {
         records: &[Record],
         done: &mut Processed,
     ) -> Result<()> {
-        let (Some(source), Some(join)) = (self.others.get(input - 1), &mut self.join) else {
+        let Some(source) = self.others.get(input - 1) else {
             return Ok(());
         };
+        if self.join.is_none() {
+            return Ok(());
+        }
         let is_table = source.kind == brook_sql::SourceKind::Table;
         let mut start = 0;
         while start < records.len() {
@@ -693,7 +701,7 @@ impl Pipeline {
             let decoded = decode_records(source, &records[start..end], &self.types)?;
             done.errors
                 .extend(decoded.errors.into_iter().map(|(i, e)| (i + start, e)));
-            if let Some(batch) = decoded.batch {
+            if let (Some(batch), Some(join)) = (decoded.batch, self.join.as_mut()) {
                 let mut out = Vec::new();
                 join.process_input(input, &batch, deleted, &mut out)?;
                 if self.join_feeds {
@@ -711,21 +719,7 @@ impl Pipeline {
                     start = end;
                     continue;
                 }
-                for b in out {
-                    if let Some(m) = &self.materialized {
-                        write(m)?.apply(&b, false)?;
-                    }
-                    for (key, value, timestamp) in encode_batch(&self.sink, &b)? {
-                        if timestamp < 0 {
-                            continue;
-                        }
-                        done.outputs.push(Output {
-                            key,
-                            value,
-                            timestamp,
-                        });
-                    }
-                }
+                self.emit(out, false, done)?;
             }
             start = end;
         }
@@ -756,24 +750,7 @@ impl Pipeline {
         self.operator.on_idle(elapsed_ms, &mut out)?;
         let topic = self.source.topic.clone();
         self.take_row_errors(&topic, &mut done);
-        for b in out {
-            if let Some(m) = &self.materialized {
-                write(m)?.apply(&b, false)?;
-            }
-            if !self.emits {
-                continue;
-            }
-            for (key, value, timestamp) in encode_batch(&self.sink, &b)? {
-                if timestamp < 0 {
-                    continue;
-                }
-                done.outputs.push(Output {
-                    key,
-                    value,
-                    timestamp,
-                });
-            }
-        }
+        self.emit(out, false, &mut done)?;
         Ok(done)
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use brook_runtime::kafka::{consumer_config, producer_config};
+use brook_runtime::kafka::{consumer_config, partition_for_key, producer_config};
 use brook_runtime::rdkafka::consumer::{Consumer, StreamConsumer};
 use brook_runtime::rdkafka::message::Message;
 use brook_runtime::rdkafka::producer::{FutureProducer, FutureRecord};
@@ -169,4 +169,143 @@ async fn orders_join_shipments_within_window() {
         "only o1 shipped within the hour; the result has the later timestamp"
     );
     engine.shutdown().await;
+}
+
+/// One joined row as read back: its key's bytes as text (`None`: no key) and its value.
+type Keyed = (Option<String>, serde_json::Value);
+
+/// The records of `rows` (key, value) where Kafka's default partitioner puts them in a
+/// topic of `partitions`: murmur2 of the serialized key, as ksqlDB's producer does.
+fn by_key_partition(
+    rows: &[(&str, serde_json::Value)],
+    partitions: i32,
+) -> brook_tests::ByPartition<Keyed> {
+    let mut out = brook_tests::ByPartition::new();
+    for (key, value) in rows {
+        let partition = partition_for_key(key.as_bytes(), partitions);
+        out.entry(partition)
+            .or_insert_with(Vec::new)
+            .push((Some(key.to_string()), value.clone()));
+    }
+    out
+}
+
+/// PARTITION BY after a join (issue 17): each result is keyed by the PARTITION BY values
+/// and written to the partition Kafka's default partitioner picks for that key, whichever
+/// input's record completed the join — in a stream–stream join that may be either side's.
+/// ksqlDB writes a multi-column key of all NULLs in an object format as an object of
+/// NULLs (partition-by.json's "multiple columns" cases), not as no key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_by_after_a_join_keys_and_partitions_every_result() {
+    let broker = brook_tests::broker().await;
+    let bootstrap = broker.kafka();
+    let engine = Engine::new(&bootstrap).expect("engine");
+    engine
+        .execute(
+            "CREATE TABLE customers (id STRING PRIMARY KEY, name STRING) \
+               WITH (KAFKA_TOPIC='customers', VALUE_FORMAT='JSON', PARTITIONS=1);
+             CREATE STREAM orders (id STRING KEY, customer STRING, region STRING, tier STRING) \
+               WITH (KAFKA_TOPIC='orders', VALUE_FORMAT='JSON', PARTITIONS=1);
+             CREATE STREAM shipments (id STRING KEY, carrier STRING) \
+               WITH (KAFKA_TOPIC='shipments', VALUE_FORMAT='JSON', PARTITIONS=1);
+             CREATE STREAM by_name WITH (PARTITIONS=4) AS \
+               SELECT o.id, o.customer, c.name FROM orders o JOIN customers c \
+               ON o.customer = c.id PARTITION BY c.name;
+             CREATE STREAM by_region WITH (KEY_FORMAT='JSON', PARTITIONS=4) AS \
+               SELECT o.region AS region, o.tier AS tier, o.id AS id, s.carrier \
+               FROM orders o JOIN shipments s WITHIN 1 HOUR ON o.id = s.id \
+               PARTITION BY o.region, o.tier;",
+        )
+        .await
+        .expect("statements");
+    let p: FutureProducer = producer_config(&bootstrap).create().expect("producer");
+    let t0 = 1_700_000_000_000;
+    let names = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank"];
+    for (i, name) in names.iter().enumerate() {
+        let value = format!(r#"{{"name":"{name}"}}"#);
+        send_at(&p, "customers", &format!("c{}", i + 1), &value, t0).await;
+    }
+    brook_tests::wait_processed(&engine, "BY_NAME", 6).await;
+    // o5's and o6's shipments come first, so their orders complete the join (the left
+    // input); o1–o4's shipments come last and complete theirs (the right input).
+    send_at(&p, "shipments", "o5", r#"{"carrier":"ups"}"#, t0).await;
+    send_at(&p, "shipments", "o6", r#"{"carrier":"dhl"}"#, t0).await;
+    brook_tests::wait_processed(&engine, "BY_REGION", 2).await;
+    let orders = [
+        ("o1", r#"{"customer":"c1","region":"eu","tier":"gold"}"#),
+        ("o2", r#"{"customer":"c2","region":"us","tier":"silver"}"#),
+        ("o3", r#"{"customer":"c3"}"#),
+        ("o4", r#"{"customer":"c4","tier":"bronze"}"#),
+        ("o5", r#"{"customer":"c5","region":"apac","tier":"gold"}"#),
+        ("o6", r#"{"customer":"c6"}"#),
+    ];
+    for (id, value) in orders {
+        send_at(&p, "orders", id, value, t0 + 1).await;
+    }
+    brook_tests::wait_processed(&engine, "BY_REGION", 8).await;
+    for (id, carrier) in [("o1", "ups"), ("o2", "dhl"), ("o3", "ups"), ("o4", "dhl")] {
+        let value = format!(r#"{{"carrier":"{carrier}"}}"#);
+        send_at(&p, "shipments", id, &value, t0 + 2).await;
+    }
+    // Every input record counted: all their results are in the sinks.
+    brook_tests::wait_processed(&engine, "BY_NAME", 12).await;
+    brook_tests::wait_processed(&engine, "BY_REGION", 12).await;
+
+    let view = |r: &brook_tests::Rec| -> Keyed {
+        let key = r
+            .key
+            .as_deref()
+            .map(|k| String::from_utf8_lossy(k).into_owned());
+        (key, r.json())
+    };
+    let read = |topic: &'static str| {
+        let bootstrap = bootstrap.clone();
+        async move {
+            brook_tests::read_all(&bootstrap, topic)
+                .await
+                .into_iter()
+                .map(|(p, records)| (p, records.iter().map(view).collect()))
+                .collect::<brook_tests::ByPartition<Keyed>>()
+        }
+    };
+
+    let (got_by_name, got_by_region) = (read("BY_NAME").await, read("BY_REGION").await);
+    // Stopped before comparing: a test that panics with the engine running does not end.
+    engine.shutdown().await;
+
+    // A stream–table join: the key is the customer's name, the rest the value (`o.id`
+    // is O_ID: both inputs have an ID, as joins.json's "rekey" cases name them).
+    let by_name: Vec<(&str, serde_json::Value)> = names
+        .iter()
+        .zip(1..)
+        .map(|(name, i)| {
+            let value = serde_json::json!({"O_ID": format!("o{i}"), "CUSTOMER": format!("c{i}")});
+            (*name, value)
+        })
+        .collect();
+    brook_tests::assert_same(
+        &got_by_name,
+        &by_key_partition(&by_name, 4),
+        "BY_NAME: keyed by NAME, in murmur2's partition",
+    );
+
+    // A stream–stream join, in the order its results were completed: o5 and o6 by their
+    // orders, the others by their shipments. Each key is (REGION, TIER), NULLs included.
+    let by_region = [
+        (r#"{"REGION":"apac","TIER":"gold"}"#, "o5", "ups"),
+        (r#"{"REGION":null,"TIER":null}"#, "o6", "dhl"),
+        (r#"{"REGION":"eu","TIER":"gold"}"#, "o1", "ups"),
+        (r#"{"REGION":"us","TIER":"silver"}"#, "o2", "dhl"),
+        (r#"{"REGION":null,"TIER":null}"#, "o3", "ups"),
+        (r#"{"REGION":null,"TIER":"bronze"}"#, "o4", "dhl"),
+    ];
+    let by_region: Vec<(&str, serde_json::Value)> = by_region
+        .iter()
+        .map(|(key, id, carrier)| (*key, serde_json::json!({"ID": id, "CARRIER": carrier})))
+        .collect();
+    brook_tests::assert_same(
+        &got_by_region,
+        &by_key_partition(&by_region, 4),
+        "BY_REGION: keyed by (REGION, TIER), in murmur2's partition",
+    );
 }
