@@ -10,11 +10,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
-use arrow::array::{Array, BooleanArray, RecordBatch};
+use arrow::array::{Array, BooleanArray, Int64Array, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
 
-use crate::aggregate::TOMBSTONE;
+use crate::aggregate::{partition_of, TOMBSTONE};
 use crate::error::{Result, RuntimeError};
 use crate::state::{read_scalar_key, scalar_key, FastMap, FastSet, Reader, StateChange, Writer};
 
@@ -44,6 +44,43 @@ pub struct Materialized {
     windows: Option<FastMap<Vec<ScalarValue>, BTreeSet<u64>>>,
     next_slot: u64,
     dirty: FastSet<Vec<ScalarValue>>,
+    /// A windowed aggregation's retention: windows past it leave the store (`None`: rows
+    /// stay until deleted).
+    retention: Option<Retention>,
+}
+
+/// How long a windowed table keeps its windows, as Kafka Streams' segmented window and
+/// session stores do (`AbstractRocksDBSegmentedBytesStore`): each store (one per task, that
+/// is input partition) observes as its stream time the largest window time written to it
+/// (window start; a session's end), and serves no window whose time is below
+/// `observed - retention + 1`. Without this a windowed table's store grows forever.
+#[derive(Debug)]
+struct Retention {
+    ms: i64,
+    /// The column of a row's window time: WINDOWSTART, or WINDOWEND for sessions (Kafka
+    /// Streams' `SessionKeySchema` segments by session end).
+    time_column: usize,
+    /// Each partition's observed stream time.
+    observed: BTreeMap<i32, i64>,
+    /// Live rows by (partition, window time, slot): what expires first comes first.
+    by_time: BTreeSet<(i32, i64, u64)>,
+    /// Each live row's entry in `by_time`.
+    of_slot: FastMap<u64, (i32, i64)>,
+}
+
+impl Retention {
+    /// The earliest window time a partition still keeps.
+    fn earliest(&self, partition: i32) -> Option<i64> {
+        self.observed
+            .get(&partition)
+            .map(|t| t.saturating_sub(self.ms).saturating_add(1))
+    }
+
+    fn forget(&mut self, slot: u64) {
+        if let Some((p, t)) = self.of_slot.remove(&slot) {
+            self.by_time.remove(&(p, t, slot));
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -54,6 +91,16 @@ struct Chunk {
 
 fn eval_err(e: datafusion::error::DataFusionError) -> RuntimeError {
     RuntimeError::Eval(e.to_string())
+}
+
+/// A row's window time (WINDOWSTART or WINDOWEND), when the column holds one.
+fn window_time(batch: &RecordBatch, row: usize, column: usize) -> Option<i64> {
+    batch
+        .columns()
+        .get(column)
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+        .filter(|a| row < a.len() && !a.is_null(row))
+        .map(|a| a.value(row))
 }
 
 impl Materialized {
@@ -76,7 +123,24 @@ impl Materialized {
             slots: FastMap::default(),
             next_slot: 0,
             dirty: FastSet::default(),
+            retention: None,
         }
+    }
+
+    /// Keeps a windowed table's windows only for `ms` back from each partition's newest
+    /// window time, read from column `time_column` (see [`Retention`]). A table without
+    /// windows ignores it: its rows have no window to expire.
+    pub fn with_retention(mut self, ms: i64, time_column: usize) -> Self {
+        if self.windows.is_some() {
+            self.retention = Some(Retention {
+                ms,
+                time_column,
+                observed: BTreeMap::new(),
+                by_time: BTreeSet::new(),
+                of_slot: FastMap::default(),
+            });
+        }
+        self
     }
 
     pub fn shared(self) -> Shared {
@@ -145,6 +209,16 @@ impl Materialized {
         if let Some(old) = self.rows.insert(slot, at) {
             self.release(old);
         }
+        if let Some(r) = &mut self.retention {
+            r.forget(slot);
+            if let Some(Some(c)) = self.chunks.get(at.0) {
+                if let Some(t) = window_time(&c.batch, at.1, r.time_column) {
+                    let p = partition_of(&c.batch, at.1);
+                    r.by_time.insert((p, t, slot));
+                    r.of_slot.insert(slot, (p, t));
+                }
+            }
+        }
         self.dirty.insert(key);
     }
 
@@ -152,6 +226,9 @@ impl Materialized {
         if let Some(slot) = self.slots.remove(&key) {
             if let Some(old) = self.rows.remove(&slot) {
                 self.release(old);
+            }
+            if let Some(r) = &mut self.retention {
+                r.forget(slot);
             }
             if let Some(windows) = &mut self.windows {
                 let unwindowed = &key[..key.len().saturating_sub(1)];
@@ -267,10 +344,63 @@ impl Materialized {
             } else {
                 self.put(key, (chunk, row));
             }
+            // Deletions advance stream time too, as Kafka Streams' `remove` does.
+            self.observe(&rows, row);
         }
+        // A write already past retention goes again here: Kafka Streams drops a write to
+        // an expired segment, and the changelog gets its deletion.
+        self.expire()?;
         // Unpinned: a chunk whose rows were all deleted or overwritten goes now.
         self.release((chunk, 0));
         self.compact()
+    }
+
+    /// Advances the observed stream time of the row's partition to the row's window time.
+    fn observe(&mut self, batch: &RecordBatch, row: usize) {
+        if let Some(r) = &mut self.retention {
+            if let Some(t) = window_time(batch, row, r.time_column) {
+                let seen = r.observed.entry(partition_of(batch, row)).or_insert(t);
+                *seen = (*seen).max(t);
+            }
+        }
+    }
+
+    /// Deletes the windows older than their partition's retention, oldest first (each
+    /// call costs only the rows it removes, plus a look per partition).
+    fn expire(&mut self) -> Result<()> {
+        let Some(r) = &self.retention else {
+            return Ok(());
+        };
+        let mut expired = Vec::new();
+        for &p in r.observed.keys() {
+            let Some(earliest) = r.earliest(p) else {
+                continue;
+            };
+            expired.extend(
+                r.by_time
+                    .range((p, i64::MIN, 0)..(p, earliest, 0))
+                    .map(|(_, _, slot)| *slot),
+            );
+        }
+        for slot in expired {
+            let key = match self.rows.get(&slot).copied() {
+                Some((chunk, row)) => match self.chunks.get(chunk) {
+                    Some(Some(c)) => Some(self.key_of(&c.batch, row)?),
+                    _ => None,
+                },
+                None => None,
+            };
+            match key {
+                Some(key) => self.delete(key),
+                // An index entry without a row: nothing to delete but the entry.
+                None => {
+                    if let Some(r) = &mut self.retention {
+                        r.forget(slot);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Every row, in one batch (`None` when the table is empty).
@@ -336,8 +466,12 @@ impl Materialized {
     pub fn restore(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let (_, key) = read_scalar_key(key)?;
         let row = Reader::new(value).batch()?;
+        self.observe(&row, 0);
         let chunk = self.add_chunk(row);
         self.put(key, (chunk, 0));
+        // The same bound as when the rows were written: a window that expired before the
+        // restart (or expires by what the changelog holds) does not come back.
+        self.expire()?;
         self.release((chunk, 0));
         Ok(())
     }
@@ -499,6 +633,140 @@ mod tests {
             .unwrap();
         let ns = got.column(4).as_any().downcast_ref::<Int64Array>().unwrap();
         assert_eq!(ns.values().to_vec(), vec![2, 1]);
+    }
+
+    /// A windowed table's schema.
+    fn windowed() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("ROWTIME", DataType::Int64, false),
+            Field::new("ROWPARTITION", DataType::Int32, false),
+            Field::new("ROWOFFSET", DataType::Int64, false),
+            Field::new("WINDOWSTART", DataType::Int64, false),
+            Field::new("WINDOWEND", DataType::Int64, false),
+            Field::new("ID", DataType::Utf8, true),
+        ]))
+    }
+
+    /// Rows of the windowed table: (id, partition, window start).
+    fn batch(rows: &[(&str, i32, i64)]) -> RecordBatch {
+        let n = rows.len();
+        let starts: Vec<i64> = rows.iter().map(|r| r.2).collect();
+        let ends: Vec<i64> = starts.iter().map(|t| t + 10).collect();
+        RecordBatch::try_new(
+            windowed(),
+            vec![
+                Arc::new(Int64Array::from(starts.clone())),
+                Arc::new(arrow::array::Int32Array::from(
+                    rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int64Array::from(vec![0; n])),
+                Arc::new(Int64Array::from(starts)),
+                Arc::new(Int64Array::from(ends)),
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn windows_of(m: &Materialized) -> Vec<(String, i64)> {
+        let mut out: Vec<(String, i64)> = match m.snapshot().unwrap() {
+            None => vec![],
+            Some(b) => {
+                let starts = b.column(3).as_any().downcast_ref::<Int64Array>().unwrap();
+                let ids = b.column(5).as_any().downcast_ref::<StringArray>().unwrap();
+                ids.iter()
+                    .zip(starts.values().iter())
+                    .map(|(id, t)| (id.unwrap_or("").to_string(), *t))
+                    .collect()
+            }
+        };
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn windows_past_retention_leave_the_store_and_the_changelog() {
+        let schema = windowed();
+        // Retention 100: with stream time T a partition keeps windows from T - 99 on.
+        let mut m = Materialized::new(schema.clone(), vec![5, 3]).with_retention(100, 3);
+        m.apply(&batch(&[("a", 0, 0), ("b", 0, 50), ("c", 1, 0)]), false)
+            .unwrap();
+        let mut first = Vec::new();
+        m.take_changes(&mut first).unwrap();
+        assert_eq!(first.len(), 3);
+        // Partition 0 reaches 100: window 0 expires there (0 < 1), window 50 stays;
+        // partition 1 has not moved, so its window 0 stays (a store per task).
+        m.apply(&batch(&[("a", 0, 100)]), false).unwrap();
+        assert_eq!(
+            windows_of(&m),
+            vec![("a".into(), 100), ("b".into(), 50), ("c".into(), 0)]
+        );
+        assert!(m
+            .get(&[
+                ScalarValue::Utf8(Some("a".into())),
+                ScalarValue::Int64(Some(0))
+            ])
+            .is_none());
+        let mut changes = Vec::new();
+        m.take_changes(&mut changes).unwrap();
+        let gone = scalar_key(
+            NS_MATERIALIZED,
+            &[
+                ScalarValue::Utf8(Some("a".into())),
+                ScalarValue::Int64(Some(0)),
+            ],
+        )
+        .unwrap();
+        assert!(changes.iter().any(|c| c.key == gone && c.value.is_none()));
+        // A write already past retention is not kept (its changelog entry is a deletion).
+        m.apply(&batch(&[("z", 0, 0)]), false).unwrap();
+        assert!(!windows_of(&m).contains(&("z".into(), 0)));
+        m.apply(&batch(&[("d", 0, 149)]), false).unwrap();
+        assert_eq!(
+            windows_of(&m),
+            vec![
+                ("a".into(), 100),
+                ("b".into(), 50),
+                ("c".into(), 0),
+                ("d".into(), 149)
+            ]
+        );
+        m.apply(&batch(&[("e", 0, 150)]), false).unwrap();
+        assert!(!windows_of(&m).contains(&("b".into(), 50)));
+        assert_eq!(m.retention.as_ref().map(|r| r.by_time.len()), Some(m.len()));
+        m.take_changes(&mut changes).unwrap();
+
+        // Restoring the whole changelog (deletions included) gives the same table; a
+        // changelog holding rows that expire by its own newest window drops them too.
+        let mut log: Vec<StateChange> = first;
+        log.extend(changes);
+        let mut back = Materialized::new(schema.clone(), vec![5, 3]).with_retention(100, 3);
+        let mut latest: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        for c in log {
+            latest.insert(c.key, c.value);
+        }
+        for (k, v) in &latest {
+            if let Some(v) = v {
+                back.restore(k, v).unwrap();
+            }
+        }
+        back.clear_changes();
+        assert_eq!(windows_of(&back), windows_of(&m));
+        let mut stale = Materialized::new(schema.clone(), vec![5, 3]).with_retention(100, 3);
+        let mut source = Materialized::new(schema, vec![5, 3]);
+        source
+            .apply(&batch(&[("old", 0, 0), ("new", 0, 500)]), false)
+            .unwrap();
+        let mut raw = Vec::new();
+        source.take_changes(&mut raw).unwrap();
+        for c in &raw {
+            if let Some(v) = &c.value {
+                stale.restore(&c.key, v).unwrap();
+            }
+        }
+        assert_eq!(windows_of(&stale), vec![("new".into(), 500)]);
     }
 
     #[test]

@@ -333,7 +333,13 @@ fn types_only(catalog: &Catalog) -> Catalog {
 }
 
 /// The store a table sink's rows are kept in, keyed by its key columns (and window start).
-fn materialized_for(sink: &Source, types: &Catalog) -> Result<Option<Shared>> {
+/// A windowed aggregation's store keeps its windows for the window's retention, as Kafka
+/// Streams' window store does; other tables keep their rows until deleted.
+fn materialized_for(
+    sink: &Source,
+    types: &Catalog,
+    window: Option<&brook_planner::aggregate::WindowPlan>,
+) -> Result<Option<Shared>> {
     if sink.kind != brook_sql::SourceKind::Table {
         return Ok(None);
     }
@@ -354,7 +360,14 @@ fn materialized_for(sink: &Source, types: &Catalog) -> Result<Option<Shared>> {
     if windowed {
         keys.push(3);
     }
-    Ok(Some(Materialized::new(schema, keys).shared()))
+    let mut m = Materialized::new(schema, keys);
+    if let (true, Some(w)) = (windowed, window) {
+        // WINDOWSTART, or WINDOWEND for sessions: what Kafka Streams' key schemas
+        // segment (and so expire) by.
+        let time_column = if w.is_session() { 4 } else { 3 };
+        m = m.with_retention(w.retention_ms, time_column);
+    }
+    Ok(Some(m.shared()))
 }
 
 impl Pipeline {
@@ -367,7 +380,11 @@ impl Pipeline {
         };
         // An aggregation skips records without a value, as a filter would.
         let deletes = matches!(&spec.plan, QueryPlan::Aggregate(p) if p.retract_by.is_some());
-        let materialized = materialized_for(&spec.sink, types)?;
+        let window = match &spec.plan {
+            QueryPlan::Aggregate(p) => p.window,
+            _ => None,
+        };
+        let materialized = materialized_for(&spec.sink, types, window.as_ref())?;
         if let QueryPlan::Join(p) = spec.plan {
             let route = Route::of_join(&p, types);
             let others = p.inputs[1..].iter().map(|i| i.source.clone()).collect();
