@@ -56,7 +56,8 @@ CREATE STREAM orders (id STRING KEY, customer STRING, total DOUBLE)
   WITH (KAFKA_TOPIC='orders', PARTITIONS=2, VALUE_FORMAT='JSON');
 CREATE STREAM big_orders AS SELECT id, customer, total FROM orders WHERE total > 1000;
 CREATE TABLE spend AS SELECT customer, COUNT(*) AS n, SUM(total) AS amount
-  FROM orders WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY customer;";
+  FROM orders WINDOW TUMBLING (SIZE 1 MINUTE, RETENTION 3 MINUTES, GRACE PERIOD 30 SECONDS)
+  GROUP BY customer;";
 
 /// What the soak saw, for the report.
 #[derive(Debug, Default)]
