@@ -13,7 +13,7 @@ use std::time::Duration;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -154,19 +154,7 @@ async fn send_to(
     let mut acked = 0u64;
     for (key, value, timestamp) in records {
         loop {
-            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
-            if let Some(p) = partition {
-                rec = rec.partition(p);
-            }
-            if let Some(ts) = timestamp {
-                rec = rec.timestamp(ts);
-            }
-            if let Some(k) = key {
-                rec = rec.key(k);
-            }
-            if let Some(v) = value {
-                rec = rec.payload(v);
-            }
+            let rec = delivery::record(topic, partition, key, value, timestamp);
             match producer.send_result(rec) {
                 Ok(d) => {
                     deliveries.push_back(d);

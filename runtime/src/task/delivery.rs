@@ -239,19 +239,7 @@ async fn send_once(
     let mut failed = Vec::new();
     for (i, (key, value, timestamp)) in records.into_iter().enumerate() {
         loop {
-            let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
-            if let Some(p) = partition {
-                rec = rec.partition(p);
-            }
-            if let Some(ts) = timestamp {
-                rec = rec.timestamp(ts);
-            }
-            if let Some(k) = key {
-                rec = rec.key(k);
-            }
-            if let Some(v) = value {
-                rec = rec.payload(v);
-            }
+            let rec = record(topic, partition, key, value, timestamp);
             match producer.send_result(rec) {
                 Ok(d) => {
                     deliveries.push_back((i, d));
@@ -289,6 +277,31 @@ async fn outcome(
         // The producer is gone (the server is shutting down): nothing will come back.
         Err(_) => failed.push((i, KafkaError::Canceled)),
     }
+}
+
+/// The record to produce: to `partition` when given (else the producer's partitioner), with
+/// whichever of timestamp, key and value there is (no value: a tombstone).
+pub(crate) fn record<'a>(
+    topic: &'a str,
+    partition: Option<i32>,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    timestamp: Option<i64>,
+) -> FutureRecord<'a, [u8], [u8]> {
+    let mut rec: FutureRecord<'a, [u8], [u8]> = FutureRecord::to(topic);
+    if let Some(p) = partition {
+        rec = rec.partition(p);
+    }
+    if let Some(ts) = timestamp {
+        rec = rec.timestamp(ts);
+    }
+    if let Some(k) = key {
+        rec = rec.key(k);
+    }
+    if let Some(v) = value {
+        rec = rec.payload(v);
+    }
+    rec
 }
 
 #[cfg(test)]
